@@ -1,0 +1,414 @@
+"""The offline engine: runs the real program on Pulumi's mock monitor, the way Pulumi's language
+host runs it (P7), and records every resource the program registers.
+
+Used by `shipyard plan` and by the test harness, so tests and the plan see the same program run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import logging
+import os
+import runpy
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks, rpc
+from pulumi.runtime.proto import resource_pb2
+from pulumi.runtime.settings import configure
+
+from infra.settings import NAMESPACE, SettingsError
+
+SECRET = "[secret]"
+ACCOUNT_ID = "123456789012"
+PLACEHOLDER_PREFIX = "offline-placeholder"
+# Secrets a stack needs even when its file does not hold them yet (set later with --secret).
+REQUIRED_SECRETS = (f"{NAMESPACE}:herokuApiKey",)
+
+
+def _uuid(*parts: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "shipyard:" + ":".join(parts)))
+
+
+def _hex(n: int, *parts: str) -> str:
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:n]
+
+
+# ---------------------------------------------------------------------------------------------
+# Project and stack files
+
+
+@dataclass
+class Project:
+    root: Path
+    name: str
+    main: Path
+
+    @classmethod
+    def load(cls, root: Path) -> Project:
+        doc = yaml.safe_load((root / "Pulumi.yaml").read_text())
+        return cls(root=root, name=doc["name"], main=root / doc.get("main", "."))
+
+    def stack_file(self, stack: str) -> Path:
+        return self.root / f"Pulumi.{stack}.yaml"
+
+
+@dataclass
+class StackConfig:
+    """The flat config map the Pulumi CLI would hand the program, with secrets replaced offline."""
+
+    values: dict[str, str]
+    secret_keys: set[str]
+    placeholders: dict[str, str]  # key → why a placeholder stands in for it
+
+
+def _placeholder(key: str) -> str:
+    # Deterministic, GitLab-maskable, and obviously not a credential.
+    return f"{PLACEHOLDER_PREFIX}-{key.rsplit(':', 1)[-1].replace('.', '-')}"
+
+
+def _decrypt_offline(value: Any, key: str, found: list[str]) -> Any:
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        found.append(key)
+        return _placeholder(key)
+    if isinstance(value, dict):
+        return {k: _decrypt_offline(v, f"{key}.{k}", found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decrypt_offline(v, f"{key}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def _as_config_string(value: Any) -> str:
+    """Scalars as the CLI passes them (bools lowercase), objects and lists as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def read_stack_config(project: Project, stack: str, config_file: Path | None = None) -> StackConfig:
+    path = config_file or project.stack_file(stack)
+    doc = yaml.safe_load(path.read_text()) or {}
+    return stack_config(project, doc.get("config") or {}, path.name)
+
+
+def stack_config(project: Project, config: Mapping[str, Any], source: str) -> StackConfig:
+    """The config map from a stack document's `config:` section (`source` names it in reports)."""
+    values: dict[str, str] = {}
+    secret_keys: set[str] = set()
+    placeholders: dict[str, str] = {}
+    for key, raw in config.items():
+        full = key if ":" in key else f"{project.name}:{key}"
+        found: list[str] = []
+        value = _decrypt_offline(raw, full, found)
+        if found:
+            secret_keys.add(full)
+            for k in found:
+                placeholders[k] = f"encrypted value in {source}"
+        values[full] = _as_config_string(value)
+    for key in REQUIRED_SECRETS:
+        if key not in values:
+            values[key] = _placeholder(key)
+            secret_keys.add(key)
+            placeholders[key] = f"not set in {source} (pulumi config set --secret {key.split(':', 1)[1]})"
+    return StackConfig(values, secret_keys, placeholders)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mocks: realistic, deterministic values for what the providers compute
+
+
+class ShipyardMocks(pulumi.runtime.Mocks):
+    """Provider-computed outputs (camelCase, P5) filled the way AWS, Heroku and GitLab fill them."""
+
+    def __init__(self, region: str, stack_outputs: Callable[[str], dict[str, Any]]) -> None:
+        self.region = region
+        self.stack_outputs = stack_outputs
+
+    def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        name = str(inputs.get("name") or args.name)
+        typ = args.typ
+        if typ == "pulumi:pulumi:StackReference":
+            return args.resource_id, {"name": args.resource_id, "outputs": self.stack_outputs(str(args.resource_id))}
+        if args.custom is False:  # components have no provider state
+            return f"{args.name}_id", {}
+        if typ == "aws:ecr/repository:Repository":
+            return name, {
+                **inputs,
+                "arn": f"arn:aws:ecr:{self.region}:{ACCOUNT_ID}:repository/{name}",
+                "registryId": ACCOUNT_ID,
+                "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{name}",
+            }
+        if typ in ("aws:ecr/lifecyclePolicy:LifecyclePolicy", "aws:ecr/repositoryPolicy:RepositoryPolicy"):
+            return str(inputs.get("repository")), {**inputs, "registryId": ACCOUNT_ID}
+        if typ == "heroku:app/app:App":
+            app_id = _uuid("app", name)
+            host = f"{name}-{_hex(12, 'app', name)}.herokuapp.com"
+            all_vars = {**inputs.get("configVars", {}), **inputs.get("sensitiveConfigVars", {})}
+            return app_id, {
+                **inputs,
+                "uuid": app_id,
+                "herokuHostname": host,
+                "webUrl": f"https://{host}/",
+                "gitUrl": f"https://git.heroku.com/{name}.git",
+                "allConfigVars": all_vars,
+            }
+        if typ == "heroku:app/feature:Feature":
+            return f"{inputs.get('appId')}:{name}", inputs
+        if typ == "heroku:formation/formation:Formation":
+            return _uuid("formation", str(inputs.get("appId")), str(inputs.get("type"))), inputs
+        if typ.startswith("heroku:"):
+            return _uuid(typ, args.name, name), inputs
+        if typ == "gitlab:index/projectEnvironment:ProjectEnvironment":
+            env_id = int(_hex(6, "env", name), 16) % 100000
+            return f"{inputs.get('project')}:{env_id}", {**inputs, "environmentId": env_id, "state": "available"}
+        if typ == "gitlab:index/projectVariable:ProjectVariable":
+            return f"{inputs.get('project')}:{inputs.get('key')}:{inputs.get('environmentScope', '*')}", inputs
+        if typ == "gitlab:index/userRunner:UserRunner":
+            runner_id = int(_hex(6, "runner", args.name), 16) % 10_000_000
+            return str(runner_id), {**inputs, "token": f"glrt-{_hex(20, 'token', args.name)}"}
+        return f"{args.name}-{_hex(8, typ, args.name)}", inputs
+
+    def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == "heroku:team/getTeam:getTeam":
+            team = str(args.args.get("name"))
+            return {"id": _uuid("team", team), "name": team, "default": False, "type": "team"}, None
+        raise NotImplementedError(f"the offline plan has no answer for {args.token}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording monitor
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+def redact(value: Any) -> Any:
+    """A property value as a person may see it: secrets become "[secret]", references their URN."""
+    if isinstance(value, dict):
+        sig = value.get(rpc._special_sig_key)
+        if sig == rpc._special_secret_sig:
+            return SECRET
+        if sig == rpc._special_resource_sig:
+            return value.get("urn")
+        if sig == rpc._special_output_value_sig:
+            return SECRET if value.get("secret") else redact(value.get("value"))
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if value == rpc.UNKNOWN:
+        return "[unknown]"
+    return value
+
+
+def _wrap_secret(value: Any) -> dict[str, Any]:
+    return {rpc._special_sig_key: rpc._special_secret_sig, "value": value}
+
+
+@dataclass
+class Step:
+    op: str
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    protect: bool
+    delete_before_replace: bool
+    inputs: dict[str, Any]  # redacted: safe to show
+    raw_inputs: dict[str, Any] = field(repr=False)  # the values the provider would receive
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """The mock monitor, keeping each registration's options and marking secret outputs the way
+    the engine does (secret inputs and the provider's additional secret outputs stay secret)."""
+
+    def __init__(self, mocks_: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks_)
+        self.steps: list[Step] = []
+        self.stack_outputs: dict[str, Any] = {}
+        self.stack_secret_outputs: set[str] = set()
+
+    def _record(self, op: str, request: Any, urn: str, props: Any) -> dict[str, Any]:
+        wire = json_format.MessageToDict(props, preserving_proto_field_name=True)
+        raw = rpc.deserialize_properties(props)
+        self.steps.append(
+            Step(
+                op=op,
+                urn=urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=getattr(request, "custom", True) if op == "create" else True,
+                protect=bool(getattr(request, "protect", False)),
+                delete_before_replace=bool(getattr(request, "deleteBeforeReplace", False)),
+                inputs=redact(wire),
+                raw_inputs=raw,
+            )
+        )
+        return wire
+
+    def RegisterResource(self, request: Any) -> Any:
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            self._record("create", request, urn, request.object)
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        mocks._ensure_event_loop()
+        wire = self._record("create", request, urn, request.object)
+        inputs = self.steps[-1].raw_inputs
+        resource_id, state = self.mocks.new_resource(
+            mocks.MockResourceArgs(
+                typ=request.type,
+                name=request.name,
+                inputs=inputs,
+                provider=request.provider,
+                resource_id=request.importId,
+                custom=request.custom or False,
+            )
+        )
+        secret = {k for k, v in wire.items() if _is_secret(v)} | set(request.additionalSecretOutputs)
+        state = {k: _wrap_secret(v) if k in secret else v for k, v in state.items()}
+        obj = mocks._sync_await(rpc.serialize_properties(state, {}))
+        self.resources[urn] = mocks.MockMonitor.ResourceRegistration(urn, resource_id or "", state)
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id or "", object=obj)
+
+    def ReadResource(self, request: Any) -> Any:
+        response = super().ReadResource(request)
+        self._record("read", request, response.urn, request.properties)
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:
+        if "::pulumi:pulumi:Stack::" in request.urn:
+            wire = json_format.MessageToDict(request.outputs, preserving_proto_field_name=True)
+            self.stack_outputs = rpc.deserialize_properties(request.outputs)
+            self.stack_secret_outputs = {k for k, v in wire.items() if _is_secret(v)}
+        return super().RegisterResourceOutputs(request)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the program
+
+
+@dataclass
+class Run:
+    stack: str
+    steps: list[Step]
+    outputs: dict[str, Any]  # raw values
+    secret_outputs: set[str]
+    warnings: list[str]
+    placeholders: dict[str, str]
+
+    @property
+    def shown_outputs(self) -> dict[str, Any]:
+        return {k: SECRET if k in self.secret_outputs else redact(v) for k, v in self.outputs.items()}
+
+    def resources(self, typ: str | None = None) -> list[Step]:
+        return [s for s in self.steps if typ is None or s.type == typ]
+
+    def one(self, typ: str, **inputs: Any) -> Step:
+        found = [s for s in self.resources(typ) if all(s.raw_inputs.get(k) == v for k, v in inputs.items())]
+        if len(found) != 1:
+            raise LookupError(f"expected one {typ} with {inputs}, found {len(found)}")
+        return found[0]
+
+
+def _reference_outputs(project: Project, config: StackConfig, seen: tuple[str, ...]) -> Callable[[str], Any]:
+    """Outputs for a StackReference: the offline plan of that stack if its file is here (so the
+    wiring is real), placeholders for the build stack's exports otherwise."""
+    from infra import wiring
+
+    def outputs(reference: str) -> dict[str, Any]:
+        parts = reference.split("/")
+        stack = parts[-1]
+        if len(parts) == 3 and parts[1] == project.name and project.stack_file(stack).exists() and stack not in seen:
+            # A thread of its own: the referenced run needs its own context and event loop, and
+            # this call comes from inside the referencing run's monitor.
+            with ThreadPoolExecutor(1) as pool:
+                run = pool.submit(run_program, project, stack, None, None, seen).result()
+            return {k: _wrap_secret(v) if k in run.secret_outputs else v for k, v in run.outputs.items()}
+        config.placeholders[f"stack reference {reference}"] = "outputs are placeholders (stack file not here)"
+        placeholder = {k: f"{PLACEHOLDER_PREFIX}-{k}" for k in wiring.BUILD_STACK_OUTPUTS}
+        placeholder[wiring.GITLAB_PROJECT] = config.values.get(f"{NAMESPACE}:gitlabProject", "")
+        return placeholder
+
+    return outputs
+
+
+def run_program(
+    project: Project,
+    stack: str,
+    config: StackConfig | None = None,
+    config_file: Path | None = None,
+    seen: tuple[str, ...] = (),
+) -> Run:
+    """Run the program for one stack on the mock engine, in a fresh context and event loop (P4).
+
+    Raises SettingsError for invalid settings; any other program failure propagates as it would
+    under `pulumi up`.
+    """
+    config = config or read_stack_config(project, stack, config_file)
+    return contextvars.Context().run(_run, project, stack, config, (*seen, stack))
+
+
+def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...]) -> Run:
+    region = config.values.get("aws:region", "us-east-1")
+    monitor = RecordingMonitor(ShipyardMocks(region, _reference_outputs(project, config, seen)))
+    logger = logging.getLogger(f"shipyard.offline.{stack}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    collect = _Collect()
+    logger.handlers = [collect]
+    configure(
+        mocks.MockSettings(
+            monitor=monitor,
+            monitor_features=set(monitor.GetDeploymentInfo(None).supportedFeatures),
+            engine=mocks.MockEngine(logger),
+            project=project.name,
+            stack=stack,
+            dry_run=False,
+            organization="organization",
+            callbacks=None,
+        )
+    )
+    pulumi.runtime.set_all_config(config.values, sorted(config.secret_keys))
+    pulumi.runtime.settings.ROOT.set(None)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    cwd = os.getcwd()
+    os.chdir(project.root)  # the language host runs the program from the project directory (P7)
+    try:
+        main = str(project.main)
+        loop.run_until_complete(pulumi.runtime.run_in_stack(lambda: runpy.run_path(main, run_name="__main__")))
+    finally:
+        os.chdir(cwd)
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+        asyncio.set_event_loop(None)
+    warnings = [r.getMessage() for r in collect.records if r.levelno >= logging.WARNING]
+    return Run(stack, monitor.steps, monitor.stack_outputs, monitor.stack_secret_outputs, warnings, config.placeholders)
+
+

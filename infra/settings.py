@@ -1,0 +1,363 @@
+"""The typed stack settings of shipyard: one pydantic model, every rule, every error message.
+
+The same model reads the configuration of a real `pulumi up` (from the Pulumi runtime) and the
+offline plan's (from a stack file); both hand it the flat key → value map that the Pulumi CLI
+gives a program, so there is one code path and one set of messages.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+import pulumi
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+NAMESPACE = "shipyard"
+
+# H1: Heroku Platform API schema.
+HEROKU_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
+HEROKU_PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9-]{2,29}$")
+CONFIG_VAR_KEY = re.compile(r"^\w+$")
+# ECR CreateRepository: repositoryName pattern, 2 to 256 characters.
+ECR_NAME = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+AWS_REGION = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d$")
+AWS_ACCOUNT_OR_ARN = re.compile(r"^(?:\d{12}|arn:aws[a-z-]*:iam::\d{12}:(?:root|role/[\w+=,.@/-]+))$")
+GITLAB_PROJECT = re.compile(r"^(?:\d+|[\w.][\w.-]*(?:/[\w.][\w.-]*)+)$")
+STACK_PATH = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+$")
+INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+# G2: GitLab's masking requirements with raw=false.
+MASKABLE = re.compile(r"^[a-zA-Z0-9_+=/@:.~-]{8,}$")
+HEROKU_DYNO_SIZES = (
+    "eco", "basic", "standard-1x", "standard-2x", "performance-m", "performance-l",
+    "performance-l-ram", "performance-xl", "performance-2xl",
+)  # fmt: skip
+PROCESS_TYPE = re.compile(r"^[a-z][a-z0-9_-]*$")
+FEATURE_NAME = re.compile(r"^[a-z][a-z0-9-]+$")
+
+# Provider credentials that must only ever be set with --secret (H9, G1).
+PROVIDER_SECRET_KEYS = ("heroku:apiKey", "gitlab:token", "aws:secretKey", "aws:token")
+
+
+class SettingsError(pulumi.RunError):
+    """Invalid stack settings. A RunError, so `pulumi up` shows the message alone (P8)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid stack settings ({len(problems)} problem(s)):\n{lines}")
+
+
+def maskable_problem(value: str) -> str | None:
+    """Why GitLab would refuse to mask this value (G2), or None. Never quotes the value."""
+    if "\n" in value or "\r" in value:
+        return "must be a single line to be masked in GitLab (G2)"
+    if len(value) < 8:
+        return "must be at least 8 characters to be masked in GitLab (G2)"
+    if not MASKABLE.match(value):
+        return "may only contain letters, digits and _+=/@:.~- to be masked in GitLab (G2)"
+    return None
+
+
+def _pattern(regex: re.Pattern[str], allowed: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise ValueError(f"must be {allowed}")
+        return value
+
+    return AfterValidator(check)
+
+
+HerokuAppName = Annotated[
+    str,
+    _pattern(HEROKU_APP_NAME, "3–30 lowercase letters, digits or dashes, starting with a letter (H1)"),
+]
+PipelineName = Annotated[
+    str,
+    _pattern(HEROKU_PIPELINE_NAME, "3–30 lowercase letters, digits or dashes, starting with a letter (H1)"),
+]
+ConfigVarKey = Annotated[str, _pattern(CONFIG_VAR_KEY, "letters, digits and underscores only (H1)")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+
+class Formation(_Strict):
+    size: str = Field(description="Dyno size, e.g. `standard-1X` (case does not matter).")
+    quantity: int = Field(ge=0, le=100, description="Dynos of this process type, 0–100.")
+
+    @model_validator(mode="after")
+    def _size_known(self) -> Formation:
+        size = self.size.lower()
+        if size not in HEROKU_DYNO_SIZES and not size.startswith(("private-", "shield-")):
+            raise ValueError(
+                f"size must be one of {', '.join(HEROKU_DYNO_SIZES)} (or private-*/shield-*), got {self.size!r}"
+            )
+        if size in ("eco", "basic") and self.quantity > 1:
+            raise ValueError(f"{self.size} dynos cannot run more than one per process type")
+        return self
+
+
+class HerokuSettings(_Strict):
+    app: HerokuAppName = Field(description="Heroku app name; explicit, globally unique (H1, H2).")
+    region: Literal["us", "eu"] = Field(description="Heroku region; changing it replaces the app (H4).")
+    team: str | None = Field(default=None, description="Heroku team that owns the app and pipeline.")
+    pipeline: PipelineName = Field(description="Heroku pipeline; the build stack creates it, others couple to it.")
+    config_vars: dict[ConfigVarKey, str] = Field(
+        default_factory=dict, alias="configVars", description="Plain config vars (stored in plain text, H5)."
+    )
+    features: list[Annotated[str, _pattern(FEATURE_NAME, "a Heroku feature name such as preboot")]] | None = (
+        Field(default=None, description="App features; default `[preboot]` in production, none in staging.")
+    )
+    formation: dict[Annotated[str, _pattern(PROCESS_TYPE, "a process type such as web")], Formation] = Field(
+        default_factory=dict, description="Process type → {size, quantity}; applied once `imageReleased` (H6)."
+    )
+    image_released: bool = Field(
+        default=False,
+        alias="imageReleased",
+        description="Set true once the first image has been released; only then is `formation` applied (H6).",
+    )
+    acm: bool = Field(default=False, description="Automated Certificate Management; needs paid dynos (H12).")
+
+
+class RegistrySettings(_Strict):
+    name: str = Field(description="ECR repository name (build stack only).")
+    keep_images: int = Field(default=30, ge=1, alias="keepImages", description="Keep the newest N tagged images.")
+    cache_tag: str = Field(
+        default="buildcache", alias="cacheTag", description="Tag of the BuildKit layer cache; the one mutable tag."
+    )
+    pull_principals: list[
+        Annotated[str, _pattern(AWS_ACCOUNT_OR_ARN, "a 12-digit AWS account id or an IAM role ARN")]
+    ] = Field(default_factory=list, alias="pullPrincipals", description="Other AWS accounts or roles allowed to pull.")
+
+    @model_validator(mode="after")
+    def _name_rule(self) -> RegistrySettings:
+        if not (2 <= len(self.name) <= 256 and ECR_NAME.match(self.name)):
+            raise ValueError(
+                "name must be 2–256 lowercase letters, digits and . _ - / separators, "
+                f"starting and ending with a letter or digit (ECR), got {self.name!r}"
+            )
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}", self.cache_tag):
+            raise ValueError(f"cacheTag must be a valid image tag, got {self.cache_tag!r}")
+        return self
+
+
+class RunnerSettings(_Strict):
+    instance_type: Annotated[str, _pattern(INSTANCE_TYPE, "an EC2 instance type such as t3.medium")] = Field(
+        alias="instanceType", description="EC2 instance type of the runner host."
+    )
+    concurrent: int = Field(default=2, ge=1, le=100, description="Jobs at once, 1–100.")
+    disk_gb: int = Field(default=50, ge=20, alias="diskGb", description="Encrypted gp3 root volume size in GB, ≥ 20.")
+    tags: list[str] = Field(default_factory=lambda: ["shipyard", "docker"], description="Runner tags in GitLab.")
+    protected_only: bool = Field(
+        default=False, alias="protectedOnly", description="Run jobs of protected branches and tags only."
+    )
+
+
+class Settings(_Strict):
+    """Everything one stack needs; built once, read everywhere."""
+
+    stack: str = Field(description="The Pulumi stack name.")
+    aws_region: Annotated[str, _pattern(AWS_REGION, "an AWS region such as eu-west-1")] = Field(
+        alias="aws:region", description="AWS region of the runner and the registry."
+    )
+    environment: Literal["staging", "production"] = Field(
+        description="GitLab environment name and tier; Heroku pipeline stage."
+    )
+    gitlab_project: Annotated[
+        str, _pattern(GITLAB_PROJECT, "a project path like group/project or a numeric project id")
+    ] = Field(alias="gitlabProject", description="The application's GitLab project.")
+    heroku: HerokuSettings
+    registry: RegistrySettings | None = Field(default=None, description="Present in the build stack only.")
+    runner: RunnerSettings | None = Field(default=None, description="Absent: no runner in this stack.")
+    build_stack: Annotated[str, _pattern(STACK_PATH, "org/project/stack")] | None = Field(
+        default=None, alias="buildStack", description="The stack that owns the registry; required without `registry`."
+    )
+    hide_secret_variables: bool = Field(
+        default=True,
+        alias="hideSecretVariables",
+        description="Create secret CI/CD variables hidden (GitLab 17.4+); fixed at creation (G3).",
+    )
+    heroku_api_key: SecretStr = Field(
+        alias="herokuApiKey", description="Secret; becomes the masked HEROKU_API_KEY of this environment."
+    )
+    heroku_sensitive_config_vars: dict[ConfigVarKey, SecretStr] = Field(
+        default_factory=dict,
+        alias="herokuSensitiveConfigVars",
+        description="Secret map of config vars stored as sensitive on Heroku (H5).",
+    )
+
+    @property
+    def is_build_stack(self) -> bool:
+        return self.registry is not None
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def features(self) -> list[str]:
+        if self.heroku.features is not None:
+            return self.heroku.features
+        return ["preboot"] if self.is_production else []
+
+    @property
+    def heroku_registry_image(self) -> str:
+        return f"registry.heroku.com/{self.heroku.app}/web"
+
+
+# Keys whose values arrive as JSON objects from the Pulumi CLI.
+_OBJECT_KEYS = {"heroku", "registry", "runner", "herokuSensitiveConfigVars"}
+# Keys that must be Pulumi secrets; their values are never printed.
+SECRET_SETTING_KEYS = {"herokuApiKey", "herokuSensitiveConfigVars"}
+
+
+def _fields(model: type[BaseModel]) -> dict[str, tuple[type[BaseModel] | None, bool]]:
+    """Config key (alias) → (nested model or None, whether it is a map of that model)."""
+    out: dict[str, tuple[type[BaseModel] | None, bool]] = {}
+    for name, field in model.model_fields.items():
+        nested, is_map = None, getattr(field.annotation, "__origin__", None) is dict
+        for candidate in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                nested = candidate
+        out[field.alias or name] = (nested, is_map)
+    return out
+
+
+def _key_name(loc: Iterable[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if not parts:
+        return f"{NAMESPACE}:<settings>"
+    head = parts[0]
+    full = head if ":" in head else f"{NAMESPACE}:{head}"
+    return ".".join([full, *parts[1:]])
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    """'did you mean …' for an unknown key, from the fields at that place in the model."""
+    model: type[BaseModel] | None = Settings
+    parts = [str(p) for p in loc[:-1]]
+    while parts and model is not None:
+        model, is_map = _fields(model).get(parts.pop(0), (None, False))
+        if is_map and parts:
+            parts.pop(0)  # the map's own key, e.g. the process type of a formation
+    if model is None:
+        return ""
+    candidates = [k for k in _fields(model) if k != "stack"]
+    close = difflib.get_close_matches(str(loc[-1]), candidates, n=1, cutoff=0.6)
+    if not close:  # a nested key written at the wrong level, e.g. `instanceType` outside `runner`
+        nested = [f"{k}.{sub}" for k, (m, _) in _fields(model).items() if m is not None for sub in _fields(m)]
+        by_leaf = {n.rsplit(".", 1)[1]: n for n in nested}
+        leaf = difflib.get_close_matches(str(loc[-1]), list(by_leaf), n=1, cutoff=0.75)
+        close = [by_leaf[leaf[0]]] if leaf else []
+    return f"; did you mean `{close[0]}`?" if close else f"; allowed keys: {', '.join(sorted(candidates))}"
+
+
+def _format(err: Mapping[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    key = _key_name(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{key} is not a known setting{_suggest(loc)}"
+    if kind == "missing":
+        return f"{key} is required"
+    msg = err["msg"]
+    if kind == "value_error":
+        msg = str(err["ctx"]["error"])
+    if not loc:  # whole-model rules name their own keys
+        return msg
+    secret = any(str(p) in SECRET_SETTING_KEYS for p in loc)
+    shown = "" if secret or kind == "value_error" else f" (got {err['input']!r})"
+    return f"{key}: {msg}{shown}"
+
+
+def _cross_problems(data: Mapping[str, Any]) -> list[str]:
+    """Rules between keys, checked on the raw values so they are reported with every other problem."""
+    problems = []
+    if "registry" in data and "buildStack" in data:
+        problems.append(
+            f"{NAMESPACE}:registry and {NAMESPACE}:buildStack: a stack either owns the registry or reads it "
+            "from its build stack, not both"
+        )
+    if "registry" not in data and "buildStack" not in data:
+        problems.append(
+            f"{NAMESPACE}:buildStack is required in a stack without {NAMESPACE}:registry "
+            "(e.g. organization/shipyard/staging)"
+        )
+    heroku, sensitive = data.get("heroku"), data.get("herokuSensitiveConfigVars")
+    if isinstance(heroku, dict) and isinstance(heroku.get("configVars"), dict) and isinstance(sensitive, dict):
+        clash = set(heroku["configVars"]) & set(sensitive)
+        if clash:
+            problems.append(
+                f"{NAMESPACE}:heroku.configVars and {NAMESPACE}:herokuSensitiveConfigVars both set "
+                f"{', '.join(sorted(clash))}; Heroku rejects duplicate config vars (H5)"
+            )
+    api_key = data.get("herokuApiKey")
+    if isinstance(api_key, str) and (problem := maskable_problem(api_key)):
+        problems.append(f"{NAMESPACE}:herokuApiKey {problem}")
+    return problems
+
+
+def parse_settings(config: Mapping[str, Any], secret_keys: Iterable[str], stack: str) -> Settings:
+    """Validate the flat config map Pulumi gives a program; raise SettingsError with every problem.
+
+    `config` maps full keys (`shipyard:heroku`, `aws:region`) to the CLI's string values
+    (objects JSON-encoded); `secret_keys` are the keys the stack holds as secrets.
+    """
+    secret_keys = set(secret_keys)
+    problems: list[str] = []
+    data: dict[str, Any] = {"stack": stack}
+    prefix = f"{NAMESPACE}:"
+    for full_key, raw in config.items():
+        if full_key == "aws:region":
+            data["aws:region"] = raw
+        elif full_key in PROVIDER_SECRET_KEYS and full_key not in secret_keys:
+            problems.append(
+                f"{full_key} is stored in plain text; set it with `pulumi config set --secret {full_key}` "
+                "or the provider's environment variable (H9, G1)"
+            )
+        elif full_key.startswith(prefix):
+            key = full_key[len(prefix) :]
+            if key in SECRET_SETTING_KEYS and full_key not in secret_keys:
+                problems.append(
+                    f"{full_key} is stored in plain text; set it with `pulumi config set --secret "
+                    f"{'--path ' if key in _OBJECT_KEYS else ''}{key} …`"
+                )
+                continue
+            if key in _OBJECT_KEYS and isinstance(raw, str):
+                try:
+                    raw = json.loads(raw)
+                except json.JSONDecodeError:
+                    problems.append(f"{full_key} must be a YAML map (set keys with `pulumi config set --path`)")
+                    continue
+            data[key] = raw
+    problems.extend(_cross_problems(data))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_format(e) for e in exc.errors())
+        raise SettingsError(problems) from None
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def load_settings() -> Settings:
+    """Read the running program's configuration (inside `pulumi up` or the offline plan)."""
+    from pulumi.runtime import config as runtime_config
+
+    config = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret_keys = set(runtime_config.get_config_secret_keys_env()) | runtime_config._SECRET_KEYS.get()
+    return parse_settings(config, secret_keys, pulumi.get_stack())
