@@ -181,10 +181,10 @@ class ShipyardMocks(pulumi.runtime.Mocks):
             return str(runner_id), {**inputs, "token": f"glrt-{_hex(20, 'token', args.name)}"}
         return f"{args.name}-{_hex(8, typ, args.name)}", inputs
 
-    def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == "heroku:team/getTeam:getTeam":
             team = str(args.args.get("name"))
-            return {"id": _uuid("team", team), "name": team, "default": False, "type": "team"}, None
+            return {"id": _uuid("team", team), "name": team, "default": False, "type": "team"}, []
         raise NotImplementedError(f"the offline plan has no answer for {args.token}")
 
 
@@ -196,22 +196,34 @@ def _is_secret(value: Any) -> bool:
     return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
 
 
-def redact(value: Any) -> Any:
-    """A property value as a person may see it: secrets become "[secret]", references their URN."""
+def _walk(value: Any, secret: Callable[[Any], Any]) -> Any:
     if isinstance(value, dict):
         sig = value.get(rpc._special_sig_key)
         if sig == rpc._special_secret_sig:
-            return SECRET
+            return secret(value.get("value"))
         if sig == rpc._special_resource_sig:
             return value.get("urn")
         if sig == rpc._special_output_value_sig:
-            return SECRET if value.get("secret") else redact(value.get("value"))
-        return {k: redact(v) for k, v in value.items()}
+            inner = value.get("value", rpc.UNKNOWN)
+            return secret(inner) if value.get("secret") else _walk(inner, secret)
+        return {k: _walk(v, secret) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [_walk(v, secret) for v in value]
     if value == rpc.UNKNOWN:
         return "[unknown]"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the wire carries every number as a double
     return value
+
+
+def redact(value: Any) -> Any:
+    """A property value as a person may see it: secrets become "[secret]", references their URN."""
+    return _walk(value, lambda _: SECRET)
+
+
+def reveal(value: Any) -> Any:
+    """A property value as the provider receives it: secrets unwrapped."""
+    return _walk(value, lambda inner: _walk(inner, lambda x: x))
 
 
 def _wrap_secret(value: Any) -> dict[str, Any]:
@@ -244,7 +256,7 @@ class RecordingMonitor(mocks.MockMonitor):
 
     def _record(self, op: str, request: Any, urn: str, props: Any) -> dict[str, Any]:
         wire = json_format.MessageToDict(props, preserving_proto_field_name=True)
-        raw = rpc.deserialize_properties(props)
+        raw = reveal(wire)
         self.steps.append(
             Step(
                 op=op,
@@ -293,7 +305,7 @@ class RecordingMonitor(mocks.MockMonitor):
     def RegisterResourceOutputs(self, request: Any) -> Any:
         if "::pulumi:pulumi:Stack::" in request.urn:
             wire = json_format.MessageToDict(request.outputs, preserving_proto_field_name=True)
-            self.stack_outputs = rpc.deserialize_properties(request.outputs)
+            self.stack_outputs = reveal(wire)
             self.stack_secret_outputs = {k for k, v in wire.items() if _is_secret(v)}
         return super().RegisterResourceOutputs(request)
 
@@ -328,10 +340,15 @@ class Run:
         return [s for s in self.steps if typ is None or s.type == typ]
 
     def one(self, typ: str, **inputs: Any) -> Step:
-        found = [s for s in self.resources(typ) if all(s.raw_inputs.get(k) == v for k, v in inputs.items())]
-        if len(found) != 1:
-            raise LookupError(f"expected one {typ} with {inputs}, found {len(found)}")
-        return found[0]
+        return find_one(self.steps, typ, **inputs)
+
+
+def find_one(steps: list[Step], typ: str, **inputs: Any) -> Step:
+    """The single recorded resource of a type whose inputs have these values."""
+    found = [s for s in steps if s.type == typ and all(s.raw_inputs.get(k) == v for k, v in inputs.items())]
+    if len(found) != 1:
+        raise LookupError(f"expected one {typ} with {inputs}, found {len(found)}")
+    return found[0]
 
 
 def _reference_outputs(project: Project, config: StackConfig, seen: tuple[str, ...]) -> Callable[[str], Any]:
@@ -362,19 +379,22 @@ def run_program(
     config: StackConfig | None = None,
     config_file: Path | None = None,
     seen: tuple[str, ...] = (),
+    record: list[Step] | None = None,
 ) -> Run:
     """Run the program for one stack on the mock engine, in a fresh context and event loop (P4).
 
     Raises SettingsError for invalid settings; any other program failure propagates as it would
-    under `pulumi up`.
+    under `pulumi up`. `record`, when given, receives every registration, even of a failed run.
     """
     config = config or read_stack_config(project, stack, config_file)
-    return contextvars.Context().run(_run, project, stack, config, (*seen, stack))
+    return contextvars.Context().run(_run, project, stack, config, (*seen, stack), record)
 
 
-def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...]) -> Run:
+def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...], record: list[Step] | None) -> Run:
     region = config.values.get("aws:region", "us-east-1")
     monitor = RecordingMonitor(ShipyardMocks(region, _reference_outputs(project, config, seen)))
+    if record is not None:
+        monitor.steps = record
     logger = logging.getLogger(f"shipyard.offline.{stack}")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)

@@ -41,6 +41,9 @@ class HerokuEnvironment(pulumi.ComponentResource):
     """A Heroku app on the container stack, coupled to the pipeline at its stage."""
 
     app: heroku_app.App
+    features: list[heroku_app.Feature]
+    coupling: heroku_pipeline.Coupling
+    formations: list[heroku_formation.Formation]
     app_id: pulumi.Output[str]
     web_url: pulumi.Output[str]
     registry_image: str
@@ -72,7 +75,7 @@ class HerokuEnvironment(pulumi.ComponentResource):
         self.web_url = self.app.web_url
         self.registry_image = f"registry.heroku.com/{args.app_name}/web"
 
-        for feature in args.features:
+        self.features = [
             heroku_app.Feature(
                 f"{name}-{feature}",
                 app_id=self.app_id,
@@ -80,8 +83,10 @@ class HerokuEnvironment(pulumi.ComponentResource):
                 enabled=True,
                 opts=child,
             )
+            for feature in args.features
+        ]
 
-        heroku_pipeline.Coupling(
+        self.coupling = heroku_pipeline.Coupling(
             f"{name}-coupling",
             app_id=self.app_id,
             pipeline=args.pipeline_id,
@@ -92,16 +97,17 @@ class HerokuEnvironment(pulumi.ComponentResource):
         # A container app has no process types before its first image release, and Formation
         # fails on it (H6); the delivery pipeline releases images, so scaling waits for it.
         self.formation_skipped = bool(args.formation) and not args.image_released
-        if args.image_released:
-            for process, entry in args.formation.items():
-                heroku_formation.Formation(
-                    f"{name}-{process}",
-                    app_id=self.app_id,
-                    type=process,
-                    size=entry.size,
-                    quantity=entry.quantity,
-                    opts=child,
-                )
+        self.formations = [
+            heroku_formation.Formation(
+                f"{name}-{process}",
+                app_id=self.app_id,
+                type=process,
+                size=entry.size,
+                quantity=entry.quantity,
+                opts=child,
+            )
+            for process, entry in (args.formation.items() if args.image_released else ())
+        ]
 
         self.register_outputs({"appId": self.app_id, "webUrl": self.web_url})
 

@@ -73,6 +73,8 @@ class Registry(pulumi.ComponentResource):
     """ECR repository with scan on push, KMS encryption, immutable release tags and a lifecycle policy."""
 
     repository: ecr.Repository
+    lifecycle_policy: ecr.LifecyclePolicy
+    pull_policy: ecr.RepositoryPolicy | None
     repository_url: pulumi.Output[str]
     repository_arn: pulumi.Output[str]
 
@@ -95,14 +97,15 @@ class Registry(pulumi.ComponentResource):
             force_delete=False,
             opts=child,
         )
-        ecr.LifecyclePolicy(
+        self.lifecycle_policy = ecr.LifecyclePolicy(
             f"{name}-lifecycle",
             repository=self.repository.name,
             policy=lifecycle_policy(args.keep_images),
             opts=child,
         )
+        self.pull_policy = None
         if args.pull_principals:
-            ecr.RepositoryPolicy(
+            self.pull_policy = ecr.RepositoryPolicy(
                 f"{name}-pull",
                 repository=self.repository.name,
                 policy=pull_policy(args.pull_principals),

@@ -1,0 +1,31 @@
+# shipyard: `make plan STACK=staging` and `make test` work on a fresh machine; both set up first.
+STACK ?= staging
+UV_VERSION := 0.13.8
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(HOME)/.local/bin/uv
+endif
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup plan test bench lint
+
+# Idempotent: installs uv if it is missing, then makes .venv match uv.lock exactly.
+setup:
+	@test -x "$(UV)" || $(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)"
+	@"$(UV)" sync --frozen --quiet
+
+plan: setup
+	@$(BIN)/shipyard plan --stack $(STACK)
+
+test: setup
+	@$(BIN)/pytest
+
+bench: setup
+	@$(BIN)/python scripts/bench.py
+
+lint: setup
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy

@@ -1,0 +1,123 @@
+"""The GitLab environment and CI/CD variables: scopes, masking, protection, secrets in state."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from infra.cli.engine import SECRET, RecordingMonitor, find_one
+from infra.components.ci_variables import CiVariables, CiVariablesArgs, Variable
+from infra.settings import SettingsError
+
+VAR = "gitlab:index/projectVariable:ProjectVariable"
+KEY = "HRKU-ciVariablesTest000000"
+
+
+def variables(**overrides: object) -> CiVariables:
+    args = CiVariablesArgs(
+        project="acme/web",
+        environment="production",
+        external_url="https://acme-web.herokuapp.com/",
+        scoped=[
+            Variable("HEROKU_APP_NAME", "acme-web"),
+            Variable("HEROKU_API_KEY", pulumi.Output.secret(KEY), secret=True),
+        ],
+        unscoped=[Variable("AWS_DEFAULT_REGION", "eu-west-1")],
+        protected=True,
+    )
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return CiVariables("production", args)
+
+
+def settled(ci: CiVariables) -> pulumi.Output:
+    return pulumi.Output.all(ci.environment.urn, *[v.urn for v in ci.variables.values()])
+
+
+@pulumi.runtime.test
+def test_environment_is_named_tiered_and_stopped_before_destroy(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables()  # guards G7
+
+    def check(_: list[str]) -> None:
+        env = find_one(mocked.steps, "gitlab:index/projectEnvironment:ProjectEnvironment").raw_inputs
+        assert (env["name"], env["tier"], env["stopBeforeDestroy"]) == ("production", "production", True)
+        assert env["externalUrl"] == "https://acme-web.herokuapp.com/"
+
+    return settled(ci).apply(check)
+
+
+@pulumi.runtime.test
+def test_api_key_is_masked_hidden_protected_and_secret_in_state(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables()  # guards G1, G3, G4
+
+    def check(_: list[str]) -> None:
+        key = find_one(mocked.steps, VAR, key="HEROKU_API_KEY")
+        assert key.raw_inputs["environmentScope"] == "production"
+        assert key.raw_inputs["masked"] and key.raw_inputs["hidden"] and key.raw_inputs["protected"]
+        assert key.inputs["value"] == SECRET
+        assert key.raw_inputs["value"] == KEY
+
+    return settled(ci).apply(check)
+
+
+@pulumi.runtime.test
+def test_hidden_can_be_turned_off_for_older_gitlab(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables(hide_secrets=False)  # guards G3
+
+    def check(_: list[str]) -> None:
+        key = find_one(mocked.steps, VAR, key="HEROKU_API_KEY").raw_inputs
+        assert key["masked"] and not key["hidden"]
+
+    return settled(ci).apply(check)
+
+
+@pulumi.runtime.test
+def test_plain_variables_are_neither_masked_nor_secret(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables()
+
+    def check(_: list[str]) -> None:
+        name = find_one(mocked.steps, VAR, key="HEROKU_APP_NAME")
+        assert name.inputs["value"] == "acme-web"
+        assert not name.raw_inputs["masked"] and not name.raw_inputs["hidden"]
+
+    return settled(ci).apply(check)
+
+
+@pulumi.runtime.test
+def test_unscoped_variables_reach_every_environment_unprotected(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables()  # guards G5
+
+    def check(_: list[str]) -> None:
+        region = find_one(mocked.steps, VAR, key="AWS_DEFAULT_REGION").raw_inputs
+        assert region["environmentScope"] == "*"
+        assert region["protected"] is False
+
+    return settled(ci).apply(check)
+
+
+@pulumi.runtime.test
+def test_staging_variables_are_not_protected(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables(environment="staging", protected=False)  # guards G4: MR and branch pipelines deploy staging
+
+    def check(_: list[str]) -> None:
+        for step in mocked.steps:
+            if step.type == VAR and step.raw_inputs["key"].startswith("HEROKU_"):
+                assert step.raw_inputs["environmentScope"] == "staging"
+                assert step.raw_inputs["protected"] is False
+
+    return settled(ci).apply(check)
+
+
+def test_a_value_known_only_at_deploy_time_is_checked_before_gitlab_sees_it(mocked: RecordingMonitor) -> None:
+    # guards G2: the value resolves inside the deployment, so the check runs inside apply.
+    late = pulumi.Output.from_input("x").apply(lambda _: "not maskable: has spaces")
+
+    @pulumi.runtime.test
+    def build() -> pulumi.Output:
+        ci = variables(scoped=[Variable("HEROKU_API_KEY", late, secret=True)], unscoped=[])
+        return settled(ci)
+
+    with pytest.raises(SettingsError) as info:
+        build()
+    assert "HEROKU_API_KEY" in str(info.value)
+    assert "has spaces" not in str(info.value)

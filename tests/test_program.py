@@ -1,0 +1,135 @@
+"""The whole program per stack, on the offline engine: what each stack owns, how prod reads
+staging, production protection, and settings errors that stop the run before anything exists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra import wiring
+from infra.cli.engine import Step
+from infra.settings import SettingsError
+from tests.conftest import run_stack
+
+APP = "heroku:app/app:App"
+VAR = "gitlab:index/projectVariable:ProjectVariable"
+COUPLING = "heroku:pipeline/coupling:Coupling"
+
+
+def keys(run: Any, scope: str) -> set[str]:
+    return {s.raw_inputs["key"] for s in run.resources(VAR) if s.raw_inputs["environmentScope"] == scope}
+
+
+def test_staging_is_the_build_stack(staging_doc: dict[str, Any]) -> None:
+    run = run_stack(staging_doc, "staging")
+    repo = run.one("aws:ecr/repository:Repository")
+    assert repo.raw_inputs["name"] == "acme/storefront"
+    assert run.resources("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+    assert run.one("heroku:pipeline/pipeline:Pipeline").raw_inputs["name"] == "acme-storefront"
+    app = run.one(APP)
+    assert (app.raw_inputs["name"], app.raw_inputs["stack"]) == ("acme-storefront-staging", "container")
+    assert run.one("gitlab:index/projectEnvironment:ProjectEnvironment").raw_inputs["name"] == "staging"
+    assert keys(run, "staging") == {"HEROKU_APP_NAME", "HEROKU_REGISTRY_IMAGE", "HEROKU_API_KEY"}
+    assert keys(run, "*") == {"ECR_REPOSITORY_URL", "AWS_DEFAULT_REGION"}
+    assert not run.resources("pulumi:pulumi:StackReference")
+
+
+def test_build_stack_couples_its_own_app_to_the_pipeline_it_creates(staging_doc: dict[str, Any]) -> None:
+    run = run_stack(staging_doc, "staging")  # guards H11: a pipeline without an app is deleted
+    assert run.one(COUPLING).raw_inputs["pipeline"] == run.outputs[wiring.PIPELINE_ID]
+    assert run.one(COUPLING).raw_inputs["stage"] == "staging"
+
+
+def test_unscoped_registry_variable_carries_the_repository_url(staging_doc: dict[str, Any]) -> None:
+    run = run_stack(staging_doc, "staging")
+    url = run.one(VAR, key="ECR_REPOSITORY_URL").raw_inputs["value"]
+    assert url == run.outputs[wiring.REGISTRY_URL] == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme/storefront"
+    assert run.one(VAR, key="HEROKU_REGISTRY_IMAGE").raw_inputs["value"] == (
+        "registry.heroku.com/acme-storefront-staging/web"
+    )
+
+
+def test_prod_reads_the_build_stack_and_owns_no_registry(prod_doc: dict[str, Any]) -> None:
+    staging = run_stack_file("staging")
+    run = run_stack(prod_doc, "prod")
+    ref = run.one("pulumi:pulumi:StackReference")
+    assert ref.op == "read" and ref.name == "organization/shipyard/staging"
+    assert not run.resources("aws:ecr/repository:Repository")
+    assert not run.resources("heroku:pipeline/pipeline:Pipeline")
+    assert keys(run, "*") == set()  # guards G5: unscoped variables belong to the build stack only
+    # The real wiring: prod couples to the pipeline staging creates and exports staging's registry.
+    assert run.one(COUPLING).raw_inputs["pipeline"] == staging.outputs[wiring.PIPELINE_ID]
+    assert run.one(COUPLING).raw_inputs["stage"] == "production"
+    assert run.outputs[wiring.REGISTRY_URL] == staging.outputs[wiring.REGISTRY_URL]
+
+
+def run_stack_file(stack: str) -> Any:
+    from tests.conftest import stack_document
+
+    return run_stack(stack_document(stack), stack)
+
+
+def test_production_resources_are_protected_and_staging_ones_are_not(
+    staging_doc: dict[str, Any], prod_doc: dict[str, Any]
+) -> None:
+    prod = run_stack(prod_doc, "prod")
+    created = [s for s in prod.steps if s.op == "create" and s.custom]
+    assert created and all(s.protect for s in created), [s.urn for s in created if not s.protect]
+    assert not any(s.protect for s in run_stack(staging_doc, "staging").steps)
+
+
+def test_production_variables_are_protected_and_api_key_masked(prod_doc: dict[str, Any]) -> None:
+    run = run_stack(prod_doc, "prod")  # guards G4
+    assert keys(run, "production") == {"HEROKU_APP_NAME", "HEROKU_REGISTRY_IMAGE", "HEROKU_API_KEY"}
+    for step in run.resources(VAR):
+        assert step.raw_inputs["protected"] is True
+    api_key = run.one(VAR, key="HEROKU_API_KEY")
+    assert api_key.raw_inputs["masked"] and api_key.inputs["value"] == "[secret]"
+
+
+def test_production_gets_preboot(prod_doc: dict[str, Any]) -> None:
+    run = run_stack(prod_doc, "prod")
+    assert run.one("heroku:app/feature:Feature").raw_inputs["name"] == "preboot"
+
+
+def test_formation_is_skipped_with_a_warning_until_an_image_is_released(staging_doc: dict[str, Any]) -> None:
+    run = run_stack(staging_doc, "staging")  # guards H6
+    assert not run.resources("heroku:formation/formation:Formation")
+    assert any("imageReleased" in w and "H6" in w for w in run.warnings)
+    staging_doc["shipyard:heroku"]["imageReleased"] = True
+    released = run_stack(staging_doc, "staging")
+    web = released.one("heroku:formation/formation:Formation")
+    assert (web.raw_inputs["type"], web.raw_inputs["size"], web.raw_inputs["quantity"]) == ("web", "basic", 1)
+    assert web.raw_inputs["appId"] == released.one(COUPLING).raw_inputs["appId"] != "acme-storefront-staging"
+
+
+def test_two_stacks_in_one_environment_are_refused(prod_doc: dict[str, Any]) -> None:
+    prod_doc["shipyard:environment"] = "staging"  # guards G5
+    with pytest.raises(SettingsError) as info:
+        run_stack(prod_doc, "prod")
+    assert "shipyard:environment" in str(info.value) and "organization/shipyard/staging" in str(info.value)
+
+
+def test_a_stack_for_another_gitlab_project_is_refused(prod_doc: dict[str, Any]) -> None:
+    prod_doc["shipyard:gitlabProject"] = "acme/other"
+    with pytest.raises(SettingsError) as info:
+        run_stack(prod_doc, "prod")
+    assert "shipyard:gitlabProject" in str(info.value)
+
+
+def test_a_build_stack_outside_this_repository_gets_placeholders(prod_doc: dict[str, Any]) -> None:
+    prod_doc["shipyard:buildStack"] = "acme/delivery/staging"
+    run = run_stack(prod_doc, "prod")
+    assert "stack reference acme/delivery/staging" in run.placeholders
+    assert run.one(COUPLING).raw_inputs["pipeline"] == "offline-placeholder-pipelineId"
+
+
+def test_bad_settings_stop_the_run_before_any_resource(staging_doc: dict[str, Any]) -> None:
+    staging_doc["shipyard:heroku"]["app"] = "Not_Valid"
+    staging_doc["shipyard:registy"] = {"name": "x"}
+    record: list[Step] = []
+    with pytest.raises(SettingsError) as info:
+        run_stack(staging_doc, "staging", record=record)
+    assert len(info.value.problems) >= 2
+    assert [s for s in record if s.custom or s.type != "pulumi:pulumi:Stack"] == []
