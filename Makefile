@@ -4,12 +4,12 @@ UV_VERSION := 0.13.8
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null)
 ifeq ($(UV),)
-UV := $(HOME)/.local/bin/uv
+UV := $(shell $(PYTHON) -m site --user-base)/bin/uv
 endif
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup plan test bench lint
+.PHONY: setup plan test bench lint docs
 
 # Idempotent: installs uv if it is missing, then makes .venv match uv.lock exactly.
 setup:
@@ -29,3 +29,6 @@ lint: setup
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
+
+docs: setup
+	@$(BIN)/python scripts/update_readme.py

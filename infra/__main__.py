@@ -78,9 +78,7 @@ CiVariables(
         external_url=heroku.web_url,
         scoped=[
             Variable("HEROKU_APP_NAME", settings.heroku.app, description="Heroku app of this environment (shipyard)"),
-            Variable(
-                "HEROKU_REGISTRY_IMAGE", heroku.registry_image, description="Heroku registry image (shipyard)"
-            ),
+            Variable("HEROKU_REGISTRY_IMAGE", heroku.registry_image, description="Heroku registry image (shipyard)"),
             Variable(
                 "HEROKU_API_KEY",
                 pulumi.Output.secret(settings.heroku_api_key.get_secret_value()),

@@ -81,11 +81,11 @@ def _pattern(regex: re.Pattern[str], allowed: str) -> AfterValidator:
 
 HerokuAppName = Annotated[
     str,
-    _pattern(HEROKU_APP_NAME, "3–30 lowercase letters, digits or dashes, starting with a letter (H1)"),
+    _pattern(HEROKU_APP_NAME, "3 to 30 lowercase letters, digits or dashes, starting with a letter (H1)"),
 ]
 PipelineName = Annotated[
     str,
-    _pattern(HEROKU_PIPELINE_NAME, "3–30 lowercase letters, digits or dashes, starting with a letter (H1)"),
+    _pattern(HEROKU_PIPELINE_NAME, "3 to 30 lowercase letters, digits or dashes, starting with a letter (H1)"),
 ]
 ConfigVarKey = Annotated[str, _pattern(CONFIG_VAR_KEY, "letters, digits and underscores only (H1)")]
 
@@ -96,7 +96,7 @@ class _Strict(BaseModel):
 
 class Formation(_Strict):
     size: str = Field(description="Dyno size, e.g. `standard-1X` (case does not matter).")
-    quantity: int = Field(ge=0, le=100, description="Dynos of this process type, 0–100.")
+    quantity: int = Field(ge=0, le=100, description="Dynos of this process type, 0 to 100.")
 
     @model_validator(mode="after")
     def _size_known(self) -> Formation:
@@ -111,15 +111,27 @@ class Formation(_Strict):
 
 
 class HerokuSettings(_Strict):
-    app: HerokuAppName = Field(description="Heroku app name; explicit, globally unique (H1, H2).")
+    app: HerokuAppName = Field(
+        description=(
+            "3 to 30 lowercase letters, digits or dashes, starting with a letter; explicit and "
+            "globally unique on Heroku (H1, H2)."
+        )
+    )
     region: Literal["us", "eu"] = Field(description="Heroku region; changing it replaces the app (H4).")
     team: str | None = Field(default=None, description="Heroku team that owns the app and pipeline.")
-    pipeline: PipelineName = Field(description="Heroku pipeline; the build stack creates it, others couple to it.")
-    config_vars: dict[ConfigVarKey, str] = Field(
-        default_factory=dict, alias="configVars", description="Plain config vars (stored in plain text, H5)."
+    pipeline: PipelineName = Field(
+        description=(
+            "3 to 30 lowercase letters, digits or dashes, starting with a letter (H1); the build "
+            "stack creates it, others couple to it."
+        )
     )
-    features: list[Annotated[str, _pattern(FEATURE_NAME, "a Heroku feature name such as preboot")]] | None = (
-        Field(default=None, description="App features; default `[preboot]` in production, none in staging.")
+    config_vars: dict[ConfigVarKey, str] = Field(
+        default_factory=dict,
+        alias="configVars",
+        description="Keys of letters, digits and underscores; stored in plain text, so no secrets here (H5).",
+    )
+    features: list[Annotated[str, _pattern(FEATURE_NAME, "a Heroku feature name such as preboot")]] | None = Field(
+        default=None, description="App features; default `[preboot]` in production, none in staging."
     )
     formation: dict[Annotated[str, _pattern(PROCESS_TYPE, "a process type such as web")], Formation] = Field(
         default_factory=dict, description="Process type → {size, quantity}; applied once `imageReleased` (H6)."
@@ -133,20 +145,24 @@ class HerokuSettings(_Strict):
 
 
 class RegistrySettings(_Strict):
-    name: str = Field(description="ECR repository name (build stack only).")
+    name: str = Field(description="ECR rule: 2 to 256 lowercase letters and digits, separated by `.`, `_`, `-` or `/`.")
     keep_images: int = Field(default=30, ge=1, alias="keepImages", description="Keep the newest N tagged images.")
     cache_tag: str = Field(
         default="buildcache", alias="cacheTag", description="Tag of the BuildKit layer cache; the one mutable tag."
     )
     pull_principals: list[
         Annotated[str, _pattern(AWS_ACCOUNT_OR_ARN, "a 12-digit AWS account id or an IAM role ARN")]
-    ] = Field(default_factory=list, alias="pullPrincipals", description="Other AWS accounts or roles allowed to pull.")
+    ] = Field(
+        default_factory=list,
+        alias="pullPrincipals",
+        description="12-digit AWS account ids or IAM role ARNs allowed to pull (read-only).",
+    )
 
     @model_validator(mode="after")
     def _name_rule(self) -> RegistrySettings:
         if not (2 <= len(self.name) <= 256 and ECR_NAME.match(self.name)):
             raise ValueError(
-                "name must be 2–256 lowercase letters, digits and . _ - / separators, "
+                "name must be 2 to 256 lowercase letters, digits and . _ - / separators, "
                 f"starting and ending with a letter or digit (ECR), got {self.name!r}"
             )
         if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}", self.cache_tag):
@@ -156,9 +172,9 @@ class RegistrySettings(_Strict):
 
 class RunnerSettings(_Strict):
     instance_type: Annotated[str, _pattern(INSTANCE_TYPE, "an EC2 instance type such as t3.medium")] = Field(
-        alias="instanceType", description="EC2 instance type of the runner host."
+        alias="instanceType", description="EC2 instance type of the runner host, e.g. `t3.medium`."
     )
-    concurrent: int = Field(default=2, ge=1, le=100, description="Jobs at once, 1–100.")
+    concurrent: int = Field(default=2, ge=1, le=100, description="Jobs at once, 1 to 100.")
     disk_gb: int = Field(default=50, ge=20, alias="diskGb", description="Encrypted gp3 root volume size in GB, ≥ 20.")
     tags: list[str] = Field(default_factory=lambda: ["shipyard", "docker"], description="Runner tags in GitLab.")
     protected_only: bool = Field(
@@ -171,19 +187,25 @@ class Settings(_Strict):
 
     stack: str = Field(description="The Pulumi stack name.")
     aws_region: Annotated[str, _pattern(AWS_REGION, "an AWS region such as eu-west-1")] = Field(
-        alias="aws:region", description="AWS region of the runner and the registry."
+        alias="aws:region", description="AWS region of the runner and the registry, e.g. `eu-west-1`."
     )
     environment: Literal["staging", "production"] = Field(
         description="GitLab environment name and tier; Heroku pipeline stage."
     )
     gitlab_project: Annotated[
         str, _pattern(GITLAB_PROJECT, "a project path like group/project or a numeric project id")
-    ] = Field(alias="gitlabProject", description="The application's GitLab project.")
-    heroku: HerokuSettings
+    ] = Field(
+        alias="gitlabProject", description="The application's GitLab project: `group/…/project` path or numeric id."
+    )
+    heroku: HerokuSettings = Field(description="The Heroku app of this environment.")
     registry: RegistrySettings | None = Field(default=None, description="Present in the build stack only.")
     runner: RunnerSettings | None = Field(default=None, description="Absent: no runner in this stack.")
     build_stack: Annotated[str, _pattern(STACK_PATH, "org/project/stack")] | None = Field(
-        default=None, alias="buildStack", description="The stack that owns the registry; required without `registry`."
+        default=None,
+        alias="buildStack",
+        description=(
+            "`org/project/stack` of the stack that owns the registry; required without `registry`, refused with it."
+        ),
     )
     hide_secret_variables: bool = Field(
         default=True,
@@ -191,12 +213,20 @@ class Settings(_Strict):
         description="Create secret CI/CD variables hidden (GitLab 17.4+); fixed at creation (G3).",
     )
     heroku_api_key: SecretStr = Field(
-        alias="herokuApiKey", description="Secret; becomes the masked HEROKU_API_KEY of this environment."
+        alias="herokuApiKey",
+        description=(
+            "Set with `--secret`; a long-lived `heroku authorizations:create` token (H9) that becomes "
+            "the masked HEROKU_API_KEY of this environment; one line, 8+ characters of "
+            "`a-zA-Z0-9_+=/@:.~-` (G2)."
+        ),
     )
     heroku_sensitive_config_vars: dict[ConfigVarKey, SecretStr] = Field(
         default_factory=dict,
         alias="herokuSensitiveConfigVars",
-        description="Secret map of config vars stored as sensitive on Heroku (H5).",
+        description=(
+            "Set with `--secret --path`; config vars stored as sensitive on Heroku (H5); no key may "
+            "also be in `heroku.configVars`."
+        ),
     )
 
     @property

@@ -77,4 +77,5 @@ def mocked() -> Iterator[RecordingMonitor]:
     yield monitor
     loop.run_until_complete(loop.shutdown_default_executor())
     loop.close()
+    monitor.close()
     asyncio.set_event_loop(None)

@@ -68,10 +68,10 @@ def test_settings_error_is_a_pulumi_run_error() -> None:  # guards P8
 # (override, key the message must name, a phrase saying what is allowed)
 MISTAKES = [
     ({"heroku": {"app": "Acme_Web"}}, "shipyard:heroku.app", "lowercase"),  # guards H1
-    ({"heroku": {"app": "ab"}}, "shipyard:heroku.app", "3–30"),  # guards H1
-    ({"heroku": {"app": "a" * 31}}, "shipyard:heroku.app", "3–30"),  # guards H1
+    ({"heroku": {"app": "ab"}}, "shipyard:heroku.app", "3 to 30"),  # guards H1
+    ({"heroku": {"app": "a" * 31}}, "shipyard:heroku.app", "3 to 30"),  # guards H1
     ({"heroku": {"app": "acme-web-"}}, "shipyard:heroku.app", "lowercase"),  # guards H1
-    ({"heroku": {"pipeline": "ab"}}, "shipyard:heroku.pipeline", "3–30"),  # guards H1
+    ({"heroku": {"pipeline": "ab"}}, "shipyard:heroku.pipeline", "3 to 30"),  # guards H1
     ({"heroku": {"region": "eu-west-1"}}, "shipyard:heroku.region", "'us' or 'eu'"),
     ({"heroku": {"configVars": {"BAD-KEY": "x"}}}, "shipyard:heroku.configVars.BAD-KEY", "underscores"),
     ({"heroku": {"formation": {"web": {"size": "huge", "quantity": 1}}}}, "shipyard:heroku.formation.web", "size"),
@@ -110,9 +110,7 @@ def test_each_mistake_names_the_key_and_what_is_allowed(override: dict[str, Any]
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    found = problems(
-        base(heroku={"app": "Bad_Name", "regoin": "eu"}, registry={"keepImages": 0}, enviroment="staging")
-    )
+    found = problems(base(heroku={"app": "Bad_Name", "regoin": "eu"}, registry={"keepImages": 0}, enviroment="staging"))
     assert len(found) >= 4, found
 
 

@@ -14,8 +14,8 @@ import logging
 import os
 import runpy
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from pulumi.runtime import mocks, rpc
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import configure
 
-from infra.settings import NAMESPACE, SettingsError
+from infra.settings import NAMESPACE
 
 SECRET = "[secret]"
 ACCOUNT_ID = "123456789012"
@@ -253,6 +253,26 @@ class RecordingMonitor(mocks.MockMonitor):
         self.steps: list[Step] = []
         self.stack_outputs: dict[str, Any] = {}
         self.stack_secret_outputs: set[str] = set()
+        self._thread_loops: list[asyncio.AbstractEventLoop] = []
+
+    def _thread_loop(self) -> None:
+        """The SDK calls the monitor from worker threads, each needing an event loop of its own;
+        create it here so that `close()` can close it when the run ends, not the garbage collector."""
+        try:
+            asyncio.get_event_loop()
+        except RuntimeError:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._thread_loops.append(loop)
+
+    def close(self) -> None:
+        for loop in self._thread_loops:
+            loop.close()
+        self._thread_loops.clear()
+
+    def Invoke(self, request: Any) -> Any:
+        self._thread_loop()
+        return super().Invoke(request)
 
     def _record(self, op: str, request: Any, urn: str, props: Any) -> dict[str, Any]:
         wire = json_format.MessageToDict(props, preserving_proto_field_name=True)
@@ -278,7 +298,7 @@ class RecordingMonitor(mocks.MockMonitor):
         if request.type == "pulumi:pulumi:Stack":
             self._record("create", request, urn, request.object)
             return resource_pb2.RegisterResourceResponse(urn=urn)
-        mocks._ensure_event_loop()
+        self._thread_loop()
         wire = self._record("create", request, urn, request.object)
         inputs = self.steps[-1].raw_inputs
         resource_id, state = self.mocks.new_resource(
@@ -298,6 +318,7 @@ class RecordingMonitor(mocks.MockMonitor):
         return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id or "", object=obj)
 
     def ReadResource(self, request: Any) -> Any:
+        self._thread_loop()
         response = super().ReadResource(request)
         self._record("read", request, response.urn, request.properties)
         return response
@@ -422,13 +443,16 @@ def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...
     os.chdir(project.root)  # the language host runs the program from the project directory (P7)
     try:
         main = str(project.main)
-        loop.run_until_complete(pulumi.runtime.run_in_stack(lambda: runpy.run_path(main, run_name="__main__")))
+
+        def program() -> None:
+            runpy.run_path(main, run_name="__main__")
+
+        loop.run_until_complete(pulumi.runtime.run_in_stack(program))
     finally:
         os.chdir(cwd)
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+        monitor.close()
         asyncio.set_event_loop(None)
     warnings = [r.getMessage() for r in collect.records if r.levelno >= logging.WARNING]
     return Run(stack, monitor.steps, monitor.stack_outputs, monitor.stack_secret_outputs, warnings, config.placeholders)
-
-

@@ -64,7 +64,9 @@ def pull_policy(principals: list[str]) -> str:
     return json.dumps(
         {
             "Version": "2012-10-17",
-            "Statement": [{"Sid": "ShipyardPull", "Effect": "Allow", "Principal": {"AWS": aws_principals}, "Action": PULL_ACTIONS}],
+            "Statement": [
+                {"Sid": "ShipyardPull", "Effect": "Allow", "Principal": {"AWS": aws_principals}, "Action": PULL_ACTIONS}
+            ],
         }
     )
 

@@ -1,0 +1,146 @@
+"""`shipyard plan`: the table, the `pulumi preview --json` shape, exit codes, and no secret value
+anywhere a person or a log could see it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rich.console import Console
+
+from infra.cli.main import main
+from infra.cli.plan import render_table, to_preview_json
+from tests.conftest import ROOT, run_stack
+
+SHIPYARD = Path(sys.executable).with_name("shipyard")
+CANARY_KEY = "HRKU-canaryApiKey7f3a9c"
+CANARY_DB = "postgres://canary:Pa55wordCanary@db.internal/app"
+
+
+def plan(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, str, str]:
+    monkeypatch.chdir(ROOT)
+    code = main(["plan", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_stack(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    path = tmp_path / "Pulumi.custom.yaml"
+    path.write_text(yaml.safe_dump({"config": doc}))
+    return path
+
+
+def test_table_lists_every_resource_and_the_outputs(capsys: Any, monkeypatch: Any) -> None:
+    code, out, _ = plan(capsys, monkeypatch, "--stack", "staging")
+    assert code == 0
+    for name in ("aws:ecr/repository:Repository", "heroku:app/app:App", "heroku:pipeline/coupling:Coupling"):
+        assert name in out
+    assert "acme-storefront-staging" in out and "stack=container" in out
+    assert "registryUrl" in out and "herokuAppUrl" in out
+    assert "placeholder: shipyard:herokuApiKey" in out  # the absent secret is reported
+
+
+def test_json_has_the_preview_shape(capsys: Any, monkeypatch: Any) -> None:
+    code, out, _ = plan(capsys, monkeypatch, "--stack", "prod", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["changeSummary"] == {"create": len(doc["steps"]) - 1, "read": 1}
+    for step in doc["steps"]:
+        assert step["op"] in ("create", "read")
+        state = step["newState"]
+        assert set(state) == {"type", "urn", "parent", "custom", "protect", "inputs"}
+        assert state["urn"] == step["urn"].strip() and step["urn"].startswith("urn:pulumi:prod::shipyard::")
+    app = next(s for s in doc["steps"] if s["newState"]["type"] == "heroku:app/app:App")["newState"]
+    assert app["protect"] is True and app["inputs"]["stack"] == "container"
+    assert app["parent"].endswith("shipyard:heroku:Environment::production")
+    assert doc["outputs"]["registryUrl"].endswith(".amazonaws.com/acme/storefront")
+
+
+def test_unknown_key_exits_2_naming_the_key_without_traceback(capsys: Any, monkeypatch: Any, tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"]
+    doc["shipyard:registry"]["keepImgaes"] = 5
+    doc["shipyard:heroku"]["region"] = "europe"
+    code, out, err = plan(capsys, monkeypatch, "--stack", "staging", "--config-file", str(write_stack(tmp_path, doc)))
+    assert code == 2
+    assert out == ""
+    assert "shipyard:registry.keepImgaes" in err and "keepImages" in err
+    assert "shipyard:heroku.region" in err
+    assert "Traceback" not in err
+
+
+def test_missing_stack_file_exits_2_and_lists_the_stacks(capsys: Any, monkeypatch: Any) -> None:
+    code, _, err = plan(capsys, monkeypatch, "--stack", "qa")
+    assert code == 2 and "Pulumi.qa.yaml" in err and "prod" in err and "staging" in err
+
+
+def test_secret_given_in_plain_text_is_refused_and_never_echoed(capsys: Any, monkeypatch: Any, tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"]
+    doc["shipyard:herokuApiKey"] = CANARY_KEY
+    doc["heroku:apiKey"] = CANARY_KEY
+    code, out, err = plan(capsys, monkeypatch, "--stack", "staging", "--config-file", str(write_stack(tmp_path, doc)))
+    assert code == 2
+    assert "shipyard:herokuApiKey" in err and "heroku:apiKey" in err and "--secret" in err
+    assert CANARY_KEY not in out + err
+
+
+def test_encrypted_secrets_become_reported_placeholders(capsys: Any, monkeypatch: Any, tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"]
+    doc["shipyard:herokuApiKey"] = {"secure": "v1:c2VjcmV0Y2lwaGVydGV4dA=="}
+    doc["shipyard:herokuSensitiveConfigVars"] = {"DATABASE_URL": {"secure": "v1:ZGJjaXBoZXJ0ZXh0"}}
+    code, out, err = plan(
+        capsys, monkeypatch, "--stack", "staging", "--json", "--config-file", str(write_stack(tmp_path, doc))
+    )
+    assert code == 0
+    placeholders = json.loads(out)["diagnostics"]["placeholders"]
+    assert set(placeholders) == {"shipyard:herokuApiKey", "shipyard:herokuSensitiveConfigVars.DATABASE_URL"}
+    assert "offline-placeholder" not in out  # the placeholders are secrets too: never shown
+    assert "placeholder: shipyard:herokuApiKey" in err
+
+
+def test_secret_canaries_never_reach_table_json_outputs_or_warnings(staging_doc: dict[str, Any]) -> None:
+    secrets = {"shipyard:herokuApiKey": CANARY_KEY, "shipyard:herokuSensitiveConfigVars": {"DATABASE_URL": CANARY_DB}}
+    run = run_stack(staging_doc, "staging", secrets=secrets)
+    # The canaries really flow to the providers, marked secret ...
+    assert run.one("gitlab:index/projectVariable:ProjectVariable", key="HEROKU_API_KEY").raw_inputs["value"] == (
+        CANARY_KEY
+    )
+    assert run.one("heroku:app/app:App").raw_inputs["sensitiveConfigVars"] == {"DATABASE_URL": CANARY_DB}
+    # ... and appear nowhere a person or a log could see them.
+    table = io.StringIO()
+    render_table(run, Console(file=table, width=200))
+    shown = table.getvalue() + json.dumps(to_preview_json(run)) + json.dumps(run.warnings)
+    for canary in (CANARY_KEY, CANARY_DB, "Pa55wordCanary"):
+        assert canary not in shown
+
+
+def test_console_script_runs_the_program_as_the_language_host_does(tmp_path: Path) -> None:
+    # guards P7: the console script has neither the repository root nor the cwd on sys.path, like
+    # Pulumi's language host; the program must import from the project installed in .venv.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(SHIPYARD), "plan", "--stack", "prod", "--json"],
+        cwd=ROOT / "infra",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"]["herokuAppName"] == "acme-storefront"
+
+
+def test_console_script_exit_code_for_invalid_settings(tmp_path: Path) -> None:
+    doc = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]
+    del doc["shipyard:buildStack"]
+    path = write_stack(tmp_path, doc)
+    result = subprocess.run(
+        [str(SHIPYARD), "plan", "--stack", "prod", "--config-file", str(path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "shipyard:buildStack is required" in result.stderr and "Traceback" not in result.stderr
