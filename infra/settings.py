@@ -334,6 +334,13 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
                 f"{NAMESPACE}:heroku.configVars and {NAMESPACE}:herokuSensitiveConfigVars both set "
                 f"{', '.join(sorted(clash))}; Heroku rejects duplicate config vars (H5)"
             )
+    if isinstance(heroku, dict) and heroku.get("acm") is True:
+        sizes = [f.get("size", "") for f in (heroku.get("formation") or {}).values() if isinstance(f, dict)]
+        if heroku.get("imageReleased") is not True or not sizes or any(s.lower() == "eco" for s in sizes):
+            problems.append(
+                f"{NAMESPACE}:heroku.acm needs paid dynos running: set it once imageReleased is true and "
+                "the formation has no eco dynos (H12)"
+            )
     api_key = data.get("herokuApiKey")
     if isinstance(api_key, str) and (problem := maskable_problem(api_key)):
         problems.append(f"{NAMESPACE}:herokuApiKey {problem}")

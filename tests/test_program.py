@@ -50,8 +50,8 @@ def test_unscoped_registry_variable_carries_the_repository_url(staging_doc: dict
     )
 
 
-def test_prod_reads_the_build_stack_and_owns_no_registry(prod_doc: dict[str, Any]) -> None:
-    staging = run_stack_file("staging")
+def test_prod_reads_the_build_stack_and_owns_no_registry(staging_doc: dict[str, Any], prod_doc: dict[str, Any]) -> None:
+    staging = run_stack(staging_doc, "staging")
     run = run_stack(prod_doc, "prod")
     ref = run.one("pulumi:pulumi:StackReference")
     assert ref.op == "read" and ref.name == "organization/shipyard/staging"
@@ -62,12 +62,6 @@ def test_prod_reads_the_build_stack_and_owns_no_registry(prod_doc: dict[str, Any
     assert run.one(COUPLING).raw_inputs["pipeline"] == staging.outputs[wiring.PIPELINE_ID]
     assert run.one(COUPLING).raw_inputs["stage"] == "production"
     assert run.outputs[wiring.REGISTRY_URL] == staging.outputs[wiring.REGISTRY_URL]
-
-
-def run_stack_file(stack: str) -> Any:
-    from tests.conftest import stack_document
-
-    return run_stack(stack_document(stack), stack)
 
 
 def test_production_resources_are_protected_and_staging_ones_are_not(

@@ -95,6 +95,7 @@ MISTAKES = [
     ({"buildStack": "organization/shipyard/staging"}, "shipyard:buildStack", "not both"),
     ({"registry": None, "buildStack": "staging"}, "shipyard:buildStack", "org/project/stack"),
     ({"heroku": "acme-web"}, "shipyard:heroku", "YAML map"),
+    ({"heroku": {"acm": True}}, "shipyard:heroku.acm", "paid dynos"),  # guards H12
     ({"herokuApiKey": "short"}, "shipyard:herokuApiKey", "8 characters"),  # guards G2
     ({"herokuApiKey": "has a space in it"}, "shipyard:herokuApiKey", "letters, digits"),  # guards G2
 ]
@@ -132,6 +133,11 @@ def test_provider_credentials_in_plain_text_are_refused(key: str) -> None:  # gu
 def test_unmaskable_api_key_error_does_not_quote_the_key() -> None:  # guards G2
     found = problems(base(herokuApiKey="secret value with spaces"))
     assert not any("spaces" in p for p in found), found
+
+
+def test_acm_is_accepted_once_paid_dynos_run() -> None:  # guards H12
+    web = {"web": {"size": "basic", "quantity": 1}}
+    assert parse(base(heroku={"acm": True, "imageReleased": True, "formation": web})).heroku.acm
 
 
 def test_same_config_var_plain_and_sensitive_is_refused() -> None:  # guards H5
