@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 # Idempotent: installs uv if it is missing, then makes .venv match uv.lock exactly.
 setup:
 	@test -x "$(UV)" || $(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)"
-	@"$(UV)" sync --frozen --quiet
+	@"$(UV)" sync --frozen --compile-bytecode --quiet
 
 plan: setup
 	@$(BIN)/shipyard plan --stack $(STACK)

@@ -16,6 +16,7 @@ from infra.components.heroku_env import (
     HerokuPipelineArgs,
 )
 from infra.components.registry import Registry, RegistryArgs
+from infra.components.runner import GitlabRunner, GitlabRunnerArgs
 from infra.settings import load_settings
 
 settings = load_settings()
@@ -93,7 +94,30 @@ CiVariables(
     opts=protect,
 )
 
-# The runner (GitlabRunner, infra/components/runner.py) is wired in here by the runner issue (#3).
+runner = None
+if settings.runner is not None:
+    runner = GitlabRunner(
+        "runner",
+        GitlabRunnerArgs(
+            stack=settings.stack,
+            gitlab_project=settings.gitlab_project,
+            gitlab_url=settings.gitlab_url,
+            region=settings.aws_region,
+            instance_type=settings.runner.instance_type,
+            concurrent=settings.runner.concurrent,
+            disk_gb=settings.runner.disk_gb,
+            tags=settings.runner.tags,
+            protected_only=settings.runner.protected_only,
+            maximum_timeout=settings.runner.maximum_timeout,
+            repository_arn=registry_arn,
+            # The build stack's runner builds and pushes; any other runner deploys and only pulls.
+            can_push=settings.is_build_stack,
+            gitlab_runner_version=settings.runner.gitlab_runner_version,
+            docker_version=settings.runner.docker_version,
+            subnet_ids=settings.runner.subnet_ids,
+        ),
+        opts=protect,
+    )
 
 pulumi.export(wiring.ENVIRONMENT, settings.environment)
 pulumi.export(wiring.GITLAB_PROJECT, settings.gitlab_project)
@@ -103,3 +127,8 @@ pulumi.export(wiring.PIPELINE_ID, pipeline_id)
 pulumi.export("herokuAppName", settings.heroku.app)
 pulumi.export("herokuAppUrl", heroku.web_url)
 pulumi.export("herokuRegistryImage", heroku.registry_image)
+if runner is not None:
+    pulumi.export("runnerId", runner.runner_id)
+    pulumi.export("runnerAsgName", runner.asg_name)
+    pulumi.export("runnerTokenParameter", runner.token_parameter_name)
+    pulumi.export("runnerRoleArn", runner.role.arn)

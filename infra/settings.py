@@ -170,15 +170,43 @@ class RegistrySettings(_Strict):
         return self
 
 
+RUNNER_TAG = re.compile(r"^[\w.:/-]{1,255}$")
+SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+RPM_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+DOCKER_VERSION = re.compile(r"^\d+\.\d+(?:\.\d+|\.\*)$")
+
+
 class RunnerSettings(_Strict):
     instance_type: Annotated[str, _pattern(INSTANCE_TYPE, "an EC2 instance type such as t3.medium")] = Field(
         alias="instanceType", description="EC2 instance type of the runner host, e.g. `t3.medium`."
     )
     concurrent: int = Field(default=2, ge=1, le=100, description="Jobs at once, 1 to 100.")
     disk_gb: int = Field(default=50, ge=20, alias="diskGb", description="Encrypted gp3 root volume size in GB, ≥ 20.")
-    tags: list[str] = Field(default_factory=lambda: ["shipyard", "docker"], description="Runner tags in GitLab.")
+    tags: list[Annotated[str, _pattern(RUNNER_TAG, "a runner tag: letters, digits and . _ : / -")]] = Field(
+        default_factory=lambda: ["shipyard", "docker"], min_length=1, description="Runner tags in GitLab (G6)."
+    )
     protected_only: bool = Field(
-        default=False, alias="protectedOnly", description="Run jobs of protected branches and tags only."
+        default=False,
+        alias="protectedOnly",
+        description="Run jobs of protected branches and tags only (`ref_protected`); use it for deploy runners.",
+    )
+    maximum_timeout: int = Field(
+        default=3600,
+        ge=600,
+        le=86400,
+        alias="maximumTimeout",
+        description="Longest job in seconds, 600 to 86400 (G6); the host waits this long for jobs when it stops.",
+    )
+    subnet_ids: list[Annotated[str, _pattern(SUBNET_ID, "a subnet id such as subnet-0abc1234")]] = Field(
+        default_factory=list,
+        alias="subnetIds",
+        description="Subnets of the runner (one VPC, egress to the internet); empty: the default VPC's subnets.",
+    )
+    gitlab_runner_version: Annotated[str, _pattern(RPM_VERSION, "a release such as 19.1.1")] = Field(
+        default="19.1.1", alias="gitlabRunnerVersion", description="Pinned GitLab Runner release (R12)."
+    )
+    docker_version: Annotated[str, _pattern(DOCKER_VERSION, "a version such as 25.0.* or 25.0.8")] = Field(
+        default="25.0.*", alias="dockerVersion", description="Pinned Docker package of Amazon Linux 2023 (R12)."
     )
 
 
@@ -206,6 +234,13 @@ class Settings(_Strict):
         description=(
             "`org/project/stack` of the stack that owns the registry; required without `registry`, refused with it."
         ),
+    )
+    gitlab_url: Annotated[str, _pattern(re.compile(r"^https://[\w.-]+(?::\d+)?(?:/[\w.-]+)*$"), "an https URL")] = (
+        Field(
+            default="https://gitlab.com",
+            alias="gitlabUrl",
+            description="The GitLab instance the runner connects to (without a trailing slash).",
+        )
     )
     hide_secret_variables: bool = Field(
         default=True,

@@ -3,6 +3,7 @@ staging, production protection, and settings errors that stop the run before any
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from infra import wiring
 from infra.cli.engine import Step
 from infra.settings import SettingsError
+from infra.userdata import decode
 from tests.conftest import run_stack
 
 APP = "heroku:app/app:App"
@@ -127,3 +129,56 @@ def test_bad_settings_stop_the_run_before_any_resource(staging_doc: dict[str, An
         run_stack(staging_doc, "staging", record=record)
     assert len(info.value.problems) >= 2
     assert [s for s in record if s.custom or s.type != "pulumi:pulumi:Stack"] == []
+
+
+RUNNER_TYPES = {
+    "gitlab:index/userRunner:UserRunner",
+    "aws:ssm/parameter:Parameter",
+    "aws:iam/role:Role",
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/instanceProfile:InstanceProfile",
+    "aws:ec2/securityGroup:SecurityGroup",
+    "aws:ec2/launchTemplate:LaunchTemplate",
+    "aws:autoscaling/group:Group",
+}
+
+
+def ecr_statement(run: Any) -> dict[str, Any]:
+    doc = json.loads(run.one("aws:iam/rolePolicy:RolePolicy").raw_inputs["policy"])
+    return next(s for s in doc["Statement"] if s["Sid"] == "EcrRepository")
+
+
+def test_staging_has_the_build_runner(staging_doc: dict[str, Any]) -> None:
+    run = run_stack(staging_doc, "staging")
+    assert {s.type for s in run.steps} >= RUNNER_TYPES
+    assert run.one("gitlab:index/userRunner:UserRunner").raw_inputs["accessLevel"] == "not_protected"
+    assert ecr_statement(run)["Resource"] == run.outputs[wiring.REGISTRY_ARN]
+    assert "ecr:PutImage" in ecr_statement(run)["Action"]
+    assert "PRIVILEGED=true" in decode(run.one("aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["userData"])
+
+
+def test_prod_has_a_protected_pull_only_deploy_runner(staging_doc: dict[str, Any], prod_doc: dict[str, Any]) -> None:
+    staging = run_stack(staging_doc, "staging")
+    run = run_stack(prod_doc, "prod")
+    runner = run.one("gitlab:index/userRunner:UserRunner")
+    assert runner.raw_inputs["accessLevel"] == "ref_protected" and runner.protect
+    assert ecr_statement(run)["Resource"] == staging.outputs[wiring.REGISTRY_ARN]
+    assert "ecr:PutImage" not in ecr_statement(run)["Action"]
+    assert "PRIVILEGED=false" in decode(run.one("aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["userData"])
+    assert run.one("aws:ssm/parameter:Parameter").raw_inputs["name"] == "/shipyard/prod/gitlab-runner-token"
+
+
+def test_stack_outputs_name_the_runner_but_hold_no_token(staging_doc: dict[str, Any]) -> None:  # guards R1
+    run = run_stack(staging_doc, "staging")
+    token = run.one("aws:ssm/parameter:Parameter").raw_inputs["value"]
+    assert run.outputs["runnerTokenParameter"] == "/shipyard/staging/gitlab-runner-token"
+    assert run.outputs["runnerAsgName"] == "shipyard-staging-runner"
+    assert token not in json.dumps(run.outputs)
+    assert not run.secret_outputs
+
+
+def test_no_runner_without_runner_settings(staging_doc: dict[str, Any]) -> None:
+    del staging_doc["shipyard:runner"]
+    run = run_stack(staging_doc, "staging")
+    assert not RUNNER_TYPES & {s.type for s in run.steps}
+    assert "runnerId" not in run.outputs

@@ -169,6 +169,21 @@ class ShipyardMocks(pulumi.runtime.Mocks):
             return f"{inputs.get('appId')}:{name}", inputs
         if typ == "heroku:formation/formation:Formation":
             return _uuid("formation", str(inputs.get("appId")), str(inputs.get("type"))), inputs
+        if typ == "aws:ssm/parameter:Parameter":
+            return name, {**inputs, "arn": self._arn("ssm", f"parameter{name}"), "version": 1, "tier": "Standard"}
+        if typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
+            auto = inputs.get("name") or f"{args.name}-{_hex(7, typ, args.name)}"
+            kind = "role" if typ.endswith("Role") else "instance-profile"
+            return auto, {**inputs, "name": auto, "arn": f"arn:aws:iam::{ACCOUNT_ID}:{kind}/{auto}"}
+        if typ == "aws:ec2/securityGroup:SecurityGroup":
+            sg = f"sg-{_hex(17, args.name)}"
+            return sg, {**inputs, "arn": self._arn("ec2", f"security-group/{sg}")}
+        if typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            lt = f"lt-{_hex(17, args.name)}"
+            return lt, {**inputs, "arn": self._arn("ec2", f"launch-template/{lt}"), "latestVersion": 1}
+        if typ == "aws:autoscaling/group:Group":
+            arn = self._arn("autoscaling", f"autoScalingGroup:{_uuid('asg', name)}:autoScalingGroupName/{name}")
+            return name, {**inputs, "arn": arn}
         if typ.startswith("heroku:"):
             return _uuid(typ, args.name, name), inputs
         if typ == "gitlab:index/projectEnvironment:ProjectEnvironment":
@@ -181,11 +196,44 @@ class ShipyardMocks(pulumi.runtime.Mocks):
             return str(runner_id), {**inputs, "token": f"glrt-{_hex(20, 'token', args.name)}"}
         return f"{args.name}-{_hex(8, typ, args.name)}", inputs
 
+    def _arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
+
     def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        if args.token == "heroku:team/getTeam:getTeam":
-            team = str(args.args.get("name"))
-            return {"id": _uuid("team", team), "name": team, "default": False, "type": "team"}, []
-        raise NotImplementedError(f"the offline plan has no answer for {args.token}")
+        answer = self._answer(args.token, args.args)
+        if answer is None:
+            raise NotImplementedError(f"the offline plan has no answer for {args.token}")
+        return answer, []
+
+    def _answer(self, token: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        vpc = f"vpc-{_hex(17, 'default-vpc', self.region)}"
+        if token == "heroku:team/getTeam:getTeam":
+            team = str(inputs.get("name"))
+            return {"id": _uuid("team", team), "name": team, "default": False, "type": "team"}
+        if token == "gitlab:index/getProject:getProject":
+            path = str(inputs.get("pathWithNamespace") or inputs.get("id"))
+            return {"id": str(int(_hex(6, "project", path), 16) % 10_000_000), "pathWithNamespace": path}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            arn = f"arn:aws:iam::{ACCOUNT_ID}:user/offline"
+            return {"accountId": ACCOUNT_ID, "arn": arn, "userId": "AIDAOFFLINE", "id": ACCOUNT_ID}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:kms/getAlias:getAlias":
+            key = _uuid("kms", str(inputs.get("name")))
+            return {
+                "arn": self._arn("kms", str(inputs.get("name"))),
+                "name": inputs.get("name"),
+                "targetKeyId": key,
+                "targetKeyArn": self._arn("kms", f"key/{key}"),
+                "id": self._arn("kms", str(inputs.get("name"))),
+            }
+        if token == "aws:ec2/getVpc:getVpc":
+            return {"id": vpc, "cidrBlock": "172.31.0.0/16", "default": True, "arn": self._arn("ec2", f"vpc/{vpc}")}
+        if token == "aws:ec2/getSubnets:getSubnets":
+            return {"ids": [f"subnet-{_hex(17, vpc, az)}" for az in "abc"], "id": self.region}
+        if token == "aws:ec2/getSubnet:getSubnet":
+            return {"id": inputs.get("id"), "vpcId": f"vpc-{_hex(17, 'subnet-vpc', str(inputs.get('id')))}"}
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +288,7 @@ class Step:
     custom: bool
     protect: bool
     delete_before_replace: bool
+    dependencies: list[str]
     inputs: dict[str, Any]  # redacted: safe to show
     raw_inputs: dict[str, Any] = field(repr=False)  # the values the provider would receive
 
@@ -287,6 +336,7 @@ class RecordingMonitor(mocks.MockMonitor):
                 custom=getattr(request, "custom", True) if op == "create" else True,
                 protect=bool(getattr(request, "protect", False)),
                 delete_before_replace=bool(getattr(request, "deleteBeforeReplace", False)),
+                dependencies=list(getattr(request, "dependencies", [])),
                 inputs=redact(wire),
                 raw_inputs=raw,
             )

@@ -28,6 +28,15 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
         "key", "environmentScope", "value", "masked", "hidden", "protected",
     ),
     "pulumi:pulumi:StackReference": ("name",),
+    "gitlab:index/userRunner:UserRunner": ("runnerType", "accessLevel", "locked", "tagLists", "maximumTimeout"),
+    "aws:ssm/parameter:Parameter": ("name", "type", "value"),
+    "aws:iam/role:Role": ("description",),
+    "aws:iam/rolePolicy:RolePolicy": ("role",),
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("policyArn",),
+    "aws:iam/instanceProfile:InstanceProfile": ("role",),
+    "aws:ec2/securityGroup:SecurityGroup": ("ingress", "egress"),
+    "aws:ec2/launchTemplate:LaunchTemplate": ("instanceType", "imageId", "metadataOptions", "blockDeviceMappings"),
+    "aws:autoscaling/group:Group": ("name", "minSize", "maxSize", "desiredCapacity"),
 }  # fmt: skip
 
 

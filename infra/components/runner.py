@@ -1,0 +1,292 @@
+"""The GitLab runner on AWS: a self-healing Auto Scaling group of one EC2 host with Docker,
+registered once in GitLab, its token kept in SSM and read on the host, never in user data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_gitlab as gitlab
+from pulumi_aws import autoscaling, ec2, get_caller_identity_output, get_partition_output, iam, kms, ssm
+
+from infra.userdata import RunnerHost, user_data
+
+LAUNCH_HOOK = "shipyard-launch"
+TERMINATE_HOOK = "shipyard-terminate"
+# Amazon Linux 2023 through EC2's own resolution of AWS's public parameter: every launch (and so
+# every self-heal) gets the current patched AMI without a change here.
+AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
+# The AMI's own root device; a volume on any other name is a second, unused disk (R10).
+ROOT_DEVICE = "/dev/xvda"
+# AWS caps a lifecycle hook's heartbeat at two hours; the stop script sends heartbeats beyond it.
+MAX_HEARTBEAT_SECONDS = 7200
+
+PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+PUSH_ACTIONS = [
+    "ecr:CompleteLayerUpload",
+    "ecr:InitiateLayerUpload",
+    "ecr:PutImage",
+    "ecr:UploadLayerPart",
+]
+
+
+def architecture(instance_type: str) -> str:
+    """arm64 for Graviton families (a `g` after the generation: t4g, m7gd, c6gn), else x86_64."""
+    family = instance_type.split(".", 1)[0]
+    return "arm64" if "g" in re.sub(r"^[a-z]+\d+", "", family) else "x86_64"
+
+
+@dataclass
+class GitlabRunnerArgs:
+    stack: str
+    gitlab_project: str
+    """`group/project` path or numeric id; the runner is locked to it."""
+    gitlab_url: str
+    region: str
+    instance_type: str
+    concurrent: int
+    disk_gb: int
+    tags: list[str]
+    protected_only: bool
+    """`ref_protected`: jobs of protected branches and tags only."""
+    maximum_timeout: int
+    repository_arn: pulumi.Input[str]
+    can_push: bool
+    """The build runner pushes images; a deploy runner only pulls."""
+    gitlab_runner_version: str
+    docker_version: str
+    subnet_ids: list[str] = field(default_factory=list)
+
+
+def _policy(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+class GitlabRunner(pulumi.ComponentResource):
+    """GitLab runner host: UserRunner + SSM token, IAM, security group, launch template, ASG."""
+
+    runner: gitlab.UserRunner
+    token_parameter: ssm.Parameter
+    role: iam.Role
+    policy: iam.RolePolicy
+    security_group: ec2.SecurityGroup
+    launch_template: ec2.LaunchTemplate
+    group: autoscaling.Group
+    runner_id: pulumi.Output[str]
+    asg_name: str
+    token_parameter_name: str
+
+    def __init__(self, name: str, args: GitlabRunnerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("shipyard:aws:GitlabRunner", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        self.asg_name = f"shipyard-{args.stack}-runner"
+        self.token_parameter_name = f"/shipyard/{args.stack}/gitlab-runner-token"
+
+        # Created once; its glrt- token is returned once and reused by every host (R2, G6).
+        project_id = (
+            pulumi.Output.from_input(int(args.gitlab_project))
+            if args.gitlab_project.isdigit()
+            else gitlab.get_project_output(path_with_namespace=args.gitlab_project, opts=invoke).id.apply(int)
+        )
+        self.runner = gitlab.UserRunner(
+            name,
+            runner_type="project_type",
+            project_id=project_id,
+            description=f"shipyard {args.stack} runner on AWS",
+            tag_lists=args.tags,
+            untagged=False,
+            locked=True,
+            access_level="ref_protected" if args.protected_only else "not_protected",
+            maximum_timeout=args.maximum_timeout,
+            opts=child,
+        )
+        self.runner_id = self.runner.id
+        # R1: the token lives only here, encrypted; the host reads it at boot.
+        self.token_parameter = ssm.Parameter(
+            f"{name}-token",
+            name=self.token_parameter_name,
+            type="SecureString",
+            value=self.runner.token,  # secret on both sides: the gitlab and aws SDKs mark it so
+            description=f"GitLab runner authentication token of shipyard {args.stack}",
+            opts=child,
+        )
+
+        self.role = iam.Role(
+            f"{name}-role",
+            assume_role_policy=_policy(
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ),
+            description=f"shipyard {args.stack} GitLab runner host",
+            opts=child,
+        )
+        partition = get_partition_output(opts=invoke).partition
+        account = get_caller_identity_output(opts=invoke).account_id
+        ssm_key = kms.get_alias_output(name="alias/aws/ssm", opts=invoke).target_key_arn
+        asg_arn = pulumi.Output.format(
+            "arn:{0}:autoscaling:{1}:{2}:autoScalingGroup:*:autoScalingGroupName/{3}",
+            partition,
+            args.region,
+            account,
+            self.asg_name,
+        )
+        ecr_actions = PULL_ACTIONS + (PUSH_ACTIONS if args.can_push else [])
+        self.policy = iam.RolePolicy(
+            f"{name}-least-privilege",
+            role=self.role.id,
+            policy=pulumi.Output.all(self.token_parameter.arn, ssm_key, args.repository_arn, asg_arn).apply(
+                lambda v: _policy(
+                    {"Sid": "ReadRunnerToken", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": v[0]},
+                    {
+                        "Sid": "DecryptRunnerToken",
+                        "Effect": "Allow",
+                        "Action": "kms:Decrypt",
+                        "Resource": v[1],
+                        "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{args.region}.amazonaws.com"}},
+                    },
+                    # The one ECR action that cannot be scoped to a repository.
+                    {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+                    {"Sid": "EcrRepository", "Effect": "Allow", "Action": sorted(ecr_actions), "Resource": v[2]},
+                    {
+                        "Sid": "OwnLifecycleHooks",
+                        "Effect": "Allow",
+                        "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
+                        "Resource": v[3],
+                    },
+                )
+            ),
+            opts=child,
+        )
+        session_manager = iam.RolePolicyAttachment(
+            f"{name}-session-manager",
+            role=self.role.name,
+            policy_arn=pulumi.Output.concat("arn:", partition, ":iam::aws:policy/AmazonSSMManagedInstanceCore"),
+            opts=child,
+        )
+        profile = iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)
+
+        if args.subnet_ids:
+            subnet_ids: pulumi.Input[list[str]] = args.subnet_ids
+            vpc_id = ec2.get_subnet_output(id=args.subnet_ids[0], opts=invoke).vpc_id
+        else:
+            vpc = ec2.get_vpc_output(default=True, opts=invoke)
+            vpc_id = vpc.id
+            subnet_ids = vpc.id.apply(
+                lambda vpc_id: (
+                    ec2.get_subnets_output(
+                        filters=[
+                            ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
+                            ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"]),
+                        ],
+                        opts=invoke,
+                    ).ids
+                )
+            )
+
+        # No ingress at all: Session Manager instead of SSH (R13). Egress for HTTPS and packages.
+        self.security_group = ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=vpc_id,
+            description=f"shipyard {args.stack} GitLab runner: no ingress, web egress",
+            ingress=[],
+            egress=[
+                ec2.SecurityGroupEgressArgs(
+                    protocol="tcp", from_port=port, to_port=port, cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"]
+                )
+                for port in (443, 80)
+            ],
+            opts=child,
+        )
+
+        host = self.token_parameter.version.apply(
+            lambda version: RunnerHost(
+                aws_region=args.region,
+                token_parameter=self.token_parameter_name,
+                token_version=version,
+                asg_name=self.asg_name,
+                launch_hook=LAUNCH_HOOK,
+                terminate_hook=TERMINATE_HOOK,
+                gitlab_url=args.gitlab_url,
+                runner_name=f"shipyard-{args.stack}",
+                concurrent=args.concurrent,
+                maximum_timeout=args.maximum_timeout,
+                privileged=args.can_push,
+                gitlab_runner_version=args.gitlab_runner_version,
+                docker_version=args.docker_version,
+            )
+        )
+        tags = {"Name": f"shipyard-{args.stack}-runner", "shipyard:stack": args.stack}
+        self.launch_template = ec2.LaunchTemplate(
+            f"{name}-lt",
+            description=f"shipyard {args.stack} GitLab runner host",
+            image_id=f"resolve:ssm:{AMI_PARAMETER.format(arch=architecture(args.instance_type))}",
+            instance_type=args.instance_type,
+            iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+            vpc_security_group_ids=[self.security_group.id],
+            # IMDSv2 only; hop limit 2 so job containers reach the instance role (R6).
+            metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2
+            ),
+            block_device_mappings=[
+                ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name=ROOT_DEVICE,
+                    ebs=ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=args.disk_gb, volume_type="gp3", encrypted="true", delete_on_termination="true"
+                    ),
+                )
+            ],
+            # Base64 is what a launch template takes (R9); names and numbers only (R1).
+            user_data=host.apply(user_data),
+            tag_specifications=[
+                ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags) for kind in ("instance", "volume")
+            ],
+            update_default_version=True,
+            tags=tags,
+            opts=child,
+        )
+
+        self.group = autoscaling.Group(
+            f"{name}-asg",
+            name=self.asg_name,  # explicit: the role's policy names it before it exists
+            min_size=1,
+            max_size=1,
+            desired_capacity=1,
+            vpc_zone_identifiers=subnet_ids,
+            launch_template=autoscaling.GroupLaunchTemplateArgs(
+                id=self.launch_template.id, version=self.launch_template.latest_version.apply(str)
+            ),
+            health_check_type="EC2",
+            # A new template version replaces the host: the new one up first, then the old one stops.
+            instance_refresh=autoscaling.GroupInstanceRefreshArgs(
+                strategy="Rolling",
+                preferences=autoscaling.GroupInstanceRefreshPreferencesArgs(
+                    min_healthy_percentage=100, max_healthy_percentage=200
+                ),
+            ),
+            # In place before the first host launches, which a separate LifecycleHook is not.
+            initial_lifecycle_hooks=[
+                autoscaling.GroupInitialLifecycleHookArgs(
+                    name=LAUNCH_HOOK,
+                    lifecycle_transition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                    heartbeat_timeout=900,
+                    default_result="ABANDON",  # a host that never reports in is replaced (R8)
+                ),
+                autoscaling.GroupInitialLifecycleHookArgs(
+                    name=TERMINATE_HOOK,
+                    lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
+                    heartbeat_timeout=min(args.maximum_timeout + 300, MAX_HEARTBEAT_SECONDS),
+                    default_result="CONTINUE",
+                ),
+            ],
+            wait_for_capacity_timeout="20m",
+            tags=[autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
+            # The host reads its token and completes its hooks at boot: allow that first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, session_manager, self.token_parameter]),
+        )
+        self.register_outputs(
+            {"runnerId": self.runner_id, "asgName": self.asg_name, "tokenParameter": self.token_parameter_name}
+        )

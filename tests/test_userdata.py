@@ -1,0 +1,95 @@
+"""The runner's user data: real files rendered into a cloud-config that cloud-init accepts, small
+enough for EC2, stable across runs, and free of any secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.userdata import MAX_USER_DATA_BYTES, USERDATA_DIR, decode, encode, render_cloud_config
+from tests.conftest import run_stack
+from tests.runner_userdata.test_scripts import HOST, STUBS
+
+CANARY_KEY = "HRKU-userDataCanary0000"
+
+
+def cloud_init_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    if shutil.which("cloud-init") is None:
+        if os.environ.get("CI"):
+            pytest.fail("cloud-init is missing: .ci/run installs Debian's cloud-init for this check")
+        pytest.skip("cloud-init is not installed here (apt-get install cloud-init); CI runs this check")
+    return subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True)
+
+
+def test_rendered_cloud_config_passes_cloud_inits_own_schema(tmp_path: Path) -> None:
+    path = tmp_path / "user-data.yaml"
+    path.write_text(render_cloud_config(HOST))
+    result = cloud_init_schema(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid cloud-config" in result.stdout
+
+
+def test_cloud_init_schema_check_rejects_a_broken_config(tmp_path: Path) -> None:
+    path = tmp_path / "user-data.yaml"
+    path.write_text("#cloud-config\nwrite_files: {path: 42}\nruncmd: 7\n")
+    assert cloud_init_schema(path).returncode != 0  # the check above can fail
+
+
+def test_every_file_is_written_as_it_is_in_runner_userdata() -> None:
+    doc = yaml.safe_load(render_cloud_config(HOST))
+    written = {f["path"]: f for f in doc["write_files"]}
+    assert written["/usr/local/sbin/shipyard-bootstrap"]["content"] == (USERDATA_DIR / "bootstrap.sh").read_text()
+    assert written["/usr/local/sbin/shipyard-bootstrap"]["permissions"] == "0755"
+    assert written["/etc/shipyard/config.toml.tmpl"]["permissions"] == "0600"
+    assert "TOKEN_PARAMETER=/shipyard/staging/gitlab-runner-token" in written["/etc/shipyard/runner.env"]["content"]
+    assert ["/usr/local/sbin/shipyard-bootstrap"] in doc["runcmd"]
+    assert not [f for f in doc["write_files"] if str(f["content"]).startswith("@")]
+
+
+def test_encoding_is_gzip_base64_and_stable_across_runs() -> None:
+    # A timestamp in the gzip header would change the launch template, and replace the host, on every up.
+    first, second = encode(render_cloud_config(HOST)), encode(render_cloud_config(HOST))
+    assert first == second
+    assert base64.b64decode(first)[:2] == b"\x1f\x8b"
+    assert decode(first) == render_cloud_config(HOST)
+    assert len(base64.b64decode(first)) <= MAX_USER_DATA_BYTES  # guards R9
+
+
+def test_oversized_user_data_is_refused() -> None:  # guards R9
+    with pytest.raises(ValueError, match="16384"):
+        encode(base64.b64encode(os.urandom(20_000)).decode())
+
+
+def test_plan_user_data_decodes_to_valid_cloud_config_without_any_secret(
+    staging_doc: dict, tmp_path: Path
+) -> None:  # guards R1
+    run = run_stack(staging_doc, "staging", secrets={"shipyard:herokuApiKey": CANARY_KEY})
+    token = run.one("aws:ssm/parameter:Parameter").raw_inputs["value"]
+    assert token.startswith("glrt-")
+    lt = run.one("aws:ec2/launchTemplate:LaunchTemplate")
+    text = decode(lt.inputs["userData"])  # what the plan JSON shows
+    for secret in (token, CANARY_KEY, "offline-placeholder"):
+        assert secret not in text
+        assert secret not in json.dumps(lt.inputs)
+    assert not re.search(r"glrt-[A-Za-z0-9_-]{8,}|HRKU-[A-Za-z0-9_-]{8,}|AKIA[0-9A-Z]{16}", text)
+    path = tmp_path / "plan-user-data.yaml"
+    path.write_text(text)
+    assert cloud_init_schema(path).returncode == 0
+
+
+def test_every_script_passes_shellcheck() -> None:
+    shellcheck = Path(sys.executable).with_name("shellcheck")
+    scripts = [*USERDATA_DIR.glob("*.sh"), *sorted(p for p in STUBS.iterdir() if p.is_file())]
+    result = subprocess.run(
+        [str(shellcheck), "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
