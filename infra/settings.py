@@ -278,10 +278,6 @@ class Settings(_Strict):
             return self.heroku.features
         return ["preboot"] if self.is_production else []
 
-    @property
-    def heroku_registry_image(self) -> str:
-        return f"registry.heroku.com/{self.heroku.app}/web"
-
 
 # Keys whose values arrive as JSON objects from the Pulumi CLI.
 _OBJECT_KEYS = {"heroku", "registry", "runner", "herokuSensitiveConfigVars"}

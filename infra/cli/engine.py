@@ -304,6 +304,15 @@ class RecordingMonitor(mocks.MockMonitor):
         self.stack_secret_outputs: set[str] = set()
         self._thread_loops: list[asyncio.AbstractEventLoop] = []
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """URNs as the engine makes them: a child's type is qualified by its parent's whole
+        qualified type, except under the root stack (the mock qualifies by the stack's type)."""
+        if parent:
+            qualified = parent.split("::")[2]
+            if qualified != "pulumi:pulumi:Stack":
+                type_ = f"{qualified}${type_}"
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), type_, name])
+
     def _thread_loop(self) -> None:
         """The SDK calls the monitor from worker threads, each needing an event loop of its own;
         create it here so that `close()` can close it when the run ends, not the garbage collector."""
@@ -505,4 +514,7 @@ def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...
         monitor.close()
         asyncio.set_event_loop(None)
     warnings = [r.getMessage() for r in collect.records if r.levelno >= logging.WARNING]
-    return Run(stack, monitor.steps, monitor.stack_outputs, monitor.stack_secret_outputs, warnings, config.placeholders)
+    # Registrations arrive in whatever order the SDK's threads finish; a plan is read and diffed,
+    # so give it one order: the stack, then each resource before its children.
+    steps = sorted(monitor.steps, key=lambda s: (s.type != "pulumi:pulumi:Stack", s.urn.replace("$", "~")))
+    return Run(stack, steps, monitor.stack_outputs, monitor.stack_secret_outputs, warnings, config.placeholders)

@@ -144,3 +144,12 @@ def test_console_script_exit_code_for_invalid_settings(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "shipyard:buildStack is required" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_json_plan_is_the_same_every_time_and_urns_have_the_engines_shape(staging_doc: dict[str, Any]) -> None:
+    first, second = (to_preview_json(run_stack(staging_doc, "staging")) for _ in range(2))
+    assert first == second  # plans are diffed between commits
+    urns = [s["urn"] for s in first["steps"]]
+    assert "urn:pulumi:staging::shipyard::shipyard:aws:Registry::registry" in urns
+    assert "urn:pulumi:staging::shipyard::shipyard:aws:Registry$aws:ecr/repository:Repository::registry" in urns
+    assert not [u for u in urns if "pulumi:pulumi:Stack$" in u]
