@@ -65,14 +65,14 @@ def maskable_problem(value: str) -> str | None:
         return "must be a single line to be masked in GitLab (G2)"
     if len(value) < 8:
         return "must be at least 8 characters to be masked in GitLab (G2)"
-    if not MASKABLE.match(value):
+    if not MASKABLE.fullmatch(value):
         return "may only contain letters, digits and _+=/@:.~- to be masked in GitLab (G2)"
     return None
 
 
 def _pattern(regex: re.Pattern[str], allowed: str) -> AfterValidator:
     def check(value: str) -> str:
-        if not regex.match(value):
+        if not regex.fullmatch(value):
             raise ValueError(f"must be {allowed}")
         return value
 
@@ -160,7 +160,7 @@ class RegistrySettings(_Strict):
 
     @model_validator(mode="after")
     def _name_rule(self) -> RegistrySettings:
-        if not (2 <= len(self.name) <= 256 and ECR_NAME.match(self.name)):
+        if not (2 <= len(self.name) <= 256 and ECR_NAME.fullmatch(self.name)):
             raise ValueError(
                 "name must be 2 to 256 lowercase letters, digits and . _ - / separators, "
                 f"starting and ending with a letter or digit (ECR), got {self.name!r}"
@@ -340,7 +340,8 @@ def _format(err: Mapping[str, Any]) -> str:
     if not loc:  # whole-model rules name their own keys
         return msg
     secret = any(str(p) in SECRET_SETTING_KEYS for p in loc)
-    shown = "" if secret or kind == "value_error" else f" (got {err['input']!r})"
+    scalar = isinstance(err.get("input"), (str, int, float))
+    shown = f" (got {err['input']!r})" if scalar and not secret else ""
     return f"{key}: {msg}{shown}"
 
 

@@ -71,6 +71,7 @@ MISTAKES = [
     ({"heroku": {"app": "ab"}}, "shipyard:heroku.app", "3 to 30"),  # guards H1
     ({"heroku": {"app": "a" * 31}}, "shipyard:heroku.app", "3 to 30"),  # guards H1
     ({"heroku": {"app": "acme-web-"}}, "shipyard:heroku.app", "lowercase"),  # guards H1
+    ({"heroku": {"app": "acme-web\n"}}, "shipyard:heroku.app", "lowercase"),  # guards H1
     ({"heroku": {"pipeline": "ab"}}, "shipyard:heroku.pipeline", "3 to 30"),  # guards H1
     ({"heroku": {"region": "eu-west-1"}}, "shipyard:heroku.region", "'us' or 'eu'"),
     ({"heroku": {"configVars": {"BAD-KEY": "x"}}}, "shipyard:heroku.configVars.BAD-KEY", "underscores"),

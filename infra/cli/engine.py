@@ -241,7 +241,10 @@ class ShipyardMocks(pulumi.runtime.Mocks):
 
 
 def _is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+    """Whether a wire value is, or holds, a secret: the engine keeps such a property secret."""
+    if isinstance(value, dict):
+        return value.get(rpc._special_sig_key) == rpc._special_secret_sig or any(map(_is_secret, value.values()))
+    return isinstance(value, list) and any(map(_is_secret, value))
 
 
 def _walk(value: Any, secret: Callable[[Any], Any]) -> Any:
