@@ -27,7 +27,7 @@ from pulumi.runtime import mocks, rpc
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import configure
 
-from infra.settings import NAMESPACE
+from infra.settings import NAMESPACE, SettingsError
 
 SECRET = "[secret]"
 ACCOUNT_ID = "123456789012"
@@ -99,8 +99,16 @@ def _as_config_string(value: Any) -> str:
 
 def read_stack_config(project: Project, stack: str, config_file: Path | None = None) -> StackConfig:
     path = config_file or project.stack_file(stack)
-    doc = yaml.safe_load(path.read_text()) or {}
-    return stack_config(project, doc.get("config") or {}, path.name)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise SettingsError([f"{path.name} is not valid YAML{line}: {getattr(exc, 'problem', exc)}"]) from None
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(config or {}, dict):
+        raise SettingsError([f"{path.name}: `config:` must be a map of settings"])
+    return stack_config(project, config or {}, path.name)
 
 
 def stack_config(project: Project, config: Mapping[str, Any], source: str) -> StackConfig:

@@ -24,7 +24,11 @@ def plan(args: argparse.Namespace) -> int:
     from infra.cli.engine import Project, run_program
     from infra.cli.plan import render_diagnostics, render_table, to_preview_json
 
-    project = Project.load(_project_root(Path.cwd()))
+    try:
+        project = Project.load(_project_root(Path.cwd()))
+    except FileNotFoundError as exc:
+        print(f"shipyard plan: {exc}; run it inside the shipyard repository", file=sys.stderr)
+        return 2
     config_file = Path(args.config_file).resolve() if args.config_file else None
     source = config_file or project.stack_file(args.stack)
     if not source.exists():

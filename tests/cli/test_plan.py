@@ -153,3 +153,17 @@ def test_json_plan_is_the_same_every_time_and_urns_have_the_engines_shape(stagin
     assert "urn:pulumi:staging::shipyard::shipyard:aws:Registry::registry" in urns
     assert "urn:pulumi:staging::shipyard::shipyard:aws:Registry$aws:ecr/repository:Repository::registry" in urns
     assert not [u for u in urns if "pulumi:pulumi:Stack$" in u]
+
+
+def test_broken_yaml_exits_2_with_the_line_and_no_traceback(capsys: Any, monkeypatch: Any, tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.broken.yaml"
+    path.write_text("config:\n  shipyard:environment: staging\n   shipyard:heroku: [\n")
+    code, out, err = plan(capsys, monkeypatch, "--stack", "broken", "--config-file", str(path))
+    assert code == 2 and out == ""
+    assert "Pulumi.broken.yaml is not valid YAML at line" in err and "Traceback" not in err
+
+
+def test_outside_the_repository_exits_2(capsys: Any, monkeypatch: Any, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--stack", "staging"]) == 2
+    assert "Pulumi.yaml" in capsys.readouterr().err
