@@ -97,6 +97,18 @@ MISTAKES = [
     ({"registry": None, "buildStack": "staging"}, "shipyard:buildStack", "org/project/stack"),
     ({"heroku": "acme-web"}, "shipyard:heroku", "YAML map"),
     ({"heroku": {"acm": True}}, "shipyard:heroku.acm", "paid dynos"),  # guards H12
+    ({"heroku": {"features": ["Preboot"]}}, "shipyard:heroku.features.0", "feature name"),
+    ({"heroku": {"formation": {"Web": {"size": "basic", "quantity": 1}}}}, "shipyard:heroku.formation.Web", "process"),
+    ({"registry": {"cacheTag": "build cache"}}, "shipyard:registry", "cacheTag"),
+    ({"runner": {"instanceType": "large"}}, "shipyard:runner.instanceType", "t3.medium"),
+    ({"runner": {"instanceType": "t3.small", "tags": []}}, "shipyard:runner.tags", "at least 1"),
+    ({"runner": {"instanceType": "t3.small", "tags": ["has space"]}}, "shipyard:runner.tags.0", "runner tag"),
+    ({"runner": {"instanceType": "t3.small", "maximumTimeout": 300}}, "shipyard:runner.maximumTimeout", "600"),
+    ({"runner": {"instanceType": "t3.small", "subnetIds": ["sub-1"]}}, "shipyard:runner.subnetIds.0", "subnet-"),
+    ({"runner": {"instanceType": "t3.small", "gitlabRunnerVersion": "latest"}}, "gitlabRunnerVersion", "19.1.1"),
+    ({"runner": {"instanceType": "t3.small", "dockerVersion": "latest"}}, "dockerVersion", "25.0"),
+    ({"gitlabUrl": "http://gitlab.example.com"}, "shipyard:gitlabUrl", "https"),
+    ({"hideSecretVariables": "sometimes"}, "shipyard:hideSecretVariables", "boolean"),
     ({"herokuApiKey": "short"}, "shipyard:herokuApiKey", "8 characters"),  # guards G2
     ({"herokuApiKey": "has a space in it"}, "shipyard:herokuApiKey", "letters, digits"),  # guards G2
 ]

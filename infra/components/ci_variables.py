@@ -70,7 +70,8 @@ class CiVariables(pulumi.ComponentResource):
             external_url=args.external_url,
             # Destroying an environment that is still available fails otherwise (G7).
             stop_before_destroy=True,
-            opts=pulumi.ResourceOptions(parent=self),
+            # Names are unique per project: a replacement must not be created next to the old one.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         self.variables = {}
         for variable in args.scoped:
@@ -94,7 +95,8 @@ class CiVariables(pulumi.ComponentResource):
             hidden=variable.secret and args.hide_secrets,
             raw=True,
             description=variable.description or None,
-            # The variable belongs to its environment: created after it, gone before it.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.environment]),
+            # The variable belongs to its environment: created after it, gone before it. Key and
+            # scope are unique: a replacement (e.g. `hidden` changed, G3) must not meet the old one.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.environment], delete_before_replace=True),
         )
         self.variables[f"{scope}/{variable.key}"] = resource

@@ -113,7 +113,8 @@ class GitlabRunner(pulumi.ComponentResource):
             type="SecureString",
             value=self.runner.token,  # secret on both sides: the gitlab and aws SDKs mark it so
             description=f"GitLab runner authentication token of shipyard {args.stack}",
-            opts=child,
+            # A fixed name: a replacement must not be created while the old one still holds it.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
         self.role = iam.Role(
@@ -285,7 +286,11 @@ class GitlabRunner(pulumi.ComponentResource):
             wait_for_capacity_timeout="20m",
             tags=[autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
             # The host reads its token and completes its hooks at boot: allow that first.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, session_manager, self.token_parameter]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.policy, session_manager, self.token_parameter],
+                delete_before_replace=True,  # a fixed name, like the token parameter
+            ),
         )
         self.register_outputs(
             {"runnerId": self.runner_id, "asgName": self.asg_name, "tokenParameter": self.token_parameter_name}

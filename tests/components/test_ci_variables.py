@@ -121,3 +121,14 @@ def test_a_value_known_only_at_deploy_time_is_checked_before_gitlab_sees_it(mock
         build()
     assert "HEROKU_API_KEY" in str(info.value)
     assert "has spaces" not in str(info.value)
+
+
+@pulumi.runtime.test
+def test_named_gitlab_resources_are_deleted_before_replacement(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables()  # guards G5: a key and scope, or an environment name, exist once
+
+    def check(_: list[str]) -> None:
+        named = [s for s in mocked.steps if s.type.startswith("gitlab:index/project")]
+        assert named and all(s.delete_before_replace for s in named)
+
+    return settled(ci).apply(check)

@@ -204,6 +204,7 @@ def test_group_of_one_heals_refreshes_and_hooks_launch_and_termination(mocked: R
         inputs = asg.raw_inputs
         assert (inputs["minSize"], inputs["maxSize"], inputs["desiredCapacity"]) == (1, 1, 1)
         assert inputs["name"] == r.asg_name == "shipyard-staging-runner"
+        assert asg.delete_before_replace and step(mocked, "aws:ssm/parameter:Parameter").delete_before_replace
         assert inputs["launchTemplate"]["version"] == "1"
         assert inputs["instanceRefresh"]["strategy"] == "Rolling"
         assert len(inputs["vpcZoneIdentifiers"]) == 3  # the default VPC's subnets
