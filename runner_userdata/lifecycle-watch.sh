@@ -8,7 +8,9 @@ set -Euo pipefail
 INTERVAL="${WATCH_INTERVAL:-5}"
 
 while true; do
-  if [ "$(imds autoscaling/target-lifecycle-state 2>/dev/null || true)" = "Terminated" ]; then
+  # Once stopped, stay quiet while the group finishes the termination (this unit restarts).
+  if [ ! -f "$STATE_DIR/stopped" ] &&
+    [ "$(imds autoscaling/target-lifecycle-state 2>/dev/null || true)" = "Terminated" ]; then
     log "instance is terminating; stopping the runner gracefully"
     exec "${SHIPYARD_STOP:-/usr/local/sbin/shipyard-stop}"
   fi

@@ -26,3 +26,5 @@ wait "$stopping" || log "gitlab-runner did not stop cleanly"
 # With a glrt- token this removes this host's runner manager only; the runner stays for the next host.
 gitlab-runner unregister --all-runners || log "unregister failed; GitLab prunes stale managers after 7 days"
 complete_hook "$TERMINATE_HOOK" CONTINUE
+mkdir -p "$STATE_DIR"
+touch "$STATE_DIR/stopped"

@@ -208,6 +208,22 @@ def test_lifecycle_watch_starts_the_stop_when_the_group_terminates_the_host(host
     assert result.calls[-1] == "shipyard-stop"
 
 
+def test_lifecycle_watch_stays_quiet_once_the_host_has_stopped(host: Host) -> None:
+    assert host.run("stop.sh").code == 0
+    host.log.write_text("")
+    watch = subprocess.Popen(
+        ["bash", str(USERDATA_DIR / "lifecycle-watch.sh")],
+        env={**host.env, "STUB_LIFECYCLE_STATE": "Terminated", "WATCH_INTERVAL": "0.05"},
+    )
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            watch.wait(timeout=1)
+    finally:
+        watch.kill()
+        watch.wait()
+    assert "shipyard-stop" not in host.log.read_text().splitlines()
+
+
 def test_docker_prune_clears_old_data_and_more_when_the_disk_fills(host: Host) -> None:  # guards R11
     calm = host.run("docker-prune.sh", PRUNE_URGENT_PERCENT="101")
     assert "docker system prune --all --force --filter until=72h" in calm.calls
