@@ -1,0 +1,1 @@
+"""The `shipyard` command: the offline plan and what drives it. Never imported by the program."""

@@ -1,0 +1,1 @@
+"""One ComponentResource per concern: registry, Heroku environment, CI/CD variables, runner."""
