@@ -21,6 +21,7 @@ def make(**overrides: object) -> Registry:
 
 @pulumi.runtime.test
 def test_repository_has_explicit_name_scan_on_push_and_kms_encryption(mocked: RecordingMonitor) -> pulumi.Output:
+    # guards P5: the URL comes from the mock's camelCase `repositoryUrl`, read as `repository_url`.
     registry = make()
 
     def check(url: str) -> None:
