@@ -173,6 +173,7 @@ def test_stack_outputs_name_the_runner_but_hold_no_token(staging_doc: dict[str, 
     token = run.one("aws:ssm/parameter:Parameter").raw_inputs["value"]
     assert run.outputs["runnerTokenParameter"] == "/shipyard/staging/gitlab-runner-token"
     assert run.outputs["runnerAsgName"] == "shipyard-staging-runner"
+    assert run.outputs["runnerTags"] == staging_doc["shipyard:runner"]["tags"]
     assert token not in json.dumps(run.outputs)
     assert not run.secret_outputs
 
