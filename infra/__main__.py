@@ -132,4 +132,4 @@ if runner is not None:
     pulumi.export("runnerAsgName", runner.asg_name)
     pulumi.export("runnerTokenParameter", runner.token_parameter_name)
     pulumi.export("runnerRoleArn", runner.role.arn)
-    pulumi.export("runnerTags", settings.runner.tags)  # what CI jobs name in `tags:`
+    pulumi.export("runnerTags", runner.tags)  # what CI jobs name in `tags:`

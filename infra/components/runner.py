@@ -79,12 +79,14 @@ class GitlabRunner(pulumi.ComponentResource):
     runner_id: pulumi.Output[str]
     asg_name: str
     token_parameter_name: str
+    tags: list[str]
 
     def __init__(self, name: str, args: GitlabRunnerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("shipyard:aws:GitlabRunner", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         self.asg_name = f"shipyard-{args.stack}-runner"
+        self.tags = args.tags
         self.token_parameter_name = f"/shipyard/{args.stack}/gitlab-runner-token"
 
         # Created once; its glrt- token is returned once and reused by every host (R2, G6).
