@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,7 @@ HEROKU_PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9-]{2,29}$")
 CONFIG_VAR_KEY = re.compile(r"^\w+$")
 # ECR CreateRepository: repositoryName pattern, 2 to 256 characters.
 ECR_NAME = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+IMAGE_TAG = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
 AWS_REGION = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d$")
 AWS_ACCOUNT_OR_ARN = re.compile(r"^(?:\d{12}|arn:aws[a-z-]*:iam::\d{12}:(?:root|role/[\w+=,.@/-]+))$")
 GITLAB_PROJECT = re.compile(r"^(?:\d+|[\w.][\w.-]*(?:/[\w.][\w.-]*)+)$")
@@ -145,9 +147,13 @@ class HerokuSettings(_Strict):
 
 
 class RegistrySettings(_Strict):
-    name: str = Field(description="ECR rule: 2 to 256 lowercase letters and digits, separated by `.`, `_`, `-` or `/`.")
+    name: Annotated[
+        str,
+        Field(min_length=2, max_length=256),
+        _pattern(ECR_NAME, "lowercase letters and digits separated by . _ - or / (ECR)"),
+    ] = Field(description="ECR rule: 2 to 256 lowercase letters and digits, separated by `.`, `_`, `-` or `/`.")
     keep_images: int = Field(default=30, ge=1, alias="keepImages", description="Keep the newest N tagged images.")
-    cache_tag: str = Field(
+    cache_tag: Annotated[str, _pattern(IMAGE_TAG, "an image tag: letters, digits and . _ -, up to 128")] = Field(
         default="buildcache", alias="cacheTag", description="Tag of the BuildKit layer cache; the one mutable tag."
     )
     pull_principals: list[
@@ -157,17 +163,6 @@ class RegistrySettings(_Strict):
         alias="pullPrincipals",
         description="12-digit AWS account ids or IAM role ARNs allowed to pull (read-only).",
     )
-
-    @model_validator(mode="after")
-    def _name_rule(self) -> RegistrySettings:
-        if not (2 <= len(self.name) <= 256 and ECR_NAME.fullmatch(self.name)):
-            raise ValueError(
-                "name must be 2 to 256 lowercase letters, digits and . _ - / separators, "
-                f"starting and ending with a letter or digit (ECR), got {self.name!r}"
-            )
-        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}", self.cache_tag):
-            raise ValueError(f"cacheTag must be a valid image tag, got {self.cache_tag!r}")
-        return self
 
 
 RUNNER_TAG = re.compile(r"^[\w.:/-]{1,255}$")
@@ -279,28 +274,34 @@ class Settings(_Strict):
         return ["preboot"] if self.is_production else []
 
 
-# Keys whose values arrive as JSON objects from the Pulumi CLI.
-_OBJECT_KEYS = {"heroku", "registry", "runner", "herokuSensitiveConfigVars"}
-# Keys that must be Pulumi secrets; their values are never printed.
-SECRET_SETTING_KEYS = {"herokuApiKey", "herokuSensitiveConfigVars"}
-
-
-def _fields(model: type[BaseModel]) -> dict[str, tuple[type[BaseModel] | None, bool]]:
-    """Config key (alias) → (nested model or None, whether it is a map of that model)."""
+def fields_of(model: type[BaseModel]) -> dict[str, tuple[type[BaseModel] | None, bool]]:
+    """Config key (alias) → (nested model or None, whether the field is a map)."""
     out: dict[str, tuple[type[BaseModel] | None, bool]] = {}
     for name, field in model.model_fields.items():
-        nested, is_map = None, getattr(field.annotation, "__origin__", None) is dict
-        for candidate in (field.annotation, *getattr(field.annotation, "__args__", ())):
+        nested, is_map = None, typing.get_origin(field.annotation) is dict
+        for candidate in (field.annotation, *typing.get_args(field.annotation)):
             if isinstance(candidate, type) and issubclass(candidate, BaseModel):
                 nested = candidate
         out[field.alias or name] = (nested, is_map)
     return out
 
 
+def _holds_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_holds_secret(a) for a in typing.get_args(annotation))
+
+
+# Keys whose values arrive as JSON objects from the Pulumi CLI.
+_OBJECT_KEYS = {key for key, (nested, is_map) in fields_of(Settings).items() if nested or is_map}
+# Keys that must be Pulumi secrets; their values are never printed.
+SECRET_SETTING_KEYS = {f.alias or k for k, f in Settings.model_fields.items() if _holds_secret(f.annotation)}
+# Secrets every stack needs; the offline plan stands in a placeholder where one is not set yet.
+REQUIRED_SECRET_KEYS = {
+    f.alias or k for k, f in Settings.model_fields.items() if _holds_secret(f.annotation) and f.is_required()
+}
+
+
 def _key_name(loc: Iterable[Any]) -> str:
     parts = [str(p) for p in loc]
-    if not parts:
-        return f"{NAMESPACE}:<settings>"
     head = parts[0]
     full = head if ":" in head else f"{NAMESPACE}:{head}"
     return ".".join([full, *parts[1:]])
@@ -311,15 +312,15 @@ def _suggest(loc: tuple[Any, ...]) -> str:
     model: type[BaseModel] | None = Settings
     parts = [str(p) for p in loc[:-1]]
     while parts and model is not None:
-        model, is_map = _fields(model).get(parts.pop(0), (None, False))
+        model, is_map = fields_of(model).get(parts.pop(0), (None, False))
         if is_map and parts:
             parts.pop(0)  # the map's own key, e.g. the process type of a formation
     if model is None:
         return ""
-    candidates = [k for k in _fields(model) if k != "stack"]
+    candidates = [k for k in fields_of(model) if k != "stack"]
     close = difflib.get_close_matches(str(loc[-1]), candidates, n=1, cutoff=0.6)
     if not close:  # a nested key written at the wrong level, e.g. `instanceType` outside `runner`
-        nested = [f"{k}.{sub}" for k, (m, _) in _fields(model).items() if m is not None for sub in _fields(m)]
+        nested = [f"{k}.{sub}" for k, (m, _) in fields_of(model).items() if m is not None for sub in fields_of(m)]
         by_leaf = {n.rsplit(".", 1)[1]: n for n in nested}
         leaf = difflib.get_close_matches(str(loc[-1]), list(by_leaf), n=1, cutoff=0.75)
         close = [by_leaf[leaf[0]]] if leaf else []
@@ -328,17 +329,15 @@ def _suggest(loc: tuple[Any, ...]) -> str:
 
 def _format(err: Mapping[str, Any]) -> str:
     loc = tuple(err["loc"])
-    key = _key_name(loc)
     kind = err["type"]
+    msg = str(err["ctx"]["error"]) if kind == "value_error" else err["msg"]
+    if not loc:  # whole-model rules name their own keys
+        return msg
+    key = _key_name(loc)
     if kind == "extra_forbidden":
         return f"{key} is not a known setting{_suggest(loc)}"
     if kind == "missing":
         return f"{key} is required"
-    msg = err["msg"]
-    if kind == "value_error":
-        msg = str(err["ctx"]["error"])
-    if not loc:  # whole-model rules name their own keys
-        return msg
     secret = any(str(p) in SECRET_SETTING_KEYS for p in loc)
     scalar = isinstance(err.get("input"), (str, int, float))
     shown = f" (got {err['input']!r})" if scalar and not secret else ""

@@ -54,10 +54,14 @@ def read_build_stack(settings: Settings) -> BuildStack:
     checked = pulumi.Output.all(ref.require_output(ENVIRONMENT), ref.require_output(GITLAB_PROJECT)).apply(
         same_project_other_environment
     )
-    # Every value read from the build stack waits for the check, so a mismatch stops the run.
+
+    def read(name: str) -> pulumi.Output[str]:
+        # Every value read from the build stack waits for the check, so a mismatch stops the run.
+        return pulumi.Output.all(checked, ref.require_output(name)).apply(lambda values: values[1])
+
     return BuildStack(
         reference=ref,
-        registry_url=pulumi.Output.all(checked, ref.require_output(REGISTRY_URL)).apply(lambda v: v[1]),
-        registry_arn=pulumi.Output.all(checked, ref.require_output(REGISTRY_ARN)).apply(lambda v: v[1]),
-        pipeline_id=pulumi.Output.all(checked, ref.require_output(PIPELINE_ID)).apply(lambda v: v[1]),
+        registry_url=read(REGISTRY_URL),
+        registry_arn=read(REGISTRY_ARN),
+        pipeline_id=read(PIPELINE_ID),
     )

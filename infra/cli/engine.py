@@ -27,13 +27,11 @@ from pulumi.runtime import mocks, rpc
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import configure
 
-from infra.settings import NAMESPACE, SettingsError
+from infra.settings import NAMESPACE, REQUIRED_SECRET_KEYS, SettingsError
 
 SECRET = "[secret]"
 ACCOUNT_ID = "123456789012"
 PLACEHOLDER_PREFIX = "offline-placeholder"
-# Secrets a stack needs even when its file does not hold them yet (set later with --secret).
-REQUIRED_SECRETS = (f"{NAMESPACE}:herokuApiKey",)
 
 
 def _uuid(*parts: str) -> str:
@@ -125,7 +123,8 @@ def stack_config(project: Project, config: Mapping[str, Any], source: str) -> St
             for k in found:
                 placeholders[k] = f"encrypted value in {source}"
         values[full] = _as_config_string(value)
-    for key in REQUIRED_SECRETS:
+    # Secrets a stack needs even when its file does not hold them yet (set later with --secret).
+    for key in sorted(f"{NAMESPACE}:{k}" for k in REQUIRED_SECRET_KEYS):
         if key not in values:
             values[key] = _placeholder(key)
             secret_keys.add(key)

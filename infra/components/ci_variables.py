@@ -84,7 +84,7 @@ class CiVariables(pulumi.ComponentResource):
         # The provider does not mark `value` secret: wrap it, or it lands in state in plain text (G1).
         value = require_maskable(variable.key, variable.value) if variable.secret else variable.value
         resource = gitlab.ProjectVariable(
-            f"{name}-{variable.key.lower().replace('_', '-')}" + ("" if scope != UNSCOPED else "-all"),
+            f"{name}-{variable.key.lower().replace('_', '-')}{'-all' if scope == UNSCOPED else ''}",
             project=args.project,
             key=variable.key,
             value=value,

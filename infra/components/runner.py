@@ -141,24 +141,36 @@ class GitlabRunner(pulumi.ComponentResource):
         self.policy = iam.RolePolicy(
             f"{name}-least-privilege",
             role=self.role.id,
-            policy=pulumi.Output.all(self.token_parameter.arn, ssm_key, args.repository_arn, asg_arn).apply(
-                lambda v: _policy(
-                    {"Sid": "ReadRunnerToken", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": v[0]},
+            policy=pulumi.Output.all(
+                parameter=self.token_parameter.arn, key=ssm_key, repository=args.repository_arn, asg=asg_arn
+            ).apply(
+                lambda arns: _policy(
+                    {
+                        "Sid": "ReadRunnerToken",
+                        "Effect": "Allow",
+                        "Action": "ssm:GetParameter",
+                        "Resource": arns["parameter"],
+                    },
                     {
                         "Sid": "DecryptRunnerToken",
                         "Effect": "Allow",
                         "Action": "kms:Decrypt",
-                        "Resource": v[1],
+                        "Resource": arns["key"],
                         "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{args.region}.amazonaws.com"}},
                     },
                     # The one ECR action that cannot be scoped to a repository.
                     {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-                    {"Sid": "EcrRepository", "Effect": "Allow", "Action": sorted(ecr_actions), "Resource": v[2]},
+                    {
+                        "Sid": "EcrRepository",
+                        "Effect": "Allow",
+                        "Action": sorted(ecr_actions),
+                        "Resource": arns["repository"],
+                    },
                     {
                         "Sid": "OwnLifecycleHooks",
                         "Effect": "Allow",
                         "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
-                        "Resource": v[3],
+                        "Resource": arns["asg"],
                     },
                 )
             ),

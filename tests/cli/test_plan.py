@@ -56,7 +56,7 @@ def test_json_has_the_preview_shape(capsys: Any, monkeypatch: Any) -> None:
         assert step["op"] in ("create", "read")
         state = step["newState"]
         assert set(state) == {"type", "urn", "parent", "custom", "protect", "inputs"}
-        assert state["urn"] == step["urn"].strip() and step["urn"].startswith("urn:pulumi:prod::shipyard::")
+        assert state["urn"] == step["urn"] and step["urn"].startswith("urn:pulumi:prod::shipyard::")
     app = next(s for s in doc["steps"] if s["newState"]["type"] == "heroku:app/app:App")["newState"]
     assert app["protect"] is True and app["inputs"]["stack"] == "container"
     assert app["parent"].endswith("shipyard:heroku:Environment::production")

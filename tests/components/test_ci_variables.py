@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pulumi
 import pytest
 
@@ -13,7 +16,7 @@ VAR = "gitlab:index/projectVariable:ProjectVariable"
 KEY = "HRKU-ciVariablesTest000000"
 
 
-def variables(**overrides: object) -> CiVariables:
+def variables(**overrides: Any) -> CiVariables:
     args = CiVariablesArgs(
         project="acme/web",
         environment="production",
@@ -25,9 +28,7 @@ def variables(**overrides: object) -> CiVariables:
         unscoped=[Variable("AWS_DEFAULT_REGION", "eu-west-1")],
         protected=True,
     )
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return CiVariables("production", args)
+    return CiVariables("production", replace(args, **overrides))
 
 
 def settled(ci: CiVariables) -> pulumi.Output:

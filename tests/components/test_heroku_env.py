@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pulumi
 
 from infra.cli.engine import SECRET, RecordingMonitor, find_one
@@ -17,11 +20,9 @@ APP = "heroku:app/app:App"
 PIPELINE_ID = "0b7f2f5e-7a51-4b8c-9d7e-3c2b1a0f9e8d"
 
 
-def environment(**overrides: object) -> HerokuEnvironment:
+def environment(**overrides: Any) -> HerokuEnvironment:
     args = HerokuEnvironmentArgs(app_name="acme-web-staging", region="eu", stage="staging", pipeline_id=PIPELINE_ID)
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return HerokuEnvironment("staging", args)
+    return HerokuEnvironment("staging", replace(args, **overrides))
 
 
 @pulumi.runtime.test

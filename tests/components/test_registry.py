@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from typing import Any
 
 import pulumi
 
@@ -12,11 +14,9 @@ from infra.components.registry import Registry, RegistryArgs
 REPO = "aws:ecr/repository:Repository"
 
 
-def make(**overrides: object) -> Registry:
+def make(**overrides: Any) -> Registry:
     args = RegistryArgs(name="acme/web", keep_images=25, cache_tag="buildcache")
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return Registry("registry", args)
+    return Registry("registry", replace(args, **overrides))
 
 
 @pulumi.runtime.test

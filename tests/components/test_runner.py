@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pulumi
@@ -35,9 +36,7 @@ def runner(**overrides: Any) -> GitlabRunner:
         gitlab_runner_version="19.1.1",
         docker_version="25.0.*",
     )
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return GitlabRunner("runner", args)
+    return GitlabRunner("runner", replace(args, **overrides))
 
 
 def settled(r: GitlabRunner) -> pulumi.Output:
