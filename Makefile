@@ -32,3 +32,4 @@ lint: setup
 
 docs: setup
 	@$(BIN)/python scripts/update_readme.py
+	@$(BIN)/python scripts/update_ci_template.py

@@ -70,6 +70,7 @@ if settings.registry is not None:
     unscoped = [
         Variable("ECR_REPOSITORY_URL", registry_url, description="Where the runner pushes images (shipyard)"),
         Variable("AWS_DEFAULT_REGION", settings.aws_region, description="Region of the registry (shipyard)"),
+        Variable("ECR_CACHE_TAG", settings.registry.cache_tag, description="The build's layer-cache tag (shipyard)"),
     ]
 CiVariables(
     settings.environment,

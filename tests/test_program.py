@@ -33,7 +33,7 @@ def test_staging_is_the_build_stack(staging_doc: dict[str, Any]) -> None:
     assert (app.raw_inputs["name"], app.raw_inputs["stack"]) == ("acme-storefront-staging", "container")
     assert run.one("gitlab:index/projectEnvironment:ProjectEnvironment").raw_inputs["name"] == "staging"
     assert keys(run, "staging") == {"HEROKU_APP_NAME", "HEROKU_REGISTRY_IMAGE", "HEROKU_API_KEY"}
-    assert keys(run, "*") == {"ECR_REPOSITORY_URL", "AWS_DEFAULT_REGION"}
+    assert keys(run, "*") == {"ECR_REPOSITORY_URL", "AWS_DEFAULT_REGION", "ECR_CACHE_TAG"}
     assert not run.resources("pulumi:pulumi:StackReference")
 
 

@@ -1,0 +1,241 @@
+"""Both GitLab CI files: valid against GitLab's CI schema, and the rules that matter — which jobs
+each kind of pipeline runs, what credentials they get, how deploys are serialised — checked by
+evaluating the files' own rules for realistic pipeline variables."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.cli.engine import Run
+from tests.ci.gitlab import jobs, load, pipeline, script_lines
+from tests.conftest import ROOT, run_stack, stack_document
+
+OWN = ROOT / ".gitlab-ci.yml"
+TEMPLATE = ROOT / "ci" / "delivery.gitlab-ci.yml"
+CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
+
+MERGE_REQUEST = {
+    "CI_PIPELINE_SOURCE": "merge_request_event",
+    "CI_MERGE_REQUEST_IID": "7",
+    "CI_DEFAULT_BRANCH": "main",
+    "CI_OPEN_MERGE_REQUESTS": "acme/shipyard!7",
+}
+DEFAULT_BRANCH = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
+FEATURE_BRANCH = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "add-worker", "CI_DEFAULT_BRANCH": "main"}
+SCHEDULE = {"CI_PIPELINE_SOURCE": "schedule", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
+PREVIEW_CREDENTIALS = {"PREVIEW_AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/shipyard-preview"}
+
+
+def check_schema(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(CHECK_JSONSCHEMA),
+            "--builtin-schema",
+            "vendor.gitlab-ci",
+            "--data-transform",
+            "gitlab-ci",
+            *map(str, paths),
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_both_ci_files_pass_gitlabs_ci_schema() -> None:
+    result = check_schema(OWN, TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_catches_a_broken_ci_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text(OWN.read_text().replace("resource_group: pulumi-prod", "resource_grup: pulumi-prod"))
+    assert check_schema(broken).returncode != 0
+
+
+# --- this repository's pipeline ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own() -> dict[str, Any]:
+    return load(OWN)
+
+
+def test_merge_requests_preview_both_stacks_with_read_only_credentials(own: dict[str, Any]) -> None:
+    assert pipeline(own, MERGE_REQUEST | PREVIEW_CREDENTIALS) == {
+        "lint": "on_success",
+        "test": "on_success",
+        "plan": "on_success",
+        "preview": "on_success",
+    }
+    preview = jobs(own)["preview"]
+    assert preview["parallel"]["matrix"] == [{"STACK": ["staging", "prod"]}]
+    assert any('pulumi preview --stack "$STACK" --diff --json' in line for line in preview["script"])
+    assert any("shipyard mr-note --stack" in line for line in preview["script"])
+
+
+def test_merge_requests_without_preview_credentials_get_the_offline_plan_diff(own: dict[str, Any]) -> None:
+    for variables in (MERGE_REQUEST, MERGE_REQUEST | {"PREVIEW_AWS_ROLE_ARN": ""}):  # a fork; an emptied variable
+        planned = pipeline(own, variables)
+        assert "offline-diff" in planned and "preview" not in planned
+    script = "\n".join(jobs(own)["offline-diff"]["script"])
+    assert "shipyard plan diff" in script and "--base" in script and "pulumi " not in script
+
+
+def test_no_job_of_a_merge_request_pipeline_can_reach_write_credentials(own: dict[str, Any]) -> None:
+    # guards P1: preview runs the merge request's code with whatever the job holds
+    for variables in (MERGE_REQUEST, MERGE_REQUEST | PREVIEW_CREDENTIALS):
+        for name in pipeline(own, variables):
+            job = jobs(own)[name]
+            text = repr(job.get("variables", {})) + repr(script_lines(own, job))
+            assert "DEPLOY_" not in text, name
+            assert "pulumi up" not in text, name
+    assert jobs(own)["preview"]["variables"]["AWS_ROLE_ARN"] == "$PREVIEW_AWS_ROLE_ARN"
+    assert jobs(own)["preview"]["variables"]["HEROKU_API_KEY"] == "$PREVIEW_HEROKU_API_KEY"
+
+
+def test_the_default_branch_deploys_staging_then_production_by_hand(own: dict[str, Any]) -> None:
+    planned = pipeline(own, DEFAULT_BRANCH)
+    assert planned == {
+        "lint": "on_success",
+        "test": "on_success",
+        "plan": "on_success",
+        "deploy-staging": "on_success",
+        "deploy-prod": "manual",
+    }
+    staging, prod = jobs(own)["deploy-staging"], jobs(own)["deploy-prod"]
+    assert staging["script"] == ["pulumi up --yes --stack staging"]
+    assert prod["script"] == ["pulumi up --yes --stack prod"] and prod["needs"] == ["deploy-staging"]
+    assert staging["variables"]["AWS_ROLE_ARN"] == "$DEPLOY_AWS_ROLE_ARN"
+
+
+def test_every_job_that_touches_a_stack_is_serialised_per_stack(own: dict[str, Any]) -> None:
+    # guards P6: no state lock on preview, no wait-for-lock on up
+    assert jobs(own)["deploy-staging"]["resource_group"] == "pulumi-staging"
+    assert jobs(own)["deploy-prod"]["resource_group"] == "pulumi-prod"
+    assert jobs(own)["drift"]["resource_group"] == "pulumi-$STACK"
+
+
+def test_feature_branches_are_checked_and_never_deployed(own: dict[str, Any]) -> None:
+    assert pipeline(own, FEATURE_BRANCH) == {"lint": "on_success", "test": "on_success", "plan": "on_success"}
+    # A branch with an open merge request runs the merge-request pipeline only, not a second one.
+    assert pipeline(own, FEATURE_BRANCH | {"CI_OPEN_MERGE_REQUESTS": "acme/shipyard!7"}) == {}
+
+
+def test_the_schedule_checks_drift_of_both_stacks_and_nothing_else(own: dict[str, Any]) -> None:
+    assert pipeline(own, SCHEDULE | PREVIEW_CREDENTIALS) == {"drift": "on_success"}
+    drift = jobs(own)["drift"]
+    assert drift["script"] == ['pulumi preview --stack "$STACK" --refresh --expect-no-changes --diff']
+    assert drift["variables"]["AWS_ROLE_ARN"] == "$PREVIEW_AWS_ROLE_ARN"
+
+
+def test_the_pulumi_image_is_pinned_to_the_locked_sdk_release(own: dict[str, Any]) -> None:
+    assert own["default"]["image"] == f"pulumi/pulumi-python:{importlib.metadata.version('pulumi')}"
+
+
+# --- the application's delivery template ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def plans() -> dict[str, Run]:
+    return {stack: run_stack(stack_document(stack), stack) for stack in ("staging", "prod")}
+
+
+def test_the_template_builds_once_per_commit_and_deploys_only_the_default_branch(template: dict[str, Any]) -> None:
+    assert [name for name, job in jobs(template).items() if job["stage"] == "build"] == ["shipyard-build"]
+    assert pipeline(template, MERGE_REQUEST) == {"shipyard-build": "on_success"}
+    assert pipeline(template, DEFAULT_BRANCH) == {
+        "shipyard-build": "on_success",
+        "shipyard-staging": "on_success",
+        "shipyard-production": "manual",
+    }
+    assert pipeline(template, FEATURE_BRANCH) == {}
+    # One pipeline per push: no branch pipeline next to the merge-request pipeline.
+    assert pipeline(template, FEATURE_BRANCH | {"CI_OPEN_MERGE_REQUESTS": "acme/storefront!3"}) == {}
+
+
+def test_the_build_pushes_a_single_docker_v2_manifest_with_a_registry_cache(template: dict[str, Any]) -> None:
+    build = jobs(template)["shipyard-build"]
+    command = next(line for line in script_lines(template, build) if line.startswith("docker buildx build"))
+    # guards H10: Heroku's registry takes one amd64 Docker v2 schema 2 manifest, no attestations
+    for flag in ("--platform linux/amd64", "--provenance=false", "--sbom=false", "push=true,oci-mediatypes=false"):
+        assert flag in command
+    assert "name=$image," in command and any(
+        line == 'image="$ECR_REPOSITORY_URL:$CI_COMMIT_SHA"' for line in build["script"]
+    )
+    assert '--cache-to "type=registry,ref=$ECR_REPOSITORY_URL:$ECR_CACHE_TAG,mode=max,image-manifest=true' in command
+    script = "\n".join(script_lines(template, build))
+    assert script.index("buildx imagetools inspect") < script.index("docker buildx build")  # no second build
+
+
+def test_one_deploy_definition_serves_both_environments(template: dict[str, Any]) -> None:
+    raw_jobs, resolved = template, jobs(template)
+    staging, production = resolved["shipyard-staging"], resolved["shipyard-production"]
+    assert raw_jobs["shipyard-staging"]["extends"] == raw_jobs["shipyard-production"]["extends"] == ".shipyard-deploy"
+    assert (staging["environment"]["name"], staging["resource_group"]) == ("staging", "staging")
+    assert (production["environment"]["name"], production["resource_group"]) == ("production", "production")
+    # Production releases the manifest digest staging released, handed over in staging's dotenv.
+    assert staging["artifacts"]["reports"]["dotenv"] == "release.env"
+    assert "--dotenv release.env" in staging["script"][0]
+    assert production["needs"] == [{"job": "shipyard-staging", "artifacts": True}]
+    assert '--digest "$SHIPYARD_IMAGE_DIGEST"' in production["script"][0]
+
+
+def test_the_embedded_release_script_is_the_tested_one(template: dict[str, Any], tmp_path: Path) -> None:
+    embedded = next(line for line in template[".shipyard-deploy"]["before_script"] if "heroku_release.py" in line)
+    target = tmp_path / "heroku_release.py"
+    subprocess.run(["sh", "-c", embedded.replace("/tmp/heroku_release.py", str(target))], check=True)
+    assert target.read_text() == (ROOT / "ci" / "heroku_release.py").read_text(), "run `make docs`"
+
+
+def provisioned(plans: dict[str, Run]) -> set[str]:
+    return {
+        v.raw_inputs["key"]
+        for run in plans.values()
+        for v in run.resources("gitlab:index/projectVariable:ProjectVariable")
+    }
+
+
+def test_the_template_reads_only_variables_that_shipyard_provisions(
+    template: dict[str, Any], plans: dict[str, Run]
+) -> None:
+    # guards G4: a variable nobody provisions would be empty in the job
+    defined = set(template["variables"]) | {"SHIPYARD_IMAGE_DIGEST"}  # the latter from staging's dotenv
+    text = (
+        TEMPLATE.read_text().split("# release-script:begin")[0] + TEMPLATE.read_text().split("# release-script:end")[1]
+    )
+    for job in jobs(template).values():
+        defined |= set(job.get("variables", {}))
+    used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", text))
+    unknown = {name for name in used - defined - provisioned(plans) if not name.startswith("CI_")}
+    assert unknown == set()
+    build_required = set(jobs(template)["shipyard-build"]["variables"]["SHIPYARD_REQUIRED"].split())
+    assert build_required <= provisioned(plans)
+    release_required = re.search(r"REQUIRED = \(([^)]*)\)", (ROOT / "ci" / "heroku_release.py").read_text())
+    assert release_required is not None
+    names = set(re.findall(r'"(\w+)"', release_required.group(1)))
+    assert {n for n in names if not n.startswith("CI_")} <= provisioned(plans)
+
+
+def test_each_job_runs_on_the_runner_its_stack_provisions(template: dict[str, Any], plans: dict[str, Run]) -> None:
+    resolved = jobs(template)
+    for name, stack in (
+        ("shipyard-build", "staging"),
+        ("shipyard-staging", "staging"),
+        ("shipyard-production", "prod"),
+    ):
+        assert set(resolved[name]["tags"]) <= set(plans[stack].outputs["runnerTags"]), name
+    # Production's deploy runner takes protected refs only, like its protected variables (G4).
+    prod_runner = plans["prod"].one("gitlab:index/userRunner:UserRunner")
+    assert prod_runner.raw_inputs["accessLevel"] == "ref_protected"
