@@ -174,9 +174,29 @@ def test_the_build_pushes_a_single_docker_v2_manifest_with_a_registry_cache(temp
     assert "name=$image," in command and any(
         line == 'image="$ECR_REPOSITORY_URL:$CI_COMMIT_SHA"' for line in build["script"]
     )
-    assert '--cache-to "type=registry,ref=$ECR_REPOSITORY_URL:$ECR_CACHE_TAG,mode=max,image-manifest=true' in command
+    assert command.startswith('docker buildx build "$@"')  # the cache arguments, below
     script = "\n".join(script_lines(template, build))
     assert script.index("buildx imagetools inspect") < script.index("docker buildx build")  # no second build
+
+
+def test_only_the_default_branch_writes_the_build_cache(template: dict[str, Any]) -> None:
+    build = jobs(template)["shipyard-build"]
+    cache = next(line for line in script_lines(template, build) if "--cache-from" in line)
+    probe = cache + '\nprintf "%s\\n" "$@"'  # the arguments the build command receives
+    env = {"PATH": "/usr/bin:/bin", "ECR_REPOSITORY_URL": "r.example/app", "ECR_CACHE_TAG": "buildcache"}
+
+    def arguments(extra: dict[str, str]) -> list[str]:
+        run = subprocess.run(["sh", "-c", probe], env=env | extra, capture_output=True, text=True, check=True)
+        return run.stdout.splitlines()
+
+    main = arguments({"CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"})
+    assert main == [
+        "--cache-from",
+        "type=registry,ref=r.example/app:buildcache",
+        "--cache-to",
+        "type=registry,ref=r.example/app:buildcache,mode=max,image-manifest=true,oci-mediatypes=true",
+    ]
+    assert arguments({"CI_DEFAULT_BRANCH": "main"}) == main[:2]  # a merge-request pipeline reads it only
 
 
 def test_one_deploy_definition_serves_both_environments(template: dict[str, Any]) -> None:
