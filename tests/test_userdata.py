@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from infra.userdata import MAX_USER_DATA_BYTES, USERDATA_DIR, decode, encode, render_cloud_config
-from tests.conftest import run_stack
+from tests.conftest import ROOT, run_stack
 from tests.runner_userdata.test_scripts import HOST, STUBS
 
 CANARY_KEY = "HRKU-userDataCanary0000"
@@ -88,7 +88,8 @@ def test_plan_user_data_decodes_to_valid_cloud_config_without_any_secret(
 
 def test_every_script_passes_shellcheck() -> None:
     shellcheck = Path(sys.executable).with_name("shellcheck")
-    scripts = [*USERDATA_DIR.glob("*.sh"), *sorted(p for p in STUBS.iterdir() if p.is_file())]
+    stubs = [p for folder in (STUBS, ROOT / "tests" / "ci" / "stubs") for p in sorted(folder.iterdir()) if p.is_file()]
+    scripts = [*USERDATA_DIR.glob("*.sh"), *stubs]
     result = subprocess.run(
         [str(shellcheck), "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True
     )

@@ -1,14 +1,15 @@
 """The `shipyard` command. Kept apart from the Pulumi program: it drives the program, never the
-other way round."""
+other way round. Each command imports what it needs when it runs: `plan diff` and `mr-note` run
+in CI jobs that should not wait for the Pulumi SDK to load."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-
-from infra.settings import SettingsError
+from typing import Any
 
 
 def _project_root(start: Path) -> Path:
@@ -23,6 +24,7 @@ def plan(args: argparse.Namespace) -> int:
 
     from infra.cli.engine import Project, run_program
     from infra.cli.plan import render_diagnostics, render_table, to_preview_json
+    from infra.settings import SettingsError
 
     try:
         project = Project.load(_project_root(Path.cwd()))
@@ -50,6 +52,84 @@ def plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def plan_diff(args: argparse.Namespace) -> int:
+    from infra.cli.diff import PlanError, diff_plans, load_plan, render_markdown, render_text
+
+    try:
+        base, head = load_plan(args.base), load_plan(args.head)
+    except PlanError as exc:
+        print(f"shipyard plan diff: {exc}", file=sys.stderr)
+        return 2
+    diff = diff_plans(base, head)
+    sys.stdout.write(render_markdown(diff) if args.format == "markdown" else render_text(diff))
+    return 0
+
+
+def mr_note(args: argparse.Namespace) -> int:
+    import gitlab
+
+    from infra.cli.diff import PlanError, load_plan
+    from infra.cli.mr_note import MissingVariables, Target, note_body, post_note
+
+    problems: list[str] = []
+    try:
+        target = Target.from_env(os.environ)
+    except MissingVariables as exc:
+        problems.append(f"{exc} (mr-note runs in a merge-request pipeline, with a token of api scope)")
+    docs: dict[str, dict[str, Any]] = {}
+    for path in filter(None, (args.plan, args.base)):
+        try:
+            docs[path] = load_plan(path)
+        except PlanError as exc:
+            problems.append(str(exc))
+    if problems:
+        print("\n".join(f"shipyard mr-note: {p}" for p in problems), file=sys.stderr)
+        return 2
+    body = note_body(
+        args.stack,
+        docs[args.plan],
+        base=docs[args.base] if args.base else None,
+        pipeline_url=os.environ.get("CI_PIPELINE_URL") or None,
+        commit=os.environ.get("CI_COMMIT_SHORT_SHA") or None,
+    )
+    try:
+        action, note_id = post_note(target, args.stack, body)
+    except gitlab.exceptions.GitlabError as exc:
+        # One line, and never the token, whatever the server put in its answer.
+        answer = " ".join(str(exc).split()).replace(target.token, "[masked]")[:300]
+        print(
+            f"shipyard mr-note: GitLab at {target.server_url} refused the request ({answer}); check that "
+            f"{target.token_variable} may comment on merge request !{target.mr_iid} of project {target.project_id}",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:  # requests' connection errors and timeouts are OSErrors
+        print(f"shipyard mr-note: cannot reach GitLab at {target.server_url}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(f"{action} note {note_id}")
+    return 0
+
+
+def _stack_name(value: str) -> str:
+    from infra.cli.mr_note import STACK_NAME
+
+    if not STACK_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a stack name (letters, digits, _ . - /)")
+    return value
+
+
+def build_diff_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shipyard plan diff",
+        description="What changed between two plan documents (`shipyard plan --json` or `pulumi preview --json`).",
+    )
+    parser.add_argument("base", metavar="BASE", help="the plan before, e.g. of the target branch")
+    parser.add_argument("head", metavar="HEAD", help="the plan after, e.g. of the merge request")
+    parser.add_argument("--format", choices=("text", "markdown"), default="text", help="plain lines or a table")
+    parser.set_defaults(func=plan_diff)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipyard", description="shipyard: GitLab → AWS runner → Heroku, on Pulumi.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,12 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", "-s", required=True, help="stack name (reads Pulumi.<stack>.yaml)")
     p.add_argument("--config-file", help="use this stack settings file instead of Pulumi.<stack>.yaml")
     p.add_argument("--json", action="store_true", help="print a `pulumi preview --json` document")
+    p.epilog = "`shipyard plan diff BASE HEAD` compares two plan documents (see `shipyard plan diff --help`)."
     p.set_defaults(func=plan)
+    n = sub.add_parser(
+        "mr-note",
+        help="post a plan (or a plan diff) as a note on the current GitLab merge request, "
+        "editing the note posted before; GitLab and the token come from CI/CD variables",
+    )
+    n.add_argument("--stack", "-s", required=True, type=_stack_name, help="stack the plan is of; one note per stack")
+    n.add_argument("--plan", required=True, help="plan document (`shipyard plan --json` or `pulumi preview --json`)")
+    n.add_argument("--base", help="base plan document: the note shows the diff from it to --plan")
+    n.set_defaults(func=mr_note)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # `plan diff` compares two files and takes no stack: a parser of its own keeps `plan --stack` as it is.
+    parser, rest = (build_diff_parser(), argv[2:]) if argv[:2] == ["plan", "diff"] else (build_parser(), argv)
+    args = parser.parse_args(rest)
     return int(args.func(args))
 
 

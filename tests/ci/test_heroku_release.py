@@ -117,7 +117,7 @@ def heroku() -> Iterator[FakeHeroku]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     yield fake
     server.shutdown()
@@ -149,22 +149,23 @@ class Job:
             "AWS_DEFAULT_REGION": "eu-west-1",
             "CI_COMMIT_SHA": SHA,
             "HEROKU_API_URL": heroku.url,
-            "STUB_REGISTRY": str(tmp / "registry.json"),
+            "STUB_REGISTRY": str(tmp / "registry"),
             "STUB_LOG": str(tmp / "skopeo.log"),
         }
 
     def run(self, *args: str) -> Result:
-        (self.tmp / "registry.json").write_text(json.dumps(self.registry))
+        folder = self.tmp / "registry"
+        folder.mkdir()
+        for ref, raw in self.registry.items():
+            (folder / ref.replace("/", "%")).write_text(raw)
         dotenv = self.tmp / "release.env"
         argv = [sys.executable, str(SCRIPT), "--interval", "0.01", "--timeout", "10", "--dotenv", str(dotenv), *args]
         proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
         log = self.tmp / "skopeo.log"
         calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         values = dict(line.split("=", 1) for line in dotenv.read_text().splitlines()) if dotenv.exists() else {}
-        return Result(proc.returncode, proc.stdout + proc.stderr, calls, values, json.loads(self.env_registry()))
-
-    def env_registry(self) -> str:
-        return (self.tmp / "registry.json").read_text()
+        stored = {path.name.replace("%", "/"): path.read_text() for path in folder.iterdir()}
+        return Result(proc.returncode, proc.stdout + proc.stderr, calls, values, stored)
 
 
 @pytest.fixture

@@ -1,0 +1,51 @@
+"""Real offline plans of the staging stack, shared by the `plan diff` and `mr-note` tests: one
+program run each, for the whole session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from infra.cli.plan import to_preview_json
+from tests.conftest import run_stack, stack_document
+
+CANARY_KEY_BASE = "HRKU-canaryA1b2c3d4e5"
+CANARY_KEY_HEAD = "HRKU-canaryB9z8y7x6w5"
+CANARY_DB = "postgres://canary:Pa55wordCanary@db.internal/app"
+CANARIES = (CANARY_KEY_BASE, CANARY_KEY_HEAD, CANARY_DB, "Pa55wordCanary")
+
+
+@dataclass(frozen=True)
+class StagingPlans:
+    """Shared by every test of the session: copy a document before changing it."""
+
+    base: dict[str, Any]  # Pulumi.staging.yaml as committed
+    changed: dict[str, Any]  # a merge request that edits the runner, the app and a secret
+    no_runner: dict[str, Any]  # a merge request that removes `shipyard:runner`
+
+
+@pytest.fixture(scope="session")
+def staging_plans() -> StagingPlans:
+    base = run_stack(stack_document("staging"), "staging", secrets={"shipyard:herokuApiKey": CANARY_KEY_BASE})
+
+    changed = stack_document("staging")
+    changed["shipyard:runner"].update(
+        instanceType="t3.xlarge", tags=["shipyard", "docker", "large"], gitlabRunnerVersion="19.2.0"
+    )
+    changed["shipyard:heroku"]["configVars"]["FEATURE_FLAGS"] = "checkout-v2"
+    changed["shipyard:heroku"]["features"] = ["preboot"]
+    secrets = {
+        "shipyard:herokuApiKey": CANARY_KEY_HEAD,
+        "shipyard:herokuSensitiveConfigVars": {"DATABASE_URL": CANARY_DB},
+    }
+
+    no_runner = stack_document("staging")
+    del no_runner["shipyard:runner"]
+
+    return StagingPlans(
+        base=to_preview_json(base),
+        changed=to_preview_json(run_stack(changed, "staging", secrets=secrets)),
+        no_runner=to_preview_json(run_stack(no_runner, "staging")),
+    )

@@ -1,0 +1,246 @@
+"""`shipyard plan diff`: added, removed and changed resources between real offline plans (and a
+`pulumi preview --json` shaped document), old → new values by input path, secrets only ever
+"[secret]", and exit codes for files that are not plans."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.cli.diff import ABSENT, SECRET_SIG_KEY, Change, diff_plans, render_markdown, render_text
+from infra.cli.main import main
+from tests.cli.conftest import CANARIES, CANARY_DB, StagingPlans
+
+SHIPYARD = Path(sys.executable).with_name("shipyard")
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+APP = "heroku:app/app:App"
+USER_RUNNER = "gitlab:index/userRunner:UserRunner"
+# Pulumi's secret signature value (sdk rpc._special_secret_sig).
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def changes_of(diff: Any, typ: str) -> dict[str, Change]:
+    (resource,) = [c for c in diff.changed if c.resource.type == typ]
+    return {c.path: c for c in resource.inputs}
+
+
+def step(doc: dict[str, Any], typ: str) -> dict[str, Any]:
+    (found,) = [s for s in doc["steps"] if s["newState"]["type"] == typ]
+    return found
+
+
+def test_changed_settings_show_each_changed_input_path_with_old_and_new_values(staging_plans: StagingPlans) -> None:
+    diff = diff_plans(staging_plans.base, staging_plans.changed)
+
+    assert [(r.type, r.name) for r in diff.added] == [("heroku:app/feature:Feature", "staging-preboot")]
+    assert diff.removed == []
+    lt = changes_of(diff, LAUNCH_TEMPLATE)
+    assert (lt["instanceType"].old, lt["instanceType"].new) == ("t3.large", "t3.xlarge")
+    assert "userData" in lt  # the new gitlab-runner version is rendered into the host's user data
+    tags = changes_of(diff, USER_RUNNER)
+    assert list(tags) == ["tagLists[2]"] and (tags["tagLists[2]"].old, tags["tagLists[2]"].new) == ("build", "large")
+    app = changes_of(diff, APP)
+    assert app["configVars.FEATURE_FLAGS"].old is ABSENT and app["configVars.FEATURE_FLAGS"].new == "checkout-v2"
+    assert app["sensitiveConfigVars"].new == "[secret]"
+    outputs = {o.path: (o.old, o.new) for o in diff.outputs}
+    assert outputs == {"runnerTags": (["shipyard", "docker", "build"], ["shipyard", "docker", "large"])}
+
+    text = render_text(diff)
+    assert text.startswith("resources: 1 added, 0 removed, 3 changed; outputs: 1 changed\n")
+    assert '      instanceType: "t3.large" → "t3.xlarge"' in text
+    assert '      configVars.FEATURE_FLAGS: (absent) → "checkout-v2"' in text
+    assert "  + heroku:app/feature:Feature  staging-preboot" in text
+    markdown = render_markdown(diff)
+    assert (
+        '| changed | `aws:ec2/launchTemplate:LaunchTemplate` | `runner-lt` | `instanceType`: `"t3.large"` →' in markdown
+    )
+    assert "| added | `heroku:app/feature:Feature` | `staging-preboot` | |" in markdown
+
+
+def test_long_values_are_cut_to_about_sixty_characters(staging_plans: StagingPlans) -> None:
+    old_user_data = step(staging_plans.base, LAUNCH_TEMPLATE)["newState"]["inputs"]["userData"]
+    line = next(
+        line
+        for line in render_text(diff_plans(staging_plans.base, staging_plans.changed)).splitlines()
+        if "userData" in line
+    )
+    assert len(old_user_data) > 1000
+    assert old_user_data[:40] in line and old_user_data[100:140] not in line
+    assert len(line) < 160 and line.count("…") == 2
+
+
+def test_removing_the_runner_removes_its_resources_and_outputs(staging_plans: StagingPlans) -> None:
+    diff = diff_plans(staging_plans.base, staging_plans.no_runner)
+
+    removed = {r.type for r in diff.removed}
+    assert {"aws:autoscaling/group:Group", LAUNCH_TEMPLATE, USER_RUNNER, "aws:ssm/parameter:Parameter"} <= removed
+    assert "shipyard:aws:GitlabRunner" in removed
+    assert diff.added == [] and diff.changed == []
+    gone = {o.path for o in diff.outputs if o.new is ABSENT}
+    assert {"runnerAsgName", "runnerId", "runnerTags", "runnerTokenParameter"} <= gone
+    keys = [(r.type, r.urn) for r in diff.removed]
+    assert keys == sorted(keys)  # by type, then URN: the same order on every run
+    assert "  - gitlab:index/userRunner:UserRunner  runner" in render_text(diff)
+
+
+def test_swapping_base_and_head_swaps_added_and_removed_and_old_and_new(staging_plans: StagingPlans) -> None:
+    forward = diff_plans(staging_plans.base, staging_plans.changed)
+    backward = diff_plans(staging_plans.changed, staging_plans.base)
+    assert backward.removed == forward.added and backward.added == forward.removed
+    assert [(c.path, c.new, c.old) for c in changes_of(backward, LAUNCH_TEMPLATE).values()] == [
+        (c.path, c.old, c.new) for c in changes_of(forward, LAUNCH_TEMPLATE).values()
+    ]
+
+
+def test_identical_plans_say_there_are_no_changes(staging_plans: StagingPlans) -> None:
+    diff = diff_plans(staging_plans.base, copy.deepcopy(staging_plans.base))
+    assert diff.empty
+    assert render_text(diff).startswith("no changes")
+    assert render_markdown(diff).startswith("**no changes") and "|" not in render_markdown(diff)
+
+
+def test_a_changed_secret_shows_only_as_secret_in_text_and_markdown(staging_plans: StagingPlans) -> None:
+    # The API key and the database URL changed between the plans; neither value may show.
+    diff = diff_plans(staging_plans.base, staging_plans.changed)
+    shown = render_text(diff) + render_markdown(diff)
+    for canary in CANARIES:
+        assert canary not in shown
+    assert 'sensitiveConfigVars: (absent) → "[secret]"' in shown
+
+
+def test_a_value_still_carrying_the_secret_signature_is_shown_as_secret(staging_plans: StagingPlans) -> None:
+    head = copy.deepcopy(staging_plans.base)
+    wrapped = {SECRET_SIG_KEY: SECRET_SIG, "value": {"DATABASE_URL": CANARY_DB}}
+    step(head, APP)["newState"]["inputs"]["sensitiveConfigVars"] = wrapped
+    head["outputs"]["databaseUrl"] = wrapped
+
+    diff = diff_plans(staging_plans.base, head)
+    assert changes_of(diff, APP)["sensitiveConfigVars"].new == "[secret]"
+    assert [(o.path, o.new) for o in diff.outputs] == [("databaseUrl", "[secret]")]
+    assert CANARY_DB not in render_text(diff) + render_markdown(diff)
+
+
+def test_protect_change_is_shown(staging_plans: StagingPlans) -> None:
+    head = copy.deepcopy(staging_plans.base)
+    step(head, APP)["newState"]["protect"] = True
+    (changed,) = diff_plans(staging_plans.base, head).changed
+    assert changed.resource.type == APP and changed.protect == (False, True) and changed.inputs == []
+    assert "protect (resource option): false → true" in render_text(diff_plans(staging_plans.base, head))
+
+
+def preview_document(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    """HEAD's offline plan in the shape `pulumi preview --json` writes when BASE is deployed: a
+    provider step, unchanged resources as `same`, the launch template replaced delete-before-create
+    (its delete-replaced step first, still carrying the old state), the ASG deleted, diagnostics as a
+    list, and the stack outputs on the stack resource only."""
+    old = {s["urn"]: s["newState"] for s in base["steps"]}
+    steps: list[dict[str, Any]] = [
+        {
+            "op": "create",
+            "urn": "urn:pulumi:staging::shipyard::pulumi:providers:aws::default_7_51_1",
+            "newState": {"type": "pulumi:providers:aws", "inputs": {"region": "eu-west-1", "version": "7.51.1"}},
+        }
+    ]
+    for s in head["steps"]:
+        state = dict(s["newState"])
+        if state["type"] == "pulumi:pulumi:Stack":
+            state["outputs"] = head["outputs"]
+        if state["type"] == LAUNCH_TEMPLATE:
+            steps.append(
+                {"op": "delete-replaced", "urn": s["urn"], "oldState": old[s["urn"]], "newState": old[s["urn"]]}
+            )
+            steps += [{"op": op, "urn": s["urn"], "newState": state} for op in ("replace", "create-replacement")]
+        elif state["type"] == "aws:autoscaling/group:Group":
+            steps.append({"op": "delete", "urn": s["urn"], "oldState": old[s["urn"]]})
+        elif s["urn"] not in old:
+            steps.append({"op": "create", "urn": s["urn"], "newState": state})
+        else:
+            op = "same" if old[s["urn"]] == state else "update"
+            steps.append({"op": op, "urn": s["urn"], "oldState": old[s["urn"]], "newState": state})
+    return {
+        "steps": steps,
+        "changeSummary": {"create": 1, "update": 2, "replace": 1, "delete": 1, "same": 22},
+        "diagnostics": [{"urn": steps[1]["urn"], "message": "formation is not applied", "severity": "warning"}],
+        "duration": 4200000000,
+    }
+
+
+def test_a_pulumi_preview_document_is_read_by_its_resulting_state(staging_plans: StagingPlans) -> None:
+    preview = preview_document(staging_plans.base, staging_plans.changed)
+    diff = diff_plans(staging_plans.base, preview)
+    expected = diff_plans(staging_plans.base, staging_plans.changed)
+
+    assert diff.added == expected.added  # the provider step is not a resource change
+    assert [r.type for r in diff.removed] == ["aws:autoscaling/group:Group"]
+    assert changes_of(diff, LAUNCH_TEMPLATE)["instanceType"].new == "t3.xlarge"  # the replacement's state
+    assert diff.changed == expected.changed
+    assert diff.outputs == expected.outputs
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["plan", "diff", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_diff_command_prints_text_or_markdown(
+    staging_plans: StagingPlans, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, head = tmp_path / "base.json", tmp_path / "head.json"
+    base.write_text(json.dumps(staging_plans.base))
+    head.write_text(json.dumps(staging_plans.no_runner))
+    code, out, _ = run_cli(capsys, str(base), str(head))
+    assert code == 0 and out == render_text(diff_plans(staging_plans.base, staging_plans.no_runner))
+    code, out, _ = run_cli(capsys, str(base), str(head), "--format", "markdown")
+    assert (
+        code == 0 and out.startswith("**resources: 0 added,") and "| removed | `aws:autoscaling/group:Group` |" in out
+    )
+    code, out, _ = run_cli(capsys, str(base), str(base))
+    assert code == 0 and out.startswith("no changes")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ('{"steps": [', "is not valid JSON (line 1, column 12"),
+        ('{"resources": []}', "is not a plan document: it needs a `steps` list"),
+        ('{"steps": [{"op": "create"}]}', "is not a plan document"),
+        ('{"steps": [{"op": "create", "urn": "runner-lt"}]}', "is not a plan document"),
+    ],
+)
+def test_a_file_that_is_not_a_plan_exits_2_with_one_line(
+    staging_plans: StagingPlans, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(staging_plans.base))
+    if content is not None:
+        bad.write_text(content)
+    code, out, err = run_cli(capsys, str(good), str(bad))
+    assert code == 2 and out == ""
+    assert err.startswith(f"shipyard plan diff: {bad}") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_plan_diff_console_script_exit_codes(staging_plans: StagingPlans, tmp_path: Path) -> None:
+    (tmp_path / "base.json").write_text(json.dumps(staging_plans.base))
+    (tmp_path / "head.json").write_text(json.dumps(staging_plans.changed))
+    ok = subprocess.run(
+        [str(SHIPYARD), "plan", "diff", "base.json", "head.json", "--format", "markdown"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "`instanceType`" in ok.stdout and not any(canary in ok.stdout for canary in CANARIES)
+    missing = subprocess.run(
+        [str(SHIPYARD), "plan", "diff", "base.json", "missing.json"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert missing.returncode == 2
+    assert missing.stderr == "shipyard plan diff: missing.json: no such file\n"
