@@ -8,16 +8,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.fake_api import serve
 
 SCRIPT = ROOT / "ci" / "heroku_release.py"
 STUBS = Path(__file__).resolve().parent / "stubs"
@@ -98,30 +98,13 @@ class FakeHeroku:
 def heroku() -> Iterator[FakeHeroku]:
     fake = FakeHeroku()
 
-    class Handler(BaseHTTPRequestHandler):
-        def handle_one(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            fake.requests.append(Request(self.command, self.path, dict(self.headers), body))
-            status, payload = fake.answer(self.command, self.path, body)
-            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(method: str, path: str, headers: Message, body: Any) -> tuple[int, Any]:
+        fake.requests.append(Request(method, path, dict(headers), body))
+        return fake.answer(method, path, body)
 
-        do_GET = do_PATCH = handle_one
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with serve(answer) as url:
+        fake.url = url
+        yield fake
 
 
 @dataclass

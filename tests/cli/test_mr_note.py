@@ -10,10 +10,9 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from infra.cli.main import main
 from infra.cli.mr_note import VARIABLES, marker, note_body
 from tests.cli.conftest import CANARIES, StagingPlans
+from tests.fake_api import serve
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")
 TOKEN = "glpat-canaryToken0123456789"
@@ -85,34 +85,12 @@ class FakeGitLab:
 def gitlab_api() -> Iterator[FakeGitLab]:
     fake = FakeGitLab()
 
-    class Handler(BaseHTTPRequestHandler):
-        def handle_one(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            path = self.path.split("?", 1)[0]
-            status, answer = fake.answer(
-                self.command, path, json.loads(raw) if raw else None, self.headers.get("PRIVATE-TOKEN")
-            )
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(method: str, path: str, headers: Message, body: Any) -> tuple[int, Any]:
+        return fake.answer(method, path, body, headers.get("PRIVATE-TOKEN"))
 
-        do_GET = do_POST = do_PUT = handle_one
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve(answer) as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture
