@@ -79,3 +79,9 @@ def mocked() -> Iterator[RecordingMonitor]:
     loop.close()
     monitor.close()
     asyncio.set_event_loop(None)
+
+
+@pytest.fixture(scope="session")
+def committed_runs() -> dict[str, Run]:
+    """The offline runs of the committed stack files, once per session: read them, never change them."""
+    return {stack: run_stack(stack_document(stack), stack) for stack in ("staging", "prod")}

@@ -24,6 +24,7 @@ def plan(args: argparse.Namespace) -> int:
 
     from infra.cli.engine import Project, run_program
     from infra.cli.plan import render_diagnostics, render_table, to_preview_json
+    from infra.cli.policy_check import verdict
     from infra.settings import SettingsError
 
     try:
@@ -42,14 +43,32 @@ def plan(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"shipyard plan: stack {args.stack} ({source.name}): {exc}", file=sys.stderr)
         return 2
+    document = to_preview_json(run)
     if args.json:
-        json.dump(to_preview_json(run), sys.stdout, indent=2, sort_keys=True)
+        json.dump(document, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
         render_diagnostics(run, Console(stderr=True, width=200))
     else:
         console = Console(width=None if sys.stdout.isatty() else 200)
         render_table(run, console)
-    return 0
+    # The policy pack's validators judge every plan, as they judge every real preview.
+    violations, report = verdict(document)
+    print(report, file=sys.stderr if args.json or violations else sys.stdout)
+    return 1 if violations else 0
+
+
+def policy_check(args: argparse.Namespace) -> int:
+    from infra.cli.diff import PlanError, load_plan
+    from infra.cli.policy_check import verdict
+
+    try:
+        document = load_plan(args.file)
+    except PlanError as exc:
+        print(f"shipyard policy check: {exc}", file=sys.stderr)
+        return 2
+    violations, report = verdict(document)
+    print(report)
+    return 1 if violations else 0
 
 
 def plan_diff(args: argparse.Namespace) -> int:
@@ -148,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--plan", required=True, help="plan document (`shipyard plan --json` or `pulumi preview --json`)")
     n.add_argument("--base", help="base plan document: the note shows the diff from it to --plan")
     n.set_defaults(func=mr_note)
+    pol = sub.add_parser("policy", help="the policy pack's validators")
+    pol_sub = pol.add_subparsers(dest="policy_command", required=True)
+    c = pol_sub.add_parser(
+        "check",
+        help="check a plan document (`shipyard plan --json` or `pulumi preview --json`); exit 1 on any violation",
+    )
+    c.add_argument("file", metavar="FILE.json")
+    c.set_defaults(func=policy_check)
     return parser
 
 

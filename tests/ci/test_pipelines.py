@@ -15,7 +15,7 @@ import pytest
 
 from infra.cli.engine import Run
 from tests.ci.gitlab import jobs, load, pipeline, script_lines
-from tests.conftest import ROOT, run_stack, stack_document
+from tests.conftest import ROOT
 
 OWN = ROOT / ".gitlab-ci.yml"
 TEMPLATE = ROOT / "ci" / "delivery.gitlab-ci.yml"
@@ -76,7 +76,9 @@ def test_merge_requests_preview_both_stacks_with_read_only_credentials(own: dict
     }
     preview = jobs(own)["preview"]
     assert preview["parallel"]["matrix"] == [{"STACK": ["staging", "prod"]}]
-    assert any('pulumi preview --stack "$STACK" --diff --json' in line for line in preview["script"])
+    assert any(
+        'pulumi preview --stack "$STACK" --diff --json --policy-pack policy' in line for line in preview["script"]
+    )
     assert any("shipyard mr-note --stack" in line for line in preview["script"])
 
 
@@ -110,8 +112,10 @@ def test_the_default_branch_deploys_staging_then_production_by_hand(own: dict[st
         "deploy-prod": "manual",
     }
     staging, prod = jobs(own)["deploy-staging"], jobs(own)["deploy-prod"]
-    assert staging["script"] == ["pulumi up --yes --stack staging"]
-    assert prod["script"] == ["pulumi up --yes --stack prod"] and prod["needs"] == ["deploy-staging"]
+    assert staging["script"] == ["pulumi up --yes --stack staging --policy-pack policy"]
+    assert prod["script"] == ["pulumi up --yes --stack prod --policy-pack policy"] and prod["needs"] == [
+        "deploy-staging"
+    ]
     assert staging["variables"]["AWS_ROLE_ARN"] == "$DEPLOY_AWS_ROLE_ARN"
 
 
@@ -131,7 +135,9 @@ def test_feature_branches_are_checked_and_never_deployed(own: dict[str, Any]) ->
 def test_the_schedule_checks_drift_of_both_stacks_and_nothing_else(own: dict[str, Any]) -> None:
     assert pipeline(own, SCHEDULE | PREVIEW_CREDENTIALS) == {"drift": "on_success"}
     drift = jobs(own)["drift"]
-    assert drift["script"] == ['pulumi preview --stack "$STACK" --refresh --expect-no-changes --diff']
+    assert drift["script"] == [
+        'pulumi preview --stack "$STACK" --refresh --expect-no-changes --diff --policy-pack policy'
+    ]
     assert drift["variables"]["AWS_ROLE_ARN"] == "$PREVIEW_AWS_ROLE_ARN"
 
 
@@ -147,9 +153,9 @@ def template() -> dict[str, Any]:
     return load(TEMPLATE)
 
 
-@pytest.fixture(scope="module")
-def plans() -> dict[str, Run]:
-    return {stack: run_stack(stack_document(stack), stack) for stack in ("staging", "prod")}
+@pytest.fixture
+def plans(committed_runs: dict[str, Run]) -> dict[str, Run]:
+    return committed_runs
 
 
 def test_the_template_builds_once_per_commit_and_deploys_only_the_default_branch(template: dict[str, Any]) -> None:

@@ -1,0 +1,483 @@
+"""shipyard's guardrails as plain validators over one resource (or one stack) at a time.
+
+They run in three places: the policy pack (`policy/__main__.py`) during a real `pulumi preview` or
+`pulumi up`, `shipyard policy check` over a plan document (the offline plan's or
+`pulumi preview --json`'s), and the tests. Importing this module starts nothing (P3); the
+`pulumi_policy` SDK is imported only when the pack is built.
+
+Properties use the engine's camelCase input names, as all three places see them. A value that is
+not known yet (a preview before the resource it comes from exists) stops a check without a
+verdict; the real `pulumi up` runs it again with the value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SECRET = "[secret]"  # how plan documents show a secret value
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how the engine shows a value not known yet
+
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+INSTANCE = "aws:ec2/instance:Instance"
+EBS_VOLUME = "aws:ebs/volume:Volume"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+SECURITY_GROUP_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
+INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+SSM_PARAMETER = "aws:ssm/parameter:Parameter"
+IAM_ROLE = "aws:iam/role:Role"
+IAM_ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+IAM_POLICY = "aws:iam/policy:Policy"
+ECR_REPOSITORY = "aws:ecr/repository:Repository"
+ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+CI_VARIABLE = "gitlab:index/projectVariable:ProjectVariable"
+GITLAB_ENVIRONMENT = "gitlab:index/projectEnvironment:ProjectEnvironment"
+HEROKU_APP = "heroku:app/app:App"
+HEROKU_FEATURE = "heroku:app/feature:Feature"
+HEROKU_PIPELINE = "heroku:pipeline/pipeline:Pipeline"
+HEROKU_COUPLING = "heroku:pipeline/coupling:Coupling"
+
+# Actions that take no resource ARN: `Resource: "*"` is the only way to grant them.
+UNSCOPABLE_ACTIONS = frozenset({"ecr:GetAuthorizationToken", "sts:GetCallerIdentity", "ec2:DescribeInstances"})
+# Credentials by their shape: GitLab runner and personal tokens, Heroku keys, AWS access key ids.
+TOKEN_SHAPES = re.compile(
+    r"glrt-[A-Za-z0-9_-]{10,}|glpat-[A-Za-z0-9_-]{10,}|HRKU-[A-Za-z0-9_-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
+)
+CREDENTIAL_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/:@\s]+:[^/@\s]+@")  # scheme://user:password@host
+SECRET_NAME = re.compile(r"(?i)(api[_-]?key|token|secret|passw(or)?d|credential|private[_-]?key)")
+HEROKU_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
+
+
+class UnknownValue(Exception):
+    """A value a check needs is not known until the deployment runs."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What a validator sees of one resource, wherever it runs."""
+
+    type: str
+    name: str
+    urn: str
+    props: Mapping[str, Any]
+    protect: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    guards: str
+    fix: str
+    types: tuple[str, ...] = ()
+    """The resource types `check` applies to; empty for a stack policy."""
+    check: Callable[[Resource], Iterable[str]] | None = None
+    check_stack: Callable[[Sequence[Resource]], Iterable[tuple[Resource, str]]] | None = None
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: Policy
+    resource: Resource
+    message: str
+
+
+def get(value: Any, *path: str | int) -> Any:
+    """A nested property, None where it is absent; UnknownValue where it is not known yet."""
+    for part in path:
+        if isinstance(part, int):
+            value = value[part] if isinstance(value, list) and part < len(value) else None
+        else:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value == UNKNOWN:
+            raise UnknownValue(".".join(map(str, path)))
+    return value
+
+
+def items(value: Any) -> list[Any]:
+    """A list property as a list: absent is empty."""
+    if value == UNKNOWN:
+        raise UnknownValue("a list")
+    return list(value) if isinstance(value, list) else []
+
+
+def true(value: Any) -> bool:
+    # Some AWS schema fields are strings ("true"), as the provider declares them.
+    return value is True or value == "true"
+
+
+def auto_named(resource: Resource, name: Any) -> bool:
+    """The bridges' auto-name shape, `<logical name>-<7 hex>` (H2)."""
+    return isinstance(name, str) and re.fullmatch(re.escape(resource.name) + r"-[0-9a-f]{7}", name) is not None
+
+
+# --- the runner host ----------------------------------------------------------------------------
+
+
+def imdsv2_required(resource: Resource) -> Iterator[str]:
+    tokens = get(resource.props, "metadataOptions", "httpTokens")
+    if tokens != "required":
+        yield f"the instance metadata service accepts IMDSv1 (metadataOptions.httpTokens is {tokens!r})"
+
+
+def ebs_encrypted(resource: Resource) -> Iterator[str]:
+    props = resource.props
+    if resource.type == LAUNCH_TEMPLATE:
+        mappings = [m for m in items(get(props, "blockDeviceMappings")) if get(m, "ebs") is not None]
+        if not mappings:
+            yield "no EBS block device mapping: the root volume is whatever the AMI says, unencrypted by default"
+        for m in mappings:
+            if not true(get(m, "ebs", "encrypted")):
+                yield f"the EBS volume on {get(m, 'deviceName')} is not encrypted"
+    elif resource.type == INSTANCE:
+        if not true(get(props, "rootBlockDevice", "encrypted")):
+            yield "the root volume is not encrypted"
+        for device in items(get(props, "ebsBlockDevices")):
+            if not true(get(device, "encrypted")):
+                yield f"the EBS volume on {get(device, 'deviceName')} is not encrypted"
+    elif not true(get(props, "encrypted")):
+        yield "the EBS volume is not encrypted"
+
+
+def _open(cidrs: Iterable[Any]) -> list[str]:
+    return [c for c in cidrs if c in ("0.0.0.0/0", "::/0")]
+
+
+def no_open_ingress(resource: Resource) -> Iterator[str]:
+    props = resource.props
+    if resource.type == SECURITY_GROUP:
+        for rule in items(get(props, "ingress")):
+            for cidr in _open([*items(get(rule, "cidrBlocks")), *items(get(rule, "ipv6CidrBlocks"))]):
+                yield f"ingress from {cidr} on ports {get(rule, 'fromPort')}-{get(rule, 'toPort')}"
+    elif resource.type == SECURITY_GROUP_RULE:
+        if get(props, "type") == "ingress":
+            for cidr in _open([*items(get(props, "cidrBlocks")), *items(get(props, "ipv6CidrBlocks"))]):
+                yield f"ingress from {cidr} on ports {get(props, 'fromPort')}-{get(props, 'toPort')}"
+    else:
+        for cidr in _open([get(props, "cidrIpv4"), get(props, "cidrIpv6")]):
+            yield f"ingress from {cidr} on ports {get(props, 'fromPort')}-{get(props, 'toPort')}"
+
+
+def secret_parameter_is_secure_string(resource: Resource) -> Iterator[str]:
+    name, kind = get(resource.props, "name"), get(resource.props, "type")
+    secret = get(resource.props, "value") == SECRET or (isinstance(name, str) and SECRET_NAME.search(name))
+    if secret and kind != "SecureString":
+        yield f"parameter {name} holds a secret but is a {kind}, readable without decryption"
+
+
+def _statements(document: Any) -> list[Mapping[str, Any]]:
+    if document is None or document == SECRET:
+        return []
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            return []
+    statements = get(document, "Statement")
+    statements = [statements] if isinstance(statements, Mapping) else statements
+    return [s for s in statements or [] if isinstance(s, Mapping)]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value] if value is not None else []
+
+
+def iam_least_privilege(resource: Resource) -> Iterator[str]:
+    props = resource.props
+    documents = [get(props, "policy")] if resource.type != IAM_ROLE else [
+        get(p, "policy") for p in items(get(props, "inlinePolicies"))
+    ]  # fmt: skip
+    for document in documents:
+        for statement in _statements(document):
+            if statement.get("Effect") != "Allow":
+                continue
+            sid = statement.get("Sid") or "a statement"
+            actions = [str(a) for a in _as_list(statement.get("Action"))]
+            if "NotAction" in statement or any(a == "*" or a.endswith(":*") for a in actions):
+                yield f"{sid} allows every action ({', '.join(actions) or 'NotAction'})"
+                continue
+            if "*" in _as_list(statement.get("Resource")) or "NotResource" in statement:
+                scopable = sorted(set(actions) - UNSCOPABLE_ACTIONS)
+                if scopable:
+                    yield f'{sid} allows {", ".join(scopable)} on every resource (`Resource: "*"`)'
+
+
+def no_token_in_user_data(resource: Resource) -> Iterator[str]:
+    raw = get(resource.props, "userData") or get(resource.props, "userDataBase64")
+    if raw is None:
+        return
+    if raw == SECRET:
+        yield "the user data is a secret value: something secret flowed into it"
+        return
+    text = str(raw)
+    try:
+        data = base64.b64decode(text, validate=True)
+        text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode(errors="replace")
+    except (binascii.Error, ValueError, OSError, EOFError):
+        pass  # not base64 (an instance's plain user data): scan it as it is
+    for match in TOKEN_SHAPES.finditer(text):
+        yield f"the user data holds a credential ({match.group(0)[:5]}…)"
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+def ecr_scan_on_push(resource: Resource) -> Iterator[str]:
+    if not true(get(resource.props, "imageScanningConfiguration", "scanOnPush")):
+        yield f"repository {get(resource.props, 'name')} does not scan images on push"
+
+
+def ecr_lifecycle(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
+    covered = {get(r.props, "repository") for r in resources if r.type == ECR_LIFECYCLE}
+    for repository in (r for r in resources if r.type == ECR_REPOSITORY):
+        if get(repository.props, "name") not in covered:
+            yield repository, f"repository {get(repository.props, 'name')} has no lifecycle policy: images pile up"
+
+
+# --- GitLab -------------------------------------------------------------------------------------
+
+
+def ci_secrets_masked(resource: Resource) -> Iterator[str]:
+    key, scope = get(resource.props, "key"), get(resource.props, "environmentScope")
+    if not isinstance(key, str) or not SECRET_NAME.search(key):
+        return
+    if not true(get(resource.props, "masked")):
+        yield f"{key} ({scope}) is not masked: it shows in job logs"
+    if scope == "production" and not true(get(resource.props, "protected")):
+        yield f"{key} of production is not protected: merge-request pipelines receive it"
+
+
+# --- Heroku -------------------------------------------------------------------------------------
+
+
+def heroku_secrets_sensitive(resource: Resource) -> Iterator[str]:
+    for key, value in sorted((get(resource.props, "configVars") or {}).items()):
+        if value == SECRET:
+            yield f"config var {key} holds a secret value in the plain `config_vars`"
+        elif SECRET_NAME.search(key):
+            yield f"config var {key} looks like a secret and is stored in plain text"
+        elif isinstance(value, str) and (CREDENTIAL_URL.match(value) or TOKEN_SHAPES.search(value)):
+            yield f"config var {key} holds a credential in plain text"
+
+
+def heroku_container_app(resource: Resource) -> Iterator[str]:
+    name, stack = get(resource.props, "name"), get(resource.props, "stack")
+    if stack != "container":
+        yield f"app {name} runs on stack {stack!r}, not `container`: the image releases cannot reach it"
+    if not isinstance(name, str) or auto_named(resource, name):
+        yield f"app has no explicit name ({name!r}): Heroku names are global and the bridge invents one"
+    elif not HEROKU_APP_NAME.match(name):
+        yield f"app name {name!r} breaks Heroku's rule: 3 to 30 lowercase letters, digits and dashes"
+
+
+def explicit_names(resource: Resource) -> Iterator[str]:
+    name = get(resource.props, "name")
+    if name is None or auto_named(resource, name):
+        yield f"{resource.type.rsplit(':', 1)[-1]} {resource.name} has no explicit name ({name!r})"
+
+
+def production_protected(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
+    production = any(
+        (r.type == GITLAB_ENVIRONMENT and get(r.props, "tier") == "production")
+        or (r.type == HEROKU_COUPLING and get(r.props, "stage") == "production")
+        for r in resources
+    )
+    if production:
+        for app in (r for r in resources if r.type == HEROKU_APP and not r.protect):
+            yield app, f"production app {get(app.props, 'name')} is not protected"
+
+
+POLICIES: tuple[Policy, ...] = (
+    Policy(
+        "imdsv2-required",
+        "Runner hosts require IMDSv2 session tokens for the instance metadata service.",
+        "R6",
+        "set metadata_options http_tokens='required' (hop limit 2 for jobs in containers)",
+        (LAUNCH_TEMPLATE, INSTANCE),
+        check=imdsv2_required,
+    ),
+    Policy(
+        "ebs-encrypted",
+        "Every EBS volume of a runner host is encrypted.",
+        "R14",
+        "set encrypted='true' on the block device mapping of the AMI's root device",
+        (LAUNCH_TEMPLATE, INSTANCE, EBS_VOLUME),
+        check=ebs_encrypted,
+    ),
+    Policy(
+        "no-ingress-from-anywhere",
+        "No security group takes traffic from 0.0.0.0/0 or ::/0.",
+        "R13",
+        "remove the ingress rule; reach hosts with Session Manager",
+        (SECURITY_GROUP, SECURITY_GROUP_RULE, INGRESS_RULE),
+        check=no_open_ingress,
+    ),
+    Policy(
+        "secret-parameter-is-secure-string",
+        "SSM parameters that hold a token or key, like the runner token, are SecureStrings.",
+        "R1",
+        "create the parameter with type='SecureString'",
+        (SSM_PARAMETER,),
+        check=secret_parameter_is_secure_string,
+    ),
+    Policy(
+        "iam-least-privilege",
+        'No IAM statement allows every action; `Resource: "*"` only for actions that take no ARN.',
+        "R1, R7",
+        "name the actions and the ARNs they act on",
+        (IAM_ROLE, IAM_ROLE_POLICY, IAM_POLICY),
+        check=iam_least_privilege,
+    ),
+    Policy(
+        "no-credential-in-user-data",
+        "Launch-template and instance user data hold no token-shaped string (glrt-, glpat-, HRKU-, AWS key ids).",
+        "R1",
+        "pass the name of an SSM SecureString and read it at boot",
+        (LAUNCH_TEMPLATE, INSTANCE),
+        check=no_token_in_user_data,
+    ),
+    Policy(
+        "ecr-scan-on-push",
+        "ECR repositories scan every image on push.",
+        "DESIGN §5 Registry",
+        "set image_scanning_configuration scan_on_push=True",
+        (ECR_REPOSITORY,),
+        check=ecr_scan_on_push,
+    ),
+    Policy(
+        "ecr-lifecycle-policy",
+        "Every ECR repository has a lifecycle policy.",
+        "DESIGN §5 Registry",
+        "add an aws.ecr.LifecyclePolicy for the repository",
+        check_stack=ecr_lifecycle,
+    ),
+    Policy(
+        "ci-secrets-masked",
+        "CI/CD variables that carry a key or token (HEROKU_API_KEY) are masked, and protected in production.",
+        "G1, G2, G4",
+        "create the variable with masked=True (and protected=True for production)",
+        (CI_VARIABLE,),
+        check=ci_secrets_masked,
+    ),
+    Policy(
+        "heroku-secrets-sensitive",
+        "Heroku secrets live only in sensitive_config_vars, never in the plain config_vars.",
+        "H5",
+        "move the var to shipyard:herokuSensitiveConfigVars (set with --secret)",
+        (HEROKU_APP,),
+        check=heroku_secrets_sensitive,
+    ),
+    Policy(
+        "heroku-container-app",
+        "Heroku apps run on the container stack and have explicit, valid names.",
+        "H1, H2",
+        "set stack='container' and an explicit name (shipyard:heroku.app)",
+        (HEROKU_APP,),
+        check=heroku_container_app,
+    ),
+    Policy(
+        "explicit-names",
+        "Names the outside world sees are explicit, never invented by the provider bridge.",
+        "H2, G7",
+        "pass name= explicitly",
+        (HEROKU_FEATURE, HEROKU_PIPELINE, GITLAB_ENVIRONMENT, ECR_REPOSITORY),
+        check=explicit_names,
+    ),
+    Policy(
+        "production-protected",
+        "Production's Heroku apps are protected against deletion and replacement.",
+        "DESIGN §5 Heroku environment",
+        "create the app with ResourceOptions(protect=True)",
+        check_stack=production_protected,
+    ),
+)
+
+
+def check(resources: Sequence[Resource], policies: Sequence[Policy] = POLICIES) -> tuple[list[Violation], int]:
+    """Every violation of `policies` among `resources`, and how many checks waited on unknown values."""
+    violations: list[Violation] = []
+    unknown = 0
+    for policy in policies:
+        targets: list[Resource | None] = [None] if policy.check_stack is not None else []
+        targets += [r for r in resources if policy.check is not None and r.type in policy.types]
+        for target in targets:
+            try:
+                if target is None and policy.check_stack is not None:
+                    found = list(policy.check_stack(resources))
+                elif target is not None and policy.check is not None:
+                    found = [(target, message) for message in policy.check(target)]
+            except UnknownValue:
+                unknown += 1
+                continue
+            violations += [Violation(policy, resource, message) for resource, message in found]
+    return violations, unknown
+
+
+def resources_of_plan(doc: Mapping[str, Any]) -> list[Resource]:
+    """The resources a plan document (offline plan or `pulumi preview --json`) leaves in the stack."""
+    gone = {"delete", "delete-replaced", "discard", "discard-replaced", "remove-pending-replace"}
+    found: dict[str, Resource] = {}
+    for step in doc.get("steps", []):
+        state = step.get("newState")
+        if step.get("op") in gone or not isinstance(state, Mapping) or step["urn"] in found:
+            continue
+        found[step["urn"]] = Resource(
+            type=state.get("type", ""),
+            name=step["urn"].rsplit("::", 1)[-1],
+            urn=step["urn"],
+            props=state.get("inputs") or {},
+            protect=bool(state.get("protect")),
+        )
+    return list(found.values())
+
+
+# --- the pack -------------------------------------------------------------------------------------
+
+
+def _from_sdk(resource: Any) -> Resource:
+    return Resource(resource.resource_type, resource.name, resource.urn, resource.props, bool(resource.opts.protect))
+
+
+def pack_policies(policies: Sequence[Policy] = POLICIES) -> list[Any]:
+    """The policies as the Pulumi policy SDK's objects, every one MANDATORY."""
+    from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
+
+    def resource_validator(policy: Policy) -> Callable[[Any, Any], None]:
+        def validate(args: Any, report_violation: Any) -> None:
+            if args.resource_type in policy.types and policy.check is not None:
+                for message in policy.check(_from_sdk(args)):
+                    report_violation(f"{message}. Fix: {policy.fix} ({policy.guards}).", None)
+
+        return validate
+
+    def stack_validator(policy: Policy) -> Callable[[Any, Any], None]:
+        def validate(args: Any, report_violation: Any) -> None:
+            assert policy.check_stack is not None
+            for resource, message in policy.check_stack([_from_sdk(r) for r in args.resources]):
+                report_violation(f"{message}. Fix: {policy.fix} ({policy.guards}).", resource.urn)
+
+        return validate
+
+    built: list[Any] = []
+    for policy in policies:
+        description = f"{policy.description} Guards {policy.guards}."
+        mandatory = EnforcementLevel.MANDATORY
+        if policy.check is not None:
+            built.append(
+                ResourceValidationPolicy(
+                    policy.name, description, resource_validator(policy), mandatory, remediation_steps=policy.fix
+                )
+            )
+        else:
+            built.append(
+                StackValidationPolicy(
+                    policy.name, description, stack_validator(policy), mandatory, remediation_steps=policy.fix
+                )
+            )
+    return built

@@ -1,0 +1,116 @@
+"""A distinct canary in every secret setting, and proof that none appears anywhere a person or a log
+could see it: the plan table, the plan JSON, the launch template's user data, the stack outputs,
+warnings, the policy report, the MR note, and the error messages of failing runs.
+
+The secret keys come from the settings model, so a secret added later is covered without a change
+here."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from infra.cli.engine import Run
+from infra.cli.mr_note import note_body
+from infra.cli.plan import render_diagnostics, render_table, to_preview_json
+from infra.cli.policy_check import verdict
+from infra.settings import PROVIDER_SECRET_KEYS, SECRET_SETTING_KEYS, Settings, fields_of
+from infra.userdata import decode
+from tests.conftest import run_stack, stack_document
+
+
+def canaries_for(stack: str) -> dict[str, Any]:
+    """One canary per secret setting of the model and per provider credential, all different."""
+    shape = fields_of(Settings)
+    secrets: dict[str, Any] = {}
+    for key in sorted(SECRET_SETTING_KEYS):
+        if shape[key][1]:  # a map of secrets, e.g. herokuSensitiveConfigVars
+            secrets[f"shipyard:{key}"] = {
+                "DATABASE_URL": f"postgres://app:Pa55{stack}Db@db.internal/app",
+                "SESSION_SECRET": f"canary-{stack}-session-9f3e",
+            }
+        else:
+            secrets[f"shipyard:{key}"] = f"HRKU-canary-{stack}-{key}-7c1d"
+    for key in PROVIDER_SECRET_KEYS:
+        secrets[key] = f"canary-{stack}-{key.replace(':', '-')}-42ab"
+    return secrets
+
+
+def leaves(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in leaves(v)]
+    return [value]
+
+
+def visible(run: Run) -> str:
+    """Everything of a run that a person or a log could see."""
+    table = io.StringIO()
+    console = Console(file=table, width=250)
+    render_table(run, console)
+    render_diagnostics(run, console)
+    document = to_preview_json(run)
+    user_data = [decode(s.raw_inputs["userData"]) for s in run.resources("aws:ec2/launchTemplate:LaunchTemplate")]
+    plain_outputs = {k: v for k, v in run.outputs.items() if k not in run.secret_outputs}
+    return "\n".join(
+        [
+            table.getvalue(),
+            json.dumps(document),
+            *user_data,
+            json.dumps(run.shown_outputs),
+            json.dumps(plain_outputs, default=str),
+            *run.warnings,
+            verdict(document)[1],
+            note_body(run.stack, document),
+        ]
+    )
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_no_secret_setting_is_visible_anywhere(stack: str) -> None:
+    secrets = canaries_for(stack)
+    run = run_stack(stack_document(stack), stack, secrets=secrets)
+    # The canaries really reach the providers (marked secret), so their absence below means something.
+    api_key = run.one("gitlab:index/projectVariable:ProjectVariable", key="HEROKU_API_KEY")
+    assert api_key.raw_inputs["value"] == secrets["shipyard:herokuApiKey"]
+    app = run.one("heroku:app/app:App")
+    assert app.raw_inputs["sensitiveConfigVars"] == secrets["shipyard:herokuSensitiveConfigVars"]
+    assert run.resources("aws:ec2/launchTemplate:LaunchTemplate")  # user data is part of what is checked
+
+    shown = visible(run)
+    for canary in (leaf for value in secrets.values() for leaf in leaves(value)):
+        assert canary not in shown, canary
+    assert "Pa55" not in shown  # not even the password part of a URL
+
+
+def test_no_secret_is_visible_in_the_errors_of_failing_runs() -> None:
+    secrets = canaries_for("staging")
+    # Settings errors next to valid secrets: the message lists problems, never secret values.
+    broken = stack_document("staging")
+    broken["shipyard:heroku"]["app"] = "Not_A_Valid_Name"
+    broken["shipyard:runner"]["instanceTpye"] = "t3.large"
+    with pytest.raises(Exception) as settings_error:
+        run_stack(broken, "staging", secrets=secrets)
+    # A secret GitLab cannot mask: refused by name, its value never quoted (G2).
+    unmaskable = {**secrets, "shipyard:herokuApiKey": "canary value with spaces 0xDEAD"}
+    with pytest.raises(Exception) as mask_error:
+        run_stack(stack_document("staging"), "staging", secrets=unmaskable)
+    # A failure inside the deployment (the production stack pointing at a build stack of the same
+    # environment, G5) with every secret set.
+    prod = stack_document("prod")
+    prod["shipyard:environment"] = "staging"
+    with pytest.raises(Exception) as wiring_error:
+        run_stack(prod, "prod", secrets=canaries_for("prod"))
+
+    messages = [
+        str(e.value) + repr(getattr(e.value, "problems", "")) for e in (settings_error, mask_error, wiring_error)
+    ]
+    assert "shipyard:heroku.app" in messages[0] and "shipyard:herokuApiKey" in messages[1]
+    assert "staging" in messages[2]
+    values = [*leaves(secrets), *leaves(canaries_for("prod")), "canary value with spaces", "0xDEAD"]
+    for message in messages:
+        for canary in values:
+            assert canary not in message, (canary, message)
