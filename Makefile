@@ -20,7 +20,7 @@ plan: setup
 	@$(BIN)/shipyard plan --stack $(STACK)
 
 test: setup
-	@$(BIN)/pytest
+	@$(BIN)/pytest -n auto
 
 bench: setup
 	@$(BIN)/python scripts/bench.py

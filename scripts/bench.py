@@ -85,7 +85,8 @@ def main() -> int:
     )
     console.print(table)
     start = time.perf_counter()
-    subprocess.run([str(BIN / "pytest"), "-q"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    # As `make test` runs it: one worker per core.
+    subprocess.run([str(BIN / "pytest"), "-q", "-n", "auto"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     console.print(f"test suite wall time: {time.perf_counter() - start:.1f} s", highlight=False)
     return 0
 
