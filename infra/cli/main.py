@@ -129,6 +129,99 @@ def mr_note(args: argparse.Namespace) -> int:
     return 0
 
 
+def bootstrap(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+    from rich.console import Console
+    from rich.table import Table
+
+    from infra.cli.bootstrap import Bootstrap, BootstrapError, login_lines, problems
+
+    found = problems(args.bucket, args.region, args.kms_alias)
+    if found:
+        print("\n".join(f"shipyard bootstrap: {p}" for p in found), file=sys.stderr)
+        return 2
+    try:
+        outcomes = Bootstrap(boto3.Session(), args.bucket, args.region, args.kms_alias, fix=args.fix).run()
+    except (NoCredentialsError, NoRegionError) as exc:
+        print(
+            f"shipyard bootstrap: no AWS credentials ({exc}); set AWS_PROFILE or the AWS_* variables", file=sys.stderr
+        )
+        return 2
+    except BootstrapError as exc:
+        print(f"shipyard bootstrap: {exc}", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as exc:
+        print(f"shipyard bootstrap: AWS refused: {exc}", file=sys.stderr)
+        return 1
+    table = Table(title=f"state backend s3://{args.bucket} ({args.region})", title_justify="left")
+    for column in ("item", "state", "detail"):
+        table.add_column(column)
+    for o in outcomes:
+        table.add_row(o.item, o.state, o.detail)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table, markup=False)
+    states = [o.state for o in outcomes]
+    if all(state == "ok" for state in states):
+        console.print("nothing to change: the bucket and the key are as they should be", markup=False)
+    else:
+        counts = {s: states.count(s) for s in ("created", "configured", "fixed", "missing") if s in states}
+        console.print(", ".join(f"{n} {s}" for s, n in counts.items()), markup=False, highlight=False)
+    if "missing" in states:
+        console.print("settings are missing: run again with --fix to set them", markup=False)
+        return 1
+    console.print("next:", markup=False)
+    for line in login_lines(args.bucket, args.region, args.kms_alias):
+        console.print(f"  {line}", markup=False, highlight=False)
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    import boto3
+    import yaml
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+    from rich.console import Console
+    from rich.table import Table
+
+    from infra.cli.verify import FAIL, Verify, VerifyError, stack_outputs
+
+    config: dict[str, Any] = {}
+    try:
+        stack_file = _project_root(Path.cwd()) / f"Pulumi.{args.stack}.yaml"
+        config = (yaml.safe_load(stack_file.read_text()) or {}).get("config", {})
+    except (FileNotFoundError, yaml.YAMLError):
+        pass  # the region may still come from --region
+    region = args.region or config.get("aws:region")
+    if not region:
+        print(f"shipyard verify: no region: Pulumi.{args.stack}.yaml has no aws:region; pass --region", file=sys.stderr)
+        return 2
+    try:
+        outputs = stack_outputs(args.stack, args.outputs)
+    except VerifyError as exc:
+        print(f"shipyard verify: {exc}", file=sys.stderr)
+        return 2
+    token = os.environ.get("GITLAB_TOKEN")
+    gitlab = (str(config.get("shipyard:gitlabUrl", "https://gitlab.com")), token) if token else None
+    try:
+        checks = Verify(boto3.Session(), str(region), outputs).run(gitlab)
+    except NoCredentialsError as exc:
+        print(f"shipyard verify: no AWS credentials ({exc}); set AWS_PROFILE or the AWS_* variables", file=sys.stderr)
+        return 2
+    except BotoCoreError as exc:
+        print(f"shipyard verify: cannot reach AWS: {exc}", file=sys.stderr)
+        return 1
+    table = Table(title=f"stack {args.stack}: live resources", title_justify="left")
+    for column in ("check", "result", "detail"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(c.name, c.result, c.detail)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table, markup=False)
+    failed = [c for c in checks if c.result == FAIL]
+    console.print(f"{len(failed)} of {len(checks)} checks failed" if failed else "every check passed", markup=False)
+    return 1 if failed else 0
+
+
 def _stack_name(value: str) -> str:
     from infra.cli.mr_note import STACK_NAME
 
@@ -175,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("file", metavar="FILE.json")
     c.set_defaults(func=policy_check)
+    b = sub.add_parser("bootstrap", help="create or check the S3 bucket and KMS key of a self-managed state backend")
+    b.add_argument("--bucket", required=True, help="S3 bucket for the Pulumi state")
+    b.add_argument("--region", required=True, help="AWS region of the bucket and the key")
+    b.add_argument("--kms-alias", default="alias/shipyard-pulumi", help="alias of the secrets-provider key")
+    b.add_argument("--fix", action="store_true", help="set what an existing bucket or key lacks")
+    b.set_defaults(func=bootstrap)
+    v = sub.add_parser("verify", help="check the live resources of a deployed stack; exit 1 on any failure")
+    v.add_argument("--stack", "-s", required=True, help="stack name (its outputs, and aws:region from its file)")
+    v.add_argument("--outputs", help="`pulumi stack output --json` saved in a file, instead of asking the Pulumi CLI")
+    v.add_argument("--region", help="AWS region, instead of the stack file's aws:region")
+    v.set_defaults(func=verify)
     return parser
 
 

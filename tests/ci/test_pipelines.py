@@ -112,10 +112,16 @@ def test_the_default_branch_deploys_staging_then_production_by_hand(own: dict[st
         "deploy-prod": "manual",
     }
     staging, prod = jobs(own)["deploy-staging"], jobs(own)["deploy-prod"]
-    assert staging["script"] == ["pulumi up --yes --stack staging --policy-pack policy"]
-    assert prod["script"] == ["pulumi up --yes --stack prod --policy-pack policy"] and prod["needs"] == [
-        "deploy-staging"
+    # Each deploy is checked against the live resources right after it.
+    assert staging["script"] == [
+        "pulumi up --yes --stack staging --policy-pack policy",
+        ".venv/bin/shipyard verify --stack staging",
     ]
+    assert prod["script"] == [
+        "pulumi up --yes --stack prod --policy-pack policy",
+        ".venv/bin/shipyard verify --stack prod",
+    ]
+    assert prod["needs"] == ["deploy-staging"]
     assert staging["variables"]["AWS_ROLE_ARN"] == "$DEPLOY_AWS_ROLE_ARN"
 
 

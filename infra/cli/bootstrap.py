@@ -1,0 +1,379 @@
+"""`shipyard bootstrap`: what a team's self-managed Pulumi backend needs before the first
+`pulumi login`, which Pulumi cannot create for itself: an S3 bucket for the state (versioned,
+encrypted with KMS, no public access, TLS only, old versions expiring, ACLs off) and a KMS key behind
+an alias for the `awskms://` secrets provider.
+
+Idempotent: what is there and right is left alone. A bucket or key that already exists but lacks a
+setting is reported, and changed only with `fix=True`; what this run creates is configured fully.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+TLS_SID = "DenyInsecureTransport"
+LIFECYCLE_ID = "expire-old-state-versions"
+OLD_VERSION_DAYS = 90
+BUCKET_NAME = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+KMS_ALIAS = re.compile(r"^alias/(?!aws/)[a-zA-Z0-9/_-]{1,250}$")
+REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden", "403"}
+# IAM actions whose names differ from the API operation they allow.
+IAM_ACTIONS = {
+    "ListBuckets": "s3:ListAllMyBuckets",
+    "HeadBucket": "s3:ListBucket",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+}
+
+
+class BootstrapError(Exception):
+    """A failure the run cannot get past; the message is what to tell the user."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    item: str
+    state: str  # ok | created | configured | fixed | missing
+    detail: str
+
+
+def problems(bucket: str, region: str, alias: str) -> list[str]:
+    """Every problem with the arguments, at once."""
+    found = []
+    if not BUCKET_NAME.match(bucket) or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
+        found.append(f"--bucket {bucket!r}: S3 bucket names are 3 to 63 lowercase letters, digits, dots and dashes")
+    if not REGION.match(region):
+        found.append(f"--region {region!r}: an AWS region such as eu-west-1")
+    if not KMS_ALIAS.match(alias):
+        found.append(f"--kms-alias {alias!r}: alias/NAME of letters, digits, / _ -; not under alias/aws/")
+    return found
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class Bootstrap:
+    def __init__(self, session: boto3.Session, bucket: str, region: str, alias: str, fix: bool = False) -> None:
+        self.bucket, self.region, self.alias, self.fix = bucket, region, alias, fix
+        self.s3 = session.client("s3", region_name=region)
+        self.kms = session.client("kms", region_name=region)
+        self.sts = session.client("sts", region_name=region)
+        self.outcomes: list[Outcome] = []
+        self.key_arn = ""
+
+    def call(self, what: str, operation: Callable[..., Any], **kwargs: Any) -> Any:
+        """One API call; access denied becomes a sentence that names the permission."""
+        try:
+            return operation(**kwargs)
+        except ClientError as error:
+            if _code(error) in DENIED:
+                client = operation.__self__  # type: ignore[attr-defined]
+                api = client.meta.method_to_api_mapping[operation.__name__]
+                action = IAM_ACTIONS.get(api, f"{client.meta.service_model.signing_name}:{api}")
+                raise BootstrapError(f"access denied: {what} needs {action} for {self.caller}") from None
+            raise
+
+    def run(self) -> list[Outcome]:
+        self.caller = "the current AWS identity"
+        identity = self.call("identifying the caller", self.sts.get_caller_identity)
+        self.caller, self.account = identity["Arn"], identity["Account"]
+        self._key()
+        self._bucket()
+        return self.outcomes
+
+    def note(self, item: str, state: str, detail: str) -> None:
+        self.outcomes.append(Outcome(item, state, detail))
+
+    def setting(self, item: str, new: bool, is_set: bool, apply: Callable[[], Any], want: str) -> None:
+        """Leave a right setting alone; set it on what this run created; on what existed, only with fix."""
+        if is_set:
+            self.note(item, "ok", want)
+        elif new:
+            apply()
+            self.note(item, "configured", want)
+        elif self.fix:
+            apply()
+            self.note(item, "fixed", want)
+        else:
+            self.note(item, "missing", f"wanted: {want}; run again with --fix")
+
+    # --- the KMS key ------------------------------------------------------------------------------
+
+    def _key(self) -> None:
+        try:
+            key = self.call("reading the key alias", self.kms.describe_key, KeyId=self.alias)["KeyMetadata"]
+            new = False
+            self.note(f"kms key {self.alias}", "ok", key["Arn"])
+        except ClientError as error:
+            if _code(error) != "NotFoundException":
+                raise
+            key = self.call(
+                "creating the KMS key",
+                self.kms.create_key,
+                Description=f"Pulumi secrets provider (shipyard bootstrap, {self.bucket})",
+                KeyUsage="ENCRYPT_DECRYPT",
+                Tags=[{"TagKey": "managed-by", "TagValue": "shipyard-bootstrap"}],
+            )["KeyMetadata"]
+            self.call("naming the KMS key", self.kms.create_alias, AliasName=self.alias, TargetKeyId=key["KeyId"])
+            new = True
+            self.note(f"kms key {self.alias}", "created", key["Arn"])
+        self.key_arn = key["Arn"]
+        self.setting(
+            "kms key enabled",
+            new,
+            key.get("KeyState", "Enabled") == "Enabled",
+            lambda: self.call("enabling the key", self.kms.enable_key, KeyId=key["KeyId"]),
+            "the key is enabled",
+        )
+        rotation = self.call("reading key rotation", self.kms.get_key_rotation_status, KeyId=key["KeyId"])
+        self.setting(
+            "kms key rotation",
+            new,
+            bool(rotation.get("KeyRotationEnabled")),
+            lambda: self.call("enabling key rotation", self.kms.enable_key_rotation, KeyId=key["KeyId"]),
+            "yearly rotation on",
+        )
+
+    # --- the bucket -------------------------------------------------------------------------------
+
+    def _bucket(self) -> None:
+        new = not self._owned()
+        if new:
+            self._create()
+        b = self.bucket
+        self.setting(
+            "versioning",
+            new,
+            self._versioning(),
+            lambda: self.call(
+                "turning versioning on",
+                self.s3.put_bucket_versioning,
+                Bucket=b,
+                VersioningConfiguration={"Status": "Enabled"},
+            ),
+            "versioning enabled",
+        )
+        self.setting(
+            "default encryption",
+            new,
+            self._encrypted(),
+            lambda: self.call(
+                "setting default encryption",
+                self.s3.put_bucket_encryption,
+                Bucket=b,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [
+                        {
+                            "ApplyServerSideEncryptionByDefault": {
+                                "SSEAlgorithm": "aws:kms",
+                                "KMSMasterKeyID": self.key_arn,
+                            },
+                            "BucketKeyEnabled": True,
+                        }
+                    ]
+                },
+            ),
+            f"SSE-KMS with {self.alias}",
+        )
+        self.setting(
+            "public access block",
+            new,
+            self._private(),
+            lambda: self.call(
+                "blocking public access",
+                self.s3.put_public_access_block,
+                Bucket=b,
+                PublicAccessBlockConfiguration={
+                    k: True
+                    for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+                },
+            ),
+            "all four public access settings on",
+        )
+        policy = self._policy()
+        self.setting(
+            "tls only",
+            new,
+            any(_denies_plain_http(s) for s in policy["Statement"]),
+            lambda: self.call(
+                "setting the bucket policy",
+                self.s3.put_bucket_policy,
+                Bucket=b,
+                Policy=json.dumps({**policy, "Statement": [*policy["Statement"], self._tls_statement()]}),
+            ),
+            "a bucket policy denying requests without TLS",
+        )
+        self.setting(
+            "acls disabled",
+            new,
+            self._owner_enforced(),
+            lambda: self.call(
+                "disabling ACLs",
+                self.s3.put_bucket_ownership_controls,
+                Bucket=b,
+                OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            ),
+            "object ownership BucketOwnerEnforced",
+        )
+        rules = self._lifecycle_rules()
+        self.setting(
+            "old versions expire",
+            new,
+            any(_expires_versions(r) for r in rules),
+            lambda: self.call(
+                "setting the lifecycle",
+                self.s3.put_bucket_lifecycle_configuration,
+                Bucket=b,
+                LifecycleConfiguration={
+                    "Rules": [
+                        *rules,
+                        {
+                            "ID": LIFECYCLE_ID,
+                            "Status": "Enabled",
+                            "Filter": {},
+                            "NoncurrentVersionExpiration": {"NoncurrentDays": OLD_VERSION_DAYS},
+                            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                        },
+                    ]
+                },
+            ),
+            f"noncurrent state versions expire after {OLD_VERSION_DAYS} days",
+        )
+
+    def _owned(self) -> bool:
+        """True for a bucket of this account; False when there is none; an error for anyone else's."""
+        try:
+            self.s3.head_bucket(Bucket=self.bucket, ExpectedBucketOwner=self.account)
+        except ClientError as error:
+            if _code(error) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            if _code(error) not in DENIED:
+                raise
+        buckets = self.call("listing your buckets", self.s3.list_buckets)["Buckets"]
+        if self.bucket in {b["Name"] for b in buckets}:
+            self.note(f"bucket {self.bucket}", "ok", f"in {self.region}, account {self.account}")
+            return True
+        raise BootstrapError(
+            f"bucket {self.bucket} exists but belongs to another AWS account (or is closed to {self.caller}); "
+            "bucket names are global: choose another --bucket"
+        )
+
+    def _create(self) -> None:
+        location = (
+            {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+        )
+        try:
+            self.call(
+                "creating the bucket",
+                self.s3.create_bucket,
+                Bucket=self.bucket,
+                ObjectOwnership="BucketOwnerEnforced",
+                **location,
+            )
+        except ClientError as error:
+            if _code(error) == "BucketAlreadyExists":
+                raise BootstrapError(
+                    f"bucket {self.bucket} belongs to another AWS account; bucket names are global: "
+                    "choose another --bucket"
+                ) from None
+            raise
+        self.note(f"bucket {self.bucket}", "created", f"in {self.region}, account {self.account}")
+
+    def _versioning(self) -> bool:
+        return self.call("reading versioning", self.s3.get_bucket_versioning, Bucket=self.bucket).get("Status") == (
+            "Enabled"
+        )
+
+    def _encrypted(self) -> bool:
+        try:
+            rules = self.call("reading encryption", self.s3.get_bucket_encryption, Bucket=self.bucket)
+        except ClientError as error:
+            if _code(error) == "ServerSideEncryptionConfigurationNotFoundError":
+                return False
+            raise
+        return any(
+            r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") == "aws:kms"
+            for r in rules["ServerSideEncryptionConfiguration"]["Rules"]
+        )
+
+    def _private(self) -> bool:
+        try:
+            block = self.call("reading the public access block", self.s3.get_public_access_block, Bucket=self.bucket)
+        except ClientError as error:
+            if _code(error) == "NoSuchPublicAccessBlockConfiguration":
+                return False
+            raise
+        return all(block["PublicAccessBlockConfiguration"].values())
+
+    def _policy(self) -> dict[str, Any]:
+        try:
+            text = self.call("reading the bucket policy", self.s3.get_bucket_policy, Bucket=self.bucket)["Policy"]
+        except ClientError as error:
+            if _code(error) == "NoSuchBucketPolicy":
+                return {"Version": "2012-10-17", "Statement": []}
+            raise
+        policy = json.loads(text)
+        statements = policy.get("Statement", [])
+        return {**policy, "Statement": statements if isinstance(statements, list) else [statements]}
+
+    def _owner_enforced(self) -> bool:
+        try:
+            controls = self.call("reading ownership", self.s3.get_bucket_ownership_controls, Bucket=self.bucket)
+        except ClientError as error:
+            if _code(error) == "OwnershipControlsNotFoundError":
+                return False
+            raise
+        rules = controls["OwnershipControls"]["Rules"]
+        return any(r.get("ObjectOwnership") == "BucketOwnerEnforced" for r in rules)
+
+    def _tls_statement(self) -> dict[str, Any]:
+        arn = f"arn:aws:s3:::{self.bucket}"
+        return {
+            "Sid": TLS_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [arn, f"{arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+
+    def _lifecycle_rules(self) -> list[dict[str, Any]]:
+        try:
+            return list(
+                self.call("reading the lifecycle", self.s3.get_bucket_lifecycle_configuration, Bucket=self.bucket)[
+                    "Rules"
+                ]
+            )
+        except ClientError as error:
+            if _code(error) == "NoSuchLifecycleConfiguration":
+                return []
+            raise
+
+
+def _denies_plain_http(statement: dict[str, Any]) -> bool:
+    condition = statement.get("Condition", {}).get("Bool", {})
+    return statement.get("Effect") == "Deny" and str(condition.get("aws:SecureTransport")).lower() == "false"
+
+
+def _expires_versions(rule: dict[str, Any]) -> bool:
+    return rule.get("Status") == "Enabled" and "NoncurrentVersionExpiration" in rule
+
+
+def login_lines(bucket: str, region: str, alias: str) -> list[str]:
+    return [
+        f"pulumi login 's3://{bucket}?region={region}&awssdk=v2'",
+        f"pulumi stack init <stack> --secrets-provider 'awskms://{alias}?region={region}'",
+    ]

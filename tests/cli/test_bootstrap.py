@@ -1,0 +1,135 @@
+"""`shipyard bootstrap` against moto's server: from nothing, twice, a half-configured bucket (reported,
+fixed only with --fix), denied access, someone else's bucket, no credentials, bad arguments."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from infra.cli.main import main
+from tests.moto_aws import REGION, Aws
+
+BUCKET = "acme-pulumi-state"
+ALIAS = "alias/acme-pulumi"
+
+
+def bootstrap(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    code = main(["bootstrap", "--bucket", BUCKET, "--region", REGION, "--kms-alias", ALIAS, *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_backend_ready(aws: Aws) -> None:
+    s3: Any = aws.client("s3")
+    kms: Any = aws.client("kms")
+    key = kms.describe_key(KeyId=ALIAS)["KeyMetadata"]
+    assert key["KeyState"] == "Enabled" and kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"]
+    assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
+    [rule] = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key["Arn"]}
+    assert all(s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"].values())
+    statements = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])["Statement"]
+    tls = next(s for s in statements if s.get("Sid") == "DenyInsecureTransport")
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert tls["Resource"] == [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert any(r["Status"] == "Enabled" and r["NoncurrentVersionExpiration"]["NoncurrentDays"] == 90 for r in rules)
+
+
+def test_bootstrap_from_nothing_creates_a_ready_backend(aws: Aws, capsys: Any) -> None:
+    code, out, err = bootstrap(capsys)
+    assert code == 0, err
+    assert_backend_ready(aws)
+    assert f"pulumi login 's3://{BUCKET}?region={REGION}&awssdk=v2'" in out
+    assert f"--secrets-provider 'awskms://{ALIAS}?region={REGION}'" in out
+
+
+def test_a_second_run_changes_nothing_and_says_so(aws: Aws, capsys: Any) -> None:
+    assert bootstrap(capsys)[0] == 0
+    code, out, _ = bootstrap(capsys)
+    assert code == 0
+    assert "nothing to change" in out
+    assert " created" not in out and " configured" not in out
+    s3: Any = aws.client("s3")
+    kms: Any = aws.client("kms")
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [BUCKET]
+    assert len(kms.list_keys()["Keys"]) == 1
+    assert [a["AliasName"] for a in kms.list_aliases()["Aliases"] if not a["AliasName"].startswith("alias/aws/")] == [
+        ALIAS
+    ]
+
+
+def test_a_half_configured_bucket_is_reported_and_fixed_only_with_fix(aws: Aws, capsys: Any) -> None:
+    s3: Any = aws.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    theirs = {"Sid": "ReadForAudit", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}
+    theirs |= {"Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [theirs]}))
+
+    code, out, _ = bootstrap(capsys)
+    assert code == 1
+    for item in ("default encryption", "public access block", "tls only", "old versions expire"):
+        line = next(line for line in out.splitlines() if item in line)
+        assert "missing" in line, line
+    assert "run again with --fix" in out
+    with pytest.raises(ClientError):  # reported, not changed
+        s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)
+
+    code, out, _ = bootstrap(capsys, "--fix")
+    assert code == 0
+    assert "fixed" in out
+    assert_backend_ready(aws)
+    statements = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])["Statement"]
+    assert theirs in statements  # the statements already there are kept
+
+    assert "nothing to change" in bootstrap(capsys)[1]
+
+
+def test_someone_elses_bucket_is_refused(aws: Aws, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", "111111111111")  # moto's server runs in this process
+    s3: Any = aws.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    monkeypatch.delenv("MOTO_ACCOUNT_ID")
+    code, _, err = bootstrap(capsys)
+    assert code == 1
+    assert f"bucket {BUCKET} exists but belongs to another AWS account" in err
+    assert "Traceback" not in err
+
+
+def test_denied_access_names_the_missing_permission(aws: Aws, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import moto.settings
+
+    iam: Any = aws.client("iam")
+    iam.create_user(UserName="ci")
+    allowed = {"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "kms:*"], "Resource": "*"}
+    iam.put_user_policy(
+        UserName="ci", PolicyName="no-s3", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allowed]})
+    )
+    key = iam.create_access_key(UserName="ci")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # from now on, IAM decides
+
+    code, _, err = bootstrap(capsys)
+    assert code == 1
+    assert "access denied: listing your buckets needs s3:ListAllMyBuckets for arn:aws:iam::123456789012:user/ci" in err
+    assert "Traceback" not in err
+
+
+def test_no_credentials_is_a_clear_error(aws: Aws, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    code, _, err = bootstrap(capsys)
+    assert code == 2
+    assert "no AWS credentials" in err and "Traceback" not in err
+
+
+def test_bad_arguments_are_all_named_before_any_call(capsys: Any) -> None:
+    code = main(["bootstrap", "--bucket", "Acme_State", "--region", "europe", "--kms-alias", "alias/aws/s3"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "--bucket 'Acme_State'" in err and "--region 'europe'" in err and "--kms-alias 'alias/aws/s3'" in err
