@@ -22,7 +22,20 @@ from dataclasses import dataclass
 from typing import Any
 
 SECRET = "[secret]"  # how plan documents show a secret value
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how the engine shows a value not known yet
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how the engine shows a string not known yet
+# The engine's sentinels for values not known yet, one per kind (string, boolean, number, array,
+# asset, archive, object), as plan documents carry them.
+UNKNOWNS = frozenset(
+    {
+        UNKNOWN,
+        "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7",
+        "3eeb2bf0-c639-47a8-9e75-3b44932eb421",
+        "6a19a0b0-7e62-4c92-b797-7f8e31da9cc2",
+        "030794c1-ac77-496b-92df-f27374a8bd58",
+        "e48ece36-62e2-4504-bad9-02848725956a",
+        "dd056dcd-154b-4c76-9bd3-c8f88648b5ff",
+    }
+)
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 INSTANCE = "aws:ec2/instance:Instance"
@@ -88,23 +101,32 @@ class Violation:
     message: str
 
 
+def unknown(value: Any) -> bool:
+    return isinstance(value, str) and value in UNKNOWNS
+
+
+def is_list(value: Any) -> bool:
+    # The policy SDK hands lists over as read-only Sequence proxies, not lists.
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
 def get(value: Any, *path: str | int) -> Any:
     """A nested property, None where it is absent; UnknownValue where it is not known yet."""
     for part in path:
         if isinstance(part, int):
-            value = value[part] if isinstance(value, list) and part < len(value) else None
+            value = value[part] if is_list(value) and part < len(value) else None
         else:
             value = value.get(part) if isinstance(value, Mapping) else None
-        if value == UNKNOWN:
+        if unknown(value):
             raise UnknownValue(".".join(map(str, path)))
     return value
 
 
 def items(value: Any) -> list[Any]:
     """A list property as a list: absent is empty."""
-    if value == UNKNOWN:
+    if unknown(value):
         raise UnknownValue("a list")
-    return list(value) if isinstance(value, list) else []
+    return list(value) if is_list(value) else []
 
 
 def true(value: Any) -> bool:
@@ -185,7 +207,7 @@ def _statements(document: Any) -> list[Mapping[str, Any]]:
 
 
 def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value] if value is not None else []
+    return list(value) if is_list(value) else [value] if value is not None else []
 
 
 def iam_least_privilege(resource: Resource) -> Iterator[str]:

@@ -4,6 +4,7 @@ committed stack, and a violating variant of it. Then the pack built from the sam
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import dataclasses
 import gzip
@@ -14,6 +15,16 @@ import sys
 from typing import Any
 
 import pytest
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+)
+from pulumi_policy.deserialize import deserialize_properties
+from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
 from infra.cli.engine import Run
 from infra.cli.plan import to_preview_json
@@ -50,13 +61,49 @@ def changed(resource: Resource, protect: bool | None = None, **props: Any) -> Re
 
 
 def violations(policy: str, *resources: Resource) -> list[str]:
+    """The policy's messages for these resources, the same on both paths: `check` over plain values
+    (plan documents) and the pack as `pulumi preview` runs it, props wrapped in the SDK's proxies."""
     found, _ = check(list(resources), [BY_NAME[policy]])
-    return [v.message for v in found]
+    plain = [v.message for v in found]
+    assert through_the_pack(policy, resources) == plain
+    return plain
+
+
+def sdk_props(props: Any) -> Any:
+    # What the policy SDK hands a validator: deserialized, every list and map a read-only proxy.
+    return unknown_checking_proxy(deserialize_properties(copy.deepcopy(dict(props))))
+
+
+def sdk_options(protect: bool) -> PolicyResourceOptions:
+    return PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+
+
+def through_the_pack(name: str, resources: tuple[Resource, ...]) -> list[str]:
+    built = {p.name: p for p in pack_policies([BY_NAME[name]])}[name]
+    reported: list[str] = []
+
+    def report(message: str, urn: str | None = None) -> None:
+        reported.append(message.split(". Fix: ")[0])
+
+    if isinstance(built, ResourceValidationPolicy):
+        for r in resources:
+            args = ResourceValidationArgs(r.type, sdk_props(r.props), r.urn, r.name, sdk_options(r.protect), None)
+            with contextlib.suppress(UnknownValueError):  # the SDK's way of saying "not known until apply"
+                built.validate(args, report)
+    else:
+        stack = [
+            PolicyResource(r.type, sdk_props(r.props), r.urn, r.name, sdk_options(r.protect), None, None, [], {})
+            for r in resources
+        ]
+        built.validate(StackValidationArgs(stack), report)
+    return reported
 
 
 def test_the_offline_plans_of_both_stacks_pass_every_policy(plans: dict[str, list[Resource]]) -> None:
     for resources in plans.values():
         assert check(resources) == ([], 0)
+        for policy in POLICIES:  # and so does the pack, as `pulumi preview --policy-pack` runs it
+            assert through_the_pack(policy.name, tuple(resources)) == [], policy.name
 
 
 def test_imdsv2_is_required(plans: dict[str, list[Resource]]) -> None:  # guards R6
