@@ -22,17 +22,17 @@ REGION = "eu-west-1"
 class Aws:
     endpoint: str
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, region: str = REGION) -> Any:
         """A client of the test itself, to arrange and inspect what the command did."""
-        return _client(self.endpoint, service)
+        return _client(self.endpoint, service, region)
 
 
 @functools.cache
-def _client(endpoint: str, service: str) -> Any:
+def _client(endpoint: str, service: str, region: str) -> Any:
     # Built once per service: creating a boto3 client costs a tenth of a second.
     return boto3.client(
         service,
-        region_name=REGION,
+        region_name=region,
         endpoint_url=endpoint,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",

@@ -135,7 +135,7 @@ class Bootstrap:
             "kms key enabled",
             new,
             key.get("KeyState", "Enabled") == "Enabled",
-            lambda: self.call("enabling the key", self.kms.enable_key, KeyId=key["KeyId"]),
+            lambda: self._enable(key),
             "the key is enabled",
         )
         rotation = self.call("reading key rotation", self.kms.get_key_rotation_status, KeyId=key["KeyId"])
@@ -146,6 +146,11 @@ class Bootstrap:
             lambda: self.call("enabling key rotation", self.kms.enable_key_rotation, KeyId=key["KeyId"]),
             "yearly rotation on",
         )
+
+    def _enable(self, key: dict[str, Any]) -> None:
+        if key.get("KeyState") == "PendingDeletion":
+            self.call("cancelling the key's deletion", self.kms.cancel_key_deletion, KeyId=key["KeyId"])
+        self.call("enabling the key", self.kms.enable_key, KeyId=key["KeyId"])
 
     # --- the bucket -------------------------------------------------------------------------------
 
@@ -239,7 +244,7 @@ class Bootstrap:
                 Bucket=b,
                 LifecycleConfiguration={
                     "Rules": [
-                        *rules,
+                        *(r for r in rules if r.get("ID") != LIFECYCLE_ID),  # IDs are unique
                         {
                             "ID": LIFECYCLE_ID,
                             "Status": "Enabled",
@@ -264,6 +269,12 @@ class Bootstrap:
                 raise
         buckets = self.call("listing your buckets", self.s3.list_buckets)["Buckets"]
         if self.bucket in {b["Name"] for b in buckets}:
+            location = self.call("reading the bucket's region", self.s3.get_bucket_location, Bucket=self.bucket)
+            region = location.get("LocationConstraint") or "us-east-1"  # S3 answers null for us-east-1
+            if region != self.region:
+                raise BootstrapError(
+                    f"bucket {self.bucket} is in {region}, not {self.region}: run again with --region {region}"
+                )
             self.note(f"bucket {self.bucket}", "ok", f"in {self.region}, account {self.account}")
             return True
         raise BootstrapError(
@@ -304,8 +315,16 @@ class Bootstrap:
             if _code(error) == "ServerSideEncryptionConfigurationNotFoundError":
                 return False
             raise
+        # The key may be named by id, ARN, alias or alias ARN.
+        names = {
+            self.key_arn,
+            self.key_arn.rsplit("/", 1)[-1],
+            self.alias,
+            self.key_arn.split(":key/")[0] + f":{self.alias}",
+        }
         return any(
             r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") == "aws:kms"
+            and r["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID") in names
             for r in rules["ServerSideEncryptionConfiguration"]["Rules"]
         )
 

@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,16 @@ def verify(args: argparse.Namespace) -> int:
     token = os.environ.get("GITLAB_TOKEN")
     gitlab = (str(config.get("shipyard:gitlabUrl", "https://gitlab.com")), token) if token else None
     try:
-        checks = Verify(boto3.Session(), str(region), outputs).run(gitlab)
+        # After `pulumi up` an instance refresh may still be replacing the host: check again until
+        # every check passes or --wait seconds are up.
+        deadline = time.monotonic() + args.wait
+        verifier = Verify(boto3.Session(), str(region), outputs)
+        checks = verifier.run(gitlab)
+        while any(c.result == FAIL for c in checks) and time.monotonic() + args.interval <= deadline:
+            failing = ", ".join(c.name for c in checks if c.result == FAIL)
+            print(f"shipyard verify: not yet: {failing}; checking again in {args.interval:g} s", file=sys.stderr)
+            time.sleep(args.interval)
+            checks = verifier.run(gitlab)
     except NoCredentialsError as exc:
         print(f"shipyard verify: no AWS credentials ({exc}); set AWS_PROFILE or the AWS_* variables", file=sys.stderr)
         return 2
@@ -278,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--stack", "-s", required=True, help="stack name (its outputs, and aws:region from its file)")
     v.add_argument("--outputs", help="`pulumi stack output --json` saved in a file, instead of asking the Pulumi CLI")
     v.add_argument("--region", help="AWS region, instead of the stack file's aws:region")
+    v.add_argument("--wait", type=float, default=0, help="seconds to keep checking while checks fail (default 0)")
+    v.add_argument("--interval", type=float, default=15, help="seconds between two rounds of checks")
     v.set_defaults(func=verify)
     return parser
 

@@ -16,6 +16,7 @@ from typing import Any
 import gitlab
 
 from infra.cli.diff import MARKDOWN_HEADER, Resource, code, diff_plans, markdown_rows, summary
+from policy.policies import check, resources_of_plan
 
 LIMIT = 60_000  # characters; GitLab refuses notes over 1,000,000, and a reviewer reads far fewer
 STACK_NAME = re.compile(r"[A-Za-z0-9_.\-/]+")  # Pulumi stack names, optionally org/project/stack
@@ -76,6 +77,23 @@ def _details(title: str, header: str, rows: list[str], noun: str, budget: int) -
     return render(kept, len(rows) - len(kept))
 
 
+MAX_VIOLATIONS = 20
+
+
+def _policy(doc: Mapping[str, Any]) -> str:
+    """The policy pack's verdict on the plan, from the same validators: reviewers see it first."""
+    violations, _ = check(resources_of_plan(doc))
+    if not violations:
+        return "Policy pack: no violations.\n\n"
+    lines = [f"**Policy pack: {len(violations)} violations** (mandatory: this cannot be deployed)", ""]
+    for v in violations[:MAX_VIOLATIONS]:
+        where = f"{code(v.resource.type)} {code(v.resource.name)}"
+        lines.append(f"- {code(v.policy.name)} on {where}: {v.message}. Fix: {v.policy.fix}.")
+    if len(violations) > MAX_VIOLATIONS:
+        lines.append(f"- … {len(violations) - MAX_VIOLATIONS} more; see the job log")
+    return "\n".join(lines) + "\n\n"
+
+
 def note_body(
     stack: str,
     doc: Mapping[str, Any],
@@ -96,6 +114,7 @@ def note_body(
     origin = [f"[pipeline]({pipeline_url})"] if pipeline_url else []
     origin += [f"commit {code(commit)}"] if commit else []
     head = f"{marker(stack)}\n{heading}\n\n**{counts}**\n\n" + (" · ".join(origin) + "\n\n" if origin else "")
+    head += _policy(doc)
     if not rows:
         return head
     return head + _details(f"{title} ({len(rows)})", header, rows, noun, limit - len(head))

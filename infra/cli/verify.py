@@ -7,6 +7,7 @@ Reads only: describe and get calls, never the token's value.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import subprocess
 from collections.abc import Callable, Mapping
@@ -77,6 +78,7 @@ class Verify:
         self.checks.append(Check(name, SKIP, why))
 
     def run(self, gitlab: tuple[str, str] | None) -> list[Check]:
+        self.checks = []
         if self.outputs.get("runnerAsgName"):
             instance: dict[str, Any] = {}
             self.check("runner instance in service", lambda: self._in_service(instance))
@@ -142,9 +144,17 @@ class Verify:
             if _code(error) == "RepositoryNotFoundException":
                 return False, f"repository {repository} does not exist"
             raise
-        if not repo.get("imageScanningConfiguration", {}).get("scanOnPush"):
-            return False, f"repository {repository} does not scan images on push"
-        return True, f"{repository} scans on push"
+        if repo.get("imageScanningConfiguration", {}).get("scanOnPush"):
+            return True, f"{repository} scans on push"
+        # Enhanced scanning is set for the whole registry, and the repository's own flag is ignored then.
+        registry = self.ecr.get_registry_scanning_configuration().get("scanningConfiguration", {})
+        if registry.get("scanType") == "ENHANCED" and any(
+            rule.get("scanFrequency") in ("SCAN_ON_PUSH", "CONTINUOUS_SCAN")
+            and any(fnmatch.fnmatchcase(repository, f.get("filter", "")) for f in rule.get("repositoryFilters", []))
+            for rule in registry.get("rules", [])
+        ):
+            return True, f"{repository} is scanned by the registry's enhanced scanning"
+        return False, f"repository {repository} does not scan images on push"
 
     def _lifecycle(self, repository: str) -> tuple[bool, str]:
         try:

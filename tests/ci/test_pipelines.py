@@ -67,69 +67,92 @@ def own() -> dict[str, Any]:
     return load(OWN)
 
 
-def test_merge_requests_preview_both_stacks_with_read_only_credentials(own: dict[str, Any]) -> None:
+def stacks_touched(own: dict[str, Any], name: str) -> set[str]:
+    """The stacks a job runs the Pulumi CLI on, with `$STACK` expanded from its variables or matrix."""
+    job = jobs(own)[name]
+    values = [job.get("variables", {}).get("STACK")] if "STACK" in job.get("variables", {}) else []
+    for entry in job.get("parallel", {}).get("matrix", []):
+        values += entry.get("STACK", [])
+    found: set[str] = set()
+    for line in script_lines(own, job):
+        for command in re.findall(r"pulumi (?:preview|up|refresh|destroy)[^\n]*", line):
+            stack = re.search(r"--stack \"?([$\w]+)", command)
+            assert stack, command  # every Pulumi command names its stack
+            found |= set(values) if stack.group(1) == "$STACK" else {stack.group(1)}
+    return found
+
+
+def credentials(own: dict[str, Any], name: str) -> set[str]:
+    """The CI/CD variables a job's credentials come from."""
+    text = repr(jobs(own)[name].get("variables", {})) + repr(script_lines(own, jobs(own)[name]))
+    return set(re.findall(r"\$((?:PREVIEW|DRIFT|DEPLOY)_\w+)", text))
+
+
+def test_merge_requests_preview_staging_for_real_and_diff_production_offline(own: dict[str, Any]) -> None:
     assert pipeline(own, MERGE_REQUEST | PREVIEW_CREDENTIALS) == {
         "lint": "on_success",
         "test": "on_success",
         "plan": "on_success",
         "preview": "on_success",
+        "offline-diff-prod": "on_success",
     }
-    preview = jobs(own)["preview"]
-    assert preview["parallel"]["matrix"] == [{"STACK": ["staging", "prod"]}]
-    assert any(
-        'pulumi preview --stack "$STACK" --diff --json --policy-pack policy' in line for line in preview["script"]
-    )
-    assert any("shipyard mr-note --stack" in line for line in preview["script"])
+    assert stacks_touched(own, "preview") == {"staging"}
+    script = "\n".join(script_lines(own, jobs(own)["preview"]))
+    # The whole document (--show-sames) for the note and the policy check, under the policy pack.
+    assert re.search(r"pulumi preview --stack \"\$STACK\" .*--json --show-sames --policy-pack policy", script)
+    assert "shipyard mr-note --stack" in script and 'exit "$status"' in script  # posted, then failed
+    assert stacks_touched(own, "offline-diff-prod") == set()
+    assert jobs(own)["offline-diff-prod"]["variables"]["STACK"] == "prod"
 
 
 def test_merge_requests_without_preview_credentials_get_the_offline_plan_diff(own: dict[str, Any]) -> None:
     for variables in (MERGE_REQUEST, MERGE_REQUEST | {"PREVIEW_AWS_ROLE_ARN": ""}):  # a fork; an emptied variable
         planned = pipeline(own, variables)
-        assert "offline-diff" in planned and "preview" not in planned
-    script = "\n".join(jobs(own)["offline-diff"]["script"])
-    assert "shipyard plan diff" in script and "--base" in script and "pulumi " not in script
+        assert "offline-diff" in planned and "preview" not in planned and "offline-diff-prod" not in planned
+    assert jobs(own)["offline-diff"]["parallel"]["matrix"] == [{"STACK": ["staging", "prod"]}]
+    script = "\n".join(script_lines(own, jobs(own)["offline-diff"]))
+    assert "shipyard plan diff" in script and "--base" in script
+    assert stacks_touched(own, "offline-diff") == set()  # no Pulumi CLI, no credential
 
 
-def test_no_job_of_a_merge_request_pipeline_can_reach_write_credentials(own: dict[str, Any]) -> None:
-    # guards P1: preview runs the merge request's code with whatever the job holds
+def test_no_merge_request_job_can_reach_protected_credentials_or_production(own: dict[str, Any]) -> None:
+    # guards P1: a preview runs the merge request's code with the stack's secrets and the job's credentials
     for variables in (MERGE_REQUEST, MERGE_REQUEST | PREVIEW_CREDENTIALS):
         for name in pipeline(own, variables):
-            job = jobs(own)[name]
-            text = repr(job.get("variables", {})) + repr(script_lines(own, job))
-            assert "DEPLOY_" not in text, name
-            assert "pulumi up" not in text, name
-    assert jobs(own)["preview"]["variables"]["AWS_ROLE_ARN"] == "$PREVIEW_AWS_ROLE_ARN"
-    assert jobs(own)["preview"]["variables"]["HEROKU_API_KEY"] == "$PREVIEW_HEROKU_API_KEY"
+            assert {c for c in credentials(own, name) if not c.startswith("PREVIEW_")} == set(), name
+            assert "prod" not in stacks_touched(own, name), name
+            assert "pulumi up" not in repr(script_lines(own, jobs(own)[name])), name
+    assert credentials(own, "preview") == {"PREVIEW_AWS_ROLE_ARN", "PREVIEW_HEROKU_API_KEY", "PREVIEW_GITLAB_TOKEN"}
 
 
 def test_the_default_branch_deploys_staging_then_production_by_hand(own: dict[str, Any]) -> None:
-    planned = pipeline(own, DEFAULT_BRANCH)
-    assert planned == {
+    assert pipeline(own, DEFAULT_BRANCH) == {
         "lint": "on_success",
         "test": "on_success",
         "plan": "on_success",
         "deploy-staging": "on_success",
+        "preview-prod": "on_success",
         "deploy-prod": "manual",
     }
-    staging, prod = jobs(own)["deploy-staging"], jobs(own)["deploy-prod"]
-    # Each deploy is checked against the live resources right after it.
-    assert staging["script"] == [
-        "pulumi up --yes --stack staging --policy-pack policy",
-        ".venv/bin/shipyard verify --stack staging",
-    ]
-    assert prod["script"] == [
-        "pulumi up --yes --stack prod --policy-pack policy",
-        ".venv/bin/shipyard verify --stack prod",
-    ]
-    assert prod["needs"] == ["deploy-staging"]
-    assert staging["variables"]["AWS_ROLE_ARN"] == "$DEPLOY_AWS_ROLE_ARN"
+    assert jobs(own)["deploy-prod"]["needs"] == ["preview-prod"]
+    assert jobs(own)["preview-prod"]["needs"] == ["deploy-staging"]
+    for name, stack in (("deploy-staging", "staging"), ("deploy-prod", "prod")):
+        assert stacks_touched(own, name) == {stack}
+        assert credentials(own, name) == {"DEPLOY_AWS_ROLE_ARN", "DEPLOY_HEROKU_API_KEY", "DEPLOY_GITLAB_TOKEN"}
+        up, verify = jobs(own)[name]["script"]
+        assert up.startswith("pulumi up --yes") and up.endswith("--policy-pack policy")
+        # Each deploy is checked against the live resources right after it, waiting out a host refresh.
+        assert verify.startswith(f".venv/bin/shipyard verify --stack {stack} --wait")
+    assert stacks_touched(own, "preview-prod") == {"prod"}
+    assert credentials(own, "preview-prod") == {"DRIFT_AWS_ROLE_ARN", "DRIFT_HEROKU_API_KEY", "PREVIEW_GITLAB_TOKEN"}
 
 
-def test_every_job_that_touches_a_stack_is_serialised_per_stack(own: dict[str, Any]) -> None:
+def test_every_job_that_changes_or_refreshes_a_stack_is_serialised_per_stack(own: dict[str, Any]) -> None:
     # guards P6: no state lock on preview, no wait-for-lock on up
-    assert jobs(own)["deploy-staging"]["resource_group"] == "pulumi-staging"
-    assert jobs(own)["deploy-prod"]["resource_group"] == "pulumi-prod"
-    assert jobs(own)["drift"]["resource_group"] == "pulumi-$STACK"
+    for name in ("deploy-staging", "deploy-prod", "preview-prod", "drift"):
+        touched = stacks_touched(own, name)
+        group = f"pulumi-{touched.pop()}" if len(touched) == 1 else "pulumi-$STACK"  # one group per matrix stack
+        assert jobs(own)[name]["resource_group"] == group, name
 
 
 def test_feature_branches_are_checked_and_never_deployed(own: dict[str, Any]) -> None:
@@ -140,11 +163,11 @@ def test_feature_branches_are_checked_and_never_deployed(own: dict[str, Any]) ->
 
 def test_the_schedule_checks_drift_of_both_stacks_and_nothing_else(own: dict[str, Any]) -> None:
     assert pipeline(own, SCHEDULE | PREVIEW_CREDENTIALS) == {"drift": "on_success"}
-    drift = jobs(own)["drift"]
-    assert drift["script"] == [
-        'pulumi preview --stack "$STACK" --refresh --expect-no-changes --diff --policy-pack policy'
-    ]
-    assert drift["variables"]["AWS_ROLE_ARN"] == "$PREVIEW_AWS_ROLE_ARN"
+    assert stacks_touched(own, "drift") == {"staging", "prod"}
+    [command] = jobs(own)["drift"]["script"]
+    assert "--refresh --expect-no-changes" in command and "--policy-pack policy" in command
+    # Refreshing reads Heroku config vars: a read-protected key, protected from merge requests.
+    assert credentials(own, "drift") == {"DRIFT_AWS_ROLE_ARN", "DRIFT_HEROKU_API_KEY", "PREVIEW_GITLAB_TOKEN"}
 
 
 def test_the_pulumi_image_is_pinned_to_the_locked_sdk_release(own: dict[str, Any]) -> None:

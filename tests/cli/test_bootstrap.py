@@ -133,3 +133,31 @@ def test_bad_arguments_are_all_named_before_any_call(capsys: Any) -> None:
     _, err = capsys.readouterr()
     assert code == 2
     assert "--bucket 'Acme_State'" in err and "--region 'europe'" in err and "--kms-alias 'alias/aws/s3'" in err
+
+
+def test_a_bucket_in_another_region_is_refused(aws: Aws, capsys: Any) -> None:
+    s3: Any = aws.client("s3", "eu-central-1")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    code, _, err = bootstrap(capsys)
+    assert code == 1
+    assert f"bucket {BUCKET} is in eu-central-1, not {REGION}: run again with --region eu-central-1" in err
+
+
+def test_encryption_with_another_key_or_a_key_pending_deletion_is_fixed_only_with_fix(aws: Aws, capsys: Any) -> None:
+    assert bootstrap(capsys)[0] == 0
+    s3: Any = aws.client("s3")
+    kms: Any = aws.client("kms")
+    other = kms.create_key(Description="someone's key")["KeyMetadata"]["Arn"]
+    rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": other}}
+    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    ours = kms.describe_key(KeyId=ALIAS)["KeyMetadata"]["KeyId"]
+    kms.schedule_key_deletion(KeyId=ours, PendingWindowInDays=7)
+
+    code, out, _ = bootstrap(capsys)
+    assert code == 1
+    assert "missing" in next(line for line in out.splitlines() if "default encryption" in line)
+    assert "missing" in next(line for line in out.splitlines() if "kms key enabled" in line)
+
+    assert bootstrap(capsys, "--fix")[0] == 0
+    assert kms.describe_key(KeyId=ALIAS)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert_backend_ready(aws)

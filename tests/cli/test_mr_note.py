@@ -339,3 +339,19 @@ def test_console_script_posts_the_note(
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"created note {gitlab_api.notes[0]['id']}\n"
     assert gitlab_api.notes[0]["body"].startswith(marker("staging"))
+
+
+def test_the_note_shows_the_policy_verdict_before_the_details(staging_plans: StagingPlans) -> None:
+    clean = note_body("staging", staging_plans.base)
+    assert "Policy pack: no violations." in clean
+    broken = copy.deepcopy(staging_plans.base)
+    for step in broken["steps"]:
+        if step["newState"]["type"] == "aws:ec2/securityGroup:SecurityGroup":
+            step["newState"]["inputs"]["ingress"] = [
+                {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/0"]}
+            ]
+    body = note_body("staging", broken)
+    assert "**Policy pack: 1 violations** (mandatory: this cannot be deployed)" in body
+    assert "`no-ingress-from-anywhere` on `aws:ec2/securityGroup:SecurityGroup` `runner-sg`" in body
+    assert "ingress from 0.0.0.0/0 on ports 22-22" in body
+    assert body.index("Policy pack") < body.index("<details>")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,46 @@ def test_unreadable_outputs_exit_2(capsys: Any, tmp_path: Path, monkeypatch: Any
     (tmp_path / "other.json").write_text(json.dumps({"bucket": "x"}))
     code = main(["verify", "--stack", "staging", "--outputs", str(tmp_path / "other.json")])
     assert code == 2 and "`registryUrl` is missing" in capsys.readouterr().err
+
+
+def test_verify_waits_for_a_host_that_is_still_coming_up(
+    aws: Aws, capsys: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
+    monkeypatch.chdir(ROOT)
+    outputs = deploy(aws, instances=0)  # as during an instance refresh: no host in service yet
+    autoscaling: Any = aws.client("autoscaling")
+    waits: list[float] = []
+
+    real_sleep = time.sleep
+
+    def host_comes_up(seconds: float) -> None:  # the pause between two rounds of checks
+        if seconds != 5:  # anyone else's sleep (time.sleep is process-wide)
+            return real_sleep(seconds)
+        waits.append(seconds)
+        autoscaling.update_auto_scaling_group(AutoScalingGroupName=ASG, MinSize=1, DesiredCapacity=1)
+        return None
+
+    monkeypatch.setattr("infra.cli.main.time.sleep", host_comes_up)
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    code = main(["verify", "--stack", "staging", "--outputs", str(path), "--wait", "60", "--interval", "5"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert waits == [5]
+    assert "not yet: runner instance in service, runner requires IMDSv2; checking again in 5 s" in err
+    assert "every check passed" in out
+
+
+def test_registry_level_enhanced_scanning_counts_as_scanning(
+    aws: Aws, capsys: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
+    monkeypatch.chdir(ROOT)
+    outputs = deploy(aws, scan=False)
+    ecr: Any = aws.client("ecr")
+    rule = {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "acme/*", "filterType": "WILDCARD"}]}
+    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[rule])
+    code, out, _ = verify(capsys, tmp_path, outputs)
+    assert code == 0, out
+    assert "enhanced scanning" in flat(out)
