@@ -303,18 +303,24 @@ class Bootstrap:
             raise
         self.note(f"bucket {self.bucket}", "created", f"in {self.region}, account {self.account}")
 
+    def read(self, what: str, operation: Callable[..., Any], absent: str) -> Any | None:
+        """A bucket setting, or None where the bucket has none (S3 answers with the error `absent`)."""
+        try:
+            return self.call(what, operation, Bucket=self.bucket)
+        except ClientError as error:
+            if _code(error) == absent:
+                return None
+            raise
+
     def _versioning(self) -> bool:
         return self.call("reading versioning", self.s3.get_bucket_versioning, Bucket=self.bucket).get("Status") == (
             "Enabled"
         )
 
     def _encrypted(self) -> bool:
-        try:
-            rules = self.call("reading encryption", self.s3.get_bucket_encryption, Bucket=self.bucket)
-        except ClientError as error:
-            if _code(error) == "ServerSideEncryptionConfigurationNotFoundError":
-                return False
-            raise
+        found = self.read(
+            "reading encryption", self.s3.get_bucket_encryption, "ServerSideEncryptionConfigurationNotFoundError"
+        )
         # The key may be named by id, ARN, alias or alias ARN.
         names = {
             self.key_arn,
@@ -322,40 +328,27 @@ class Bootstrap:
             self.alias,
             self.key_arn.split(":key/")[0] + f":{self.alias}",
         }
-        return any(
+        return found is not None and any(
             r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") == "aws:kms"
             and r["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID") in names
-            for r in rules["ServerSideEncryptionConfiguration"]["Rules"]
+            for r in found["ServerSideEncryptionConfiguration"]["Rules"]
         )
 
     def _private(self) -> bool:
-        try:
-            block = self.call("reading the public access block", self.s3.get_public_access_block, Bucket=self.bucket)
-        except ClientError as error:
-            if _code(error) == "NoSuchPublicAccessBlockConfiguration":
-                return False
-            raise
-        return all(block["PublicAccessBlockConfiguration"].values())
+        found = self.read(
+            "reading the public access block", self.s3.get_public_access_block, "NoSuchPublicAccessBlockConfiguration"
+        )
+        return found is not None and all(found["PublicAccessBlockConfiguration"].values())
 
     def _policy(self) -> dict[str, Any]:
-        try:
-            text = self.call("reading the bucket policy", self.s3.get_bucket_policy, Bucket=self.bucket)["Policy"]
-        except ClientError as error:
-            if _code(error) == "NoSuchBucketPolicy":
-                return {"Version": "2012-10-17", "Statement": []}
-            raise
-        policy = json.loads(text)
+        found = self.read("reading the bucket policy", self.s3.get_bucket_policy, "NoSuchBucketPolicy")
+        policy = json.loads(found["Policy"]) if found else {"Version": "2012-10-17", "Statement": []}
         statements = policy.get("Statement", [])
         return {**policy, "Statement": statements if isinstance(statements, list) else [statements]}
 
     def _owner_enforced(self) -> bool:
-        try:
-            controls = self.call("reading ownership", self.s3.get_bucket_ownership_controls, Bucket=self.bucket)
-        except ClientError as error:
-            if _code(error) == "OwnershipControlsNotFoundError":
-                return False
-            raise
-        rules = controls["OwnershipControls"]["Rules"]
+        found = self.read("reading ownership", self.s3.get_bucket_ownership_controls, "OwnershipControlsNotFoundError")
+        rules = found["OwnershipControls"]["Rules"] if found else []
         return any(r.get("ObjectOwnership") == "BucketOwnerEnforced" for r in rules)
 
     def _tls_statement(self) -> dict[str, Any]:
@@ -370,16 +363,10 @@ class Bootstrap:
         }
 
     def _lifecycle_rules(self) -> list[dict[str, Any]]:
-        try:
-            return list(
-                self.call("reading the lifecycle", self.s3.get_bucket_lifecycle_configuration, Bucket=self.bucket)[
-                    "Rules"
-                ]
-            )
-        except ClientError as error:
-            if _code(error) == "NoSuchLifecycleConfiguration":
-                return []
-            raise
+        found = self.read(
+            "reading the lifecycle", self.s3.get_bucket_lifecycle_configuration, "NoSuchLifecycleConfiguration"
+        )
+        return list(found["Rules"]) if found else []
 
 
 def _denies_plain_http(statement: dict[str, Any]) -> bool:

@@ -5,10 +5,12 @@ in CI jobs that should not wait for the Pulumi SDK to load."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +132,24 @@ def mr_note(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(title: str, columns: tuple[str, ...], rows: Iterable[Any]) -> Any:
+    """Print dataclass rows as a table on stdout; returns the console for what follows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(value) for value in dataclasses.astuple(row)))
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table, markup=False)
+    return console
+
+
 def bootstrap(args: argparse.Namespace) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
-    from rich.console import Console
-    from rich.table import Table
 
     from infra.cli.bootstrap import Bootstrap, BootstrapError, login_lines, problems
 
@@ -155,13 +170,7 @@ def bootstrap(args: argparse.Namespace) -> int:
     except (ClientError, BotoCoreError) as exc:
         print(f"shipyard bootstrap: AWS refused: {exc}", file=sys.stderr)
         return 1
-    table = Table(title=f"state backend s3://{args.bucket} ({args.region})", title_justify="left")
-    for column in ("item", "state", "detail"):
-        table.add_column(column)
-    for o in outcomes:
-        table.add_row(o.item, o.state, o.detail)
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(table, markup=False)
+    console = _table(f"state backend s3://{args.bucket} ({args.region})", ("item", "state", "detail"), outcomes)
     states = [o.state for o in outcomes]
     if all(state == "ok" for state in states):
         console.print("nothing to change: the bucket and the key are as they should be", markup=False)
@@ -181,8 +190,6 @@ def verify(args: argparse.Namespace) -> int:
     import boto3
     import yaml
     from botocore.exceptions import BotoCoreError, NoCredentialsError
-    from rich.console import Console
-    from rich.table import Table
 
     from infra.cli.verify import FAIL, Verify, VerifyError, stack_outputs
 
@@ -220,13 +227,7 @@ def verify(args: argparse.Namespace) -> int:
     except BotoCoreError as exc:
         print(f"shipyard verify: cannot reach AWS: {exc}", file=sys.stderr)
         return 1
-    table = Table(title=f"stack {args.stack}: live resources", title_justify="left")
-    for column in ("check", "result", "detail"):
-        table.add_column(column)
-    for c in checks:
-        table.add_row(c.name, c.result, c.detail)
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(table, markup=False)
+    console = _table(f"stack {args.stack}: live resources", ("check", "result", "detail"), checks)
     failed = [c for c in checks if c.result == FAIL]
     console.print(f"{len(failed)} of {len(checks)} checks failed" if failed else "every check passed", markup=False)
     return 1 if failed else 0
