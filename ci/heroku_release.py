@@ -70,20 +70,27 @@ def check_environment(env: dict[str, str], digest: str | None) -> list[str]:
 # --- the registry copy (skopeo) -------------------------------------------------------------------
 
 
-def skopeo(*args: str, stdin: str | None = None) -> bytes:
-    result = subprocess.run(["skopeo", *args], input=stdin.encode() if stdin else None, capture_output=True)
-    # skopeo's own messages never carry the key: it only ever reaches skopeo on stdin.
-    if result.returncode != 0:
-        raise ReleaseError(f"skopeo {args[0]} failed: {result.stderr.decode(errors='replace').strip()}")
-    return result.stdout
+class Skopeo:
+    """skopeo with one credentials file: ECR through the credential helper (the job's instance
+    role), Heroku's registry through `skopeo login`."""
 
+    def __init__(self, auth_file: str) -> None:
+        self.env = {**os.environ, "REGISTRY_AUTH_FILE": auth_file}
 
-def manifest_of(ref: str) -> tuple[bytes, dict[str, Any]]:
-    raw = skopeo("inspect", "--raw", f"docker://{ref}")
-    try:
-        return raw, json.loads(raw)
-    except ValueError as exc:
-        raise ReleaseError(f"{ref}: the registry returned no JSON manifest") from exc
+    def run(self, *args: str, stdin: str | None = None) -> bytes:
+        data = stdin.encode() if stdin else None
+        result = subprocess.run(["skopeo", *args], input=data, capture_output=True, env=self.env)
+        # skopeo's own messages never carry the key: it only ever reaches skopeo on stdin.
+        if result.returncode != 0:
+            raise ReleaseError(f"skopeo {args[0]} failed: {result.stderr.decode(errors='replace').strip()}")
+        return result.stdout
+
+    def manifest(self, ref: str) -> tuple[bytes, dict[str, Any]]:
+        raw = self.run("inspect", "--raw", f"docker://{ref}")
+        try:
+            return raw, json.loads(raw)
+        except ValueError as exc:
+            raise ReleaseError(f"{ref}: the registry returned no JSON manifest") from exc
 
 
 def releasable(ref: str, manifest: dict[str, Any]) -> str:
@@ -102,30 +109,21 @@ def releasable(ref: str, manifest: dict[str, Any]) -> str:
 
 def copy_image(source: str, target: str, api_key: str) -> tuple[str, str]:
     """Copy source to target unchanged; returns (manifest digest, config digest)."""
-    # ECR through the credential helper (the job's instance role), Heroku through `skopeo login`.
-    helpers = {"credHelpers": {source.split("/", 1)[0]: "ecr-login"}}
     with tempfile.TemporaryDirectory() as folder:
         auth_file = os.path.join(folder, "auth.json")
         with open(auth_file, "w") as handle:
-            json.dump(helpers, handle)
-        os.environ["REGISTRY_AUTH_FILE"] = auth_file
-        try:
-            return _copy(source, target, api_key)
-        finally:
-            os.environ.pop("REGISTRY_AUTH_FILE")
-
-
-def _copy(source: str, target: str, api_key: str) -> tuple[str, str]:
-    raw, manifest = manifest_of(source)
-    manifest_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-    if "@" in source and source.rsplit("@", 1)[1] != manifest_digest:
-        raise ReleaseError(f"{source} answered with a manifest of digest {manifest_digest}: not the image asked for")
-    config_digest = releasable(source, manifest)
-    # The key goes in on stdin: a command-line argument would be visible to every process.
-    skopeo("login", "--username", "_", "--password-stdin", target.split("/", 1)[0], stdin=api_key)
-    # --preserve-digests: fail rather than rewrite the manifest, so the app gets the bytes that were tested.
-    skopeo("copy", "--preserve-digests", "--retry-times", "3", f"docker://{source}", f"docker://{target}")
-    copied, _ = manifest_of(target)
+            json.dump({"credHelpers": {source.split("/", 1)[0]: "ecr-login"}}, handle)
+        skopeo = Skopeo(auth_file)
+        raw, manifest = skopeo.manifest(source)
+        manifest_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if "@" in source and source.rsplit("@", 1)[1] != manifest_digest:
+            raise ReleaseError(f"{source} answered with a manifest of digest {manifest_digest}: not the one asked for")
+        config_digest = releasable(source, manifest)
+        # The key goes in on stdin: a command-line argument would be visible to every process.
+        skopeo.run("login", "--username", "_", "--password-stdin", target.split("/", 1)[0], stdin=api_key)
+        # --preserve-digests: fail rather than rewrite the manifest, so the app gets the tested bytes.
+        skopeo.run("copy", "--preserve-digests", "--retry-times", "3", f"docker://{source}", f"docker://{target}")
+        copied, _ = skopeo.manifest(target)
     if "sha256:" + hashlib.sha256(copied).hexdigest() != manifest_digest:
         raise ReleaseError(f"{target} does not hold the manifest {manifest_digest} after the copy")
     return manifest_digest, config_digest

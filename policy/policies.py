@@ -441,13 +441,16 @@ def check(resources: Sequence[Resource], policies: Sequence[Policy] = POLICIES) 
     return violations, unknown
 
 
+# Steps after which a resource is no longer in the stack.
+GONE_OPS = frozenset({"delete", "delete-replaced", "discard", "discard-replaced", "remove-pending-replace"})
+
+
 def resources_of_plan(doc: Mapping[str, Any]) -> list[Resource]:
     """The resources a plan document (offline plan or `pulumi preview --json`) leaves in the stack."""
-    gone = {"delete", "delete-replaced", "discard", "discard-replaced", "remove-pending-replace"}
     found: dict[str, Resource] = {}
     for step in doc.get("steps", []):
         state = step.get("newState")
-        if step.get("op") in gone or not isinstance(state, Mapping) or step["urn"] in found:
+        if step.get("op") in GONE_OPS or not isinstance(state, Mapping) or step["urn"] in found:
             continue
         found[step["urn"]] = Resource(
             type=state.get("type", ""),

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policy.policies import GONE_OPS
+
 SECRET = "[secret]"
 # Pulumi's wire signature of a secret value (sdk rpc._special_sig_key / _special_secret_sig).
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
-# Steps after which the resource is no longer in the stack.
-GONE_OPS = frozenset({"delete", "delete-replaced", "discard", "discard-replaced", "remove-pending-replace"})
 VALUE_WIDTH = 60
 MARKDOWN_ROW_CHANGES = 20  # changed inputs listed in one Markdown row; the text output lists all
 

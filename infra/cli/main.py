@@ -5,6 +5,7 @@ in CI jobs that should not wait for the Pulumi SDK to load."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -188,17 +189,16 @@ def bootstrap(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     import boto3
-    import yaml
     from botocore.exceptions import BotoCoreError, NoCredentialsError
 
+    from infra.cli.engine import Project, read_stack_config
     from infra.cli.verify import FAIL, Verify, VerifyError, stack_outputs
+    from infra.settings import Settings, SettingsError
 
-    config: dict[str, Any] = {}
-    try:
-        stack_file = _project_root(Path.cwd()) / f"Pulumi.{args.stack}.yaml"
-        config = (yaml.safe_load(stack_file.read_text()) or {}).get("config", {})
-    except (FileNotFoundError, yaml.YAMLError):
-        pass  # the region may still come from --region
+    # The stack file as the program reads it (short keys in the project namespace, too).
+    config: dict[str, str] = {}
+    with contextlib.suppress(FileNotFoundError, SettingsError):  # the region may still come from --region
+        config = read_stack_config(Project.load(_project_root(Path.cwd())), args.stack).values
     region = args.region or config.get("aws:region")
     if not region:
         print(f"shipyard verify: no region: Pulumi.{args.stack}.yaml has no aws:region; pass --region", file=sys.stderr)
@@ -209,7 +209,8 @@ def verify(args: argparse.Namespace) -> int:
         print(f"shipyard verify: {exc}", file=sys.stderr)
         return 2
     token = os.environ.get("GITLAB_TOKEN")
-    gitlab = (str(config.get("shipyard:gitlabUrl", "https://gitlab.com")), token) if token else None
+    gitlab_url = config.get("shipyard:gitlabUrl") or str(Settings.model_fields["gitlab_url"].default)
+    gitlab = (gitlab_url, token) if token else None
     try:
         # After `pulumi up` an instance refresh may still be replacing the host: check again until
         # every check passes or --wait seconds are up.

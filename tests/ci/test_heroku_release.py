@@ -200,14 +200,13 @@ def test_the_api_key_reaches_skopeo_on_stdin_and_is_never_printed(job: Job) -> N
 
 
 def test_production_releases_exactly_the_manifest_staging_released(job: Job, heroku: FakeHeroku) -> None:
-    staged = digest_of(manifest())
-    job.registry[f"{ECR}:{SHA}"] = manifest()
-    job.registry[f"{ECR}:other"] = manifest().replace("layers", "layers ")  # tag moved since: different bytes
-    result = job.run("--digest", staged)
+    tested = manifest()
+    job.registry[f"{ECR}:staged-earlier"] = tested  # what staging released, by its digest
+    job.registry[f"{ECR}:{SHA}"] = manifest().replace("layers", "layers ")  # the commit's tag holds other bytes now
+    result = job.run("--digest", digest_of(tested))
     assert result.code == 0, result.output
-    copy = next(c for c in result.skopeo if c["args"][0] == "copy")
-    assert copy["args"][-2] == f"docker://{ECR}@{staged}"
-    assert result.dotenv["SHIPYARD_IMAGE_DIGEST"] == staged
+    assert result.registry[f"{TARGET}:latest"] == tested  # guards H7: the copy is the promotion
+    assert result.dotenv["SHIPYARD_IMAGE_DIGEST"] == digest_of(tested)
 
 
 def test_a_failed_release_fails_the_job_with_the_release_output(job: Job, heroku: FakeHeroku) -> None:

@@ -294,3 +294,19 @@ def test_each_job_runs_on_the_runner_its_stack_provisions(template: dict[str, An
     # Production's deploy runner takes protected refs only, like its protected variables (G4).
     prod_runner = plans["prod"].one("gitlab:index/userRunner:UserRunner")
     assert prod_runner.raw_inputs["accessLevel"] == "ref_protected"
+
+
+def test_each_job_reaches_the_variables_it_reads(template: dict[str, Any], plans: dict[str, Run]) -> None:
+    # guards G5: an environment-scoped variable reaches only jobs whose `environment:` is its scope
+    resolved = jobs(template)
+    variables = "gitlab:index/projectVariable:ProjectVariable"
+    for name, stack in (("shipyard-staging", "staging"), ("shipyard-production", "prod")):
+        scopes = {v.raw_inputs["environmentScope"] for v in plans[stack].resources(variables)
+                  if v.raw_inputs["key"].startswith("HEROKU_")}  # fmt: skip
+        assert scopes == {resolved[name]["environment"]["name"]}, name
+    # The build job has no environment: what it reads must be unscoped, from the build stack.
+    unscoped = {
+        v.raw_inputs["key"] for v in plans["staging"].resources(variables) if v.raw_inputs["environmentScope"] == "*"
+    }
+    assert "environment" not in resolved["shipyard-build"]
+    assert set(resolved["shipyard-build"]["variables"]["SHIPYARD_REQUIRED"].split()) <= unscoped

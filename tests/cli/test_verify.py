@@ -133,7 +133,8 @@ def test_the_runner_is_checked_online_in_gitlab(
 
     with serve(answer) as url:
         stack = tmp_path / "Pulumi.staging.yaml"
-        stack.write_text(f"config:\n  aws:region: {REGION}\n  shipyard:gitlabUrl: {url}\n")
+        # `gitlabUrl` without its namespace, as `pulumi config set gitlabUrl` writes it.
+        stack.write_text(f"config:\n  aws:region: {REGION}\n  gitlabUrl: {url}\n")
         (tmp_path / "Pulumi.yaml").write_text("name: shipyard\nruntime: python\n")
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("GITLAB_TOKEN", TOKEN)
