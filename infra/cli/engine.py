@@ -27,6 +27,7 @@ from pulumi.runtime import mocks, rpc
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import configure
 
+from infra.facts import aws_partition
 from infra.settings import NAMESPACE, REQUIRED_SECRET_KEYS, SettingsError
 
 SECRET = "[secret]"
@@ -141,6 +142,8 @@ class ShipyardMocks(pulumi.runtime.Mocks):
 
     def __init__(self, region: str, stack_outputs: Callable[[str], dict[str, Any]]) -> None:
         self.region = region
+        # ARNs carry the region's partition (arn:aws-cn:… in China), as AWS answers them (P9).
+        self.partition, self.dns_suffix = aws_partition(region)
         self.stack_outputs = stack_outputs
 
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -154,9 +157,9 @@ class ShipyardMocks(pulumi.runtime.Mocks):
         if typ == "aws:ecr/repository:Repository":
             return name, {
                 **inputs,
-                "arn": f"arn:aws:ecr:{self.region}:{ACCOUNT_ID}:repository/{name}",
+                "arn": self._arn("ecr", f"repository/{name}"),
                 "registryId": ACCOUNT_ID,
-                "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{self.region}.amazonaws.com/{name}",
+                "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{self.region}.{self.dns_suffix}/{name}",
             }
         if typ in ("aws:ecr/lifecyclePolicy:LifecyclePolicy", "aws:ecr/repositoryPolicy:RepositoryPolicy"):
             return str(inputs.get("repository")), {**inputs, "registryId": ACCOUNT_ID}
@@ -181,7 +184,7 @@ class ShipyardMocks(pulumi.runtime.Mocks):
         if typ in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
             auto = inputs.get("name") or f"{args.name}-{_hex(7, typ, args.name)}"
             kind = "role" if typ.endswith("Role") else "instance-profile"
-            return auto, {**inputs, "name": auto, "arn": f"arn:aws:iam::{ACCOUNT_ID}:{kind}/{auto}"}
+            return auto, {**inputs, "name": auto, "arn": f"arn:{self.partition}:iam::{ACCOUNT_ID}:{kind}/{auto}"}
         if typ == "aws:ec2/securityGroup:SecurityGroup":
             sg = f"sg-{_hex(17, args.name)}"
             return sg, {**inputs, "arn": self._arn("ec2", f"security-group/{sg}")}
@@ -204,7 +207,7 @@ class ShipyardMocks(pulumi.runtime.Mocks):
         return f"{args.name}-{_hex(8, typ, args.name)}", inputs
 
     def _arn(self, service: str, resource: str) -> str:
-        return f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
+        return f"arn:{self.partition}:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
 
     def call(self, args: mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         answer = self._answer(args.token, args.args)
@@ -221,10 +224,10 @@ class ShipyardMocks(pulumi.runtime.Mocks):
             path = str(inputs.get("pathWithNamespace") or inputs.get("id"))
             return {"id": str(int(_hex(6, "project", path), 16) % 10_000_000), "pathWithNamespace": path}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            arn = f"arn:aws:iam::{ACCOUNT_ID}:user/offline"
+            arn = f"arn:{self.partition}:iam::{ACCOUNT_ID}:user/offline"
             return {"accountId": ACCOUNT_ID, "arn": arn, "userId": "AIDAOFFLINE", "id": ACCOUNT_ID}
         if token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+            return {"partition": self.partition, "dnsSuffix": self.dns_suffix, "id": self.partition}
         if token == "aws:kms/getAlias:getAlias":
             key = _uuid("kms", str(inputs.get("name")))
             return {

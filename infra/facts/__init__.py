@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,11 @@ def load(name: str) -> dict[str, Any]:
 
 def exists(name: str) -> bool:
     return path_of(name).is_file()
+
+
+def aws_partition(region: str) -> tuple[str, str]:
+    """(partition, DNS suffix) of an AWS region, e.g. ("aws-cn", "amazonaws.com.cn") for cn-north-1."""
+    for partition in load("aws-partitions")["partitions"]:
+        if re.match(partition["regionRegex"], region):
+            return partition["id"], partition["dnsSuffix"]
+    return "aws", "amazonaws.com"
