@@ -2,25 +2,36 @@
 could see it: the plan table, the plan JSON, the launch template's user data, the stack outputs,
 warnings, the policy report, the MR note, and the error messages of failing runs.
 
-The secret keys come from the settings model, so a secret added later is covered without a change
-here."""
+The secret settings come from the settings model, so a secret added later is covered without a
+change here; the provider credentials are written out, so none can drop out of the code's list
+unnoticed. A stack output that is a Pulumi secret is shown as "[secret]" wherever outputs are shown."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from infra.cli.engine import Run
+from infra.cli.engine import Project, Run, run_program
+from infra.cli.main import main
 from infra.cli.mr_note import note_body
 from infra.cli.plan import render_diagnostics, render_table, to_preview_json
 from infra.cli.policy_check import verdict
-from infra.settings import PROVIDER_SECRET_KEYS, SECRET_SETTING_KEYS, Settings, fields_of
+from infra.settings import SECRET_SETTING_KEYS, Settings, SettingsError, fields_of
 from infra.userdata import decode
 from tests.conftest import run_stack, stack_document
+
+# The providers' credentials (H9, G1), independent of infra.settings.PROVIDER_SECRET_KEYS.
+PROVIDER_CREDENTIALS = ("heroku:apiKey", "gitlab:token", "aws:secretKey", "aws:token")
+
+
+def test_the_model_marks_the_known_secret_settings_secret() -> None:
+    assert {"herokuApiKey", "herokuSensitiveConfigVars"} <= SECRET_SETTING_KEYS
 
 
 def canaries_for(stack: str) -> dict[str, Any]:
@@ -35,7 +46,7 @@ def canaries_for(stack: str) -> dict[str, Any]:
             }
         else:
             secrets[f"shipyard:{key}"] = f"HRKU-canary-{stack}-{key}-7c1d"
-    for key in PROVIDER_SECRET_KEYS:
+    for key in PROVIDER_CREDENTIALS:
         secrets[key] = f"canary-{stack}-{key.replace(':', '-')}-42ab"
     return secrets
 
@@ -114,3 +125,62 @@ def test_no_secret_is_visible_in_the_errors_of_failing_runs() -> None:
     for message in messages:
         for canary in values:
             assert canary not in message, (canary, message)
+
+
+@pytest.mark.parametrize("key", PROVIDER_CREDENTIALS)
+def test_a_provider_credential_in_plain_text_stops_the_run_without_echoing_it(key: str) -> None:  # guards H9, G1
+    doc = stack_document("staging")
+    doc[key] = f"canary-plaintext-{key.replace(':', '-')}-5e6f"  # in the stack file, not with --secret
+    with pytest.raises(SettingsError) as info:
+        run_stack(doc, "staging")
+    message = str(info.value)
+    assert key in message and "--secret" in message
+    assert doc[key] not in message
+
+
+# --- secret stack outputs ----------------------------------------------------------------------------
+
+SECRET_OUTPUT = "postgres://app:OutputCanary9d2e@db.internal/app"
+NESTED_SECRET = "NestedOutputCanary4b7a"
+OUTPUTS_PROGRAM = f"""\
+import pulumi
+
+pulumi.export("plainUrl", "https://probe.example.test/")
+pulumi.export("databaseUrl", pulumi.Output.secret({SECRET_OUTPUT!r}))
+pulumi.export("connection", {{"host": "db.internal", "password": pulumi.Output.secret({NESTED_SECRET!r})}})
+"""
+
+
+@pytest.fixture
+def outputs_project(tmp_path: Path) -> Path:
+    """A project whose program exports secrets, run by the same engine as shipyard's own program."""
+    (tmp_path / "Pulumi.yaml").write_text("name: outputs-probe\nruntime: python\nmain: __main__.py\n")
+    (tmp_path / "__main__.py").write_text(OUTPUTS_PROGRAM)
+    (tmp_path / "Pulumi.probe.yaml").write_text("config: {}\n")
+    return tmp_path
+
+
+def test_secret_stack_outputs_are_shown_only_as_secret(
+    outputs_project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = run_program(Project.load(outputs_project), "probe")
+    # The raw values really are outputs of the run, so their absence below means something.
+    assert run.outputs["databaseUrl"] == SECRET_OUTPUT
+    assert run.outputs["connection"]["password"] == NESTED_SECRET
+    assert run.secret_outputs == {"databaseUrl", "connection"}
+    assert run.shown_outputs == {
+        "plainUrl": "https://probe.example.test/",
+        "databaseUrl": "[secret]",
+        "connection": "[secret]",
+    }
+
+    monkeypatch.chdir(outputs_project)
+    assert main(["plan", "--stack", "probe"]) == 0
+    table = capsys.readouterr()
+    assert main(["plan", "--stack", "probe", "--json"]) == 0
+    document = capsys.readouterr()
+    assert json.loads(document.out)["outputs"] == run.shown_outputs
+    assert re.search(r"databaseUrl\s.*\[secret\]", table.out), table.out
+    assert "https://probe.example.test/" in table.out  # a plain output is shown as it is
+    for shown in (table.out, table.err, document.out, document.err):
+        assert "OutputCanary9d2e" not in shown and NESTED_SECRET not in shown
