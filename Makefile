@@ -19,8 +19,14 @@ setup:
 plan: setup
 	@$(BIN)/shipyard plan --stack $(STACK)
 
+# Tests run in a new random order each time (pytest-randomly), so none can lean on another;
+# `make test SEED=…` repeats an order.
+ifeq ($(origin SEED), undefined)
+SEED := $(shell $(PYTHON) -c 'import random; print(random.randrange(2**32))')
+endif
 test: setup
-	@$(BIN)/pytest -n auto
+	@echo "test order: make test SEED=$(SEED)"
+	@$(BIN)/pytest -n auto -p randomly --randomly-seed=$(SEED)
 
 bench: setup
 	@$(BIN)/python scripts/bench.py

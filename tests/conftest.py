@@ -24,6 +24,7 @@ from infra.cli.engine import (
     RecordingMonitor,
     Run,
     ShipyardMocks,
+    fresh_runtime_state,
     StackConfig,
     Step,
     run_program,
@@ -73,9 +74,11 @@ def mocked() -> Iterator[RecordingMonitor]:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pulumi.runtime.settings.ROOT.set(None)
+    fresh_runtime_state()
     monitor = RecordingMonitor(ShipyardMocks("eu-west-1", lambda reference: {}))
     pulumi.runtime.set_mocks(monitor.mocks, project="shipyard", stack="test", preview=False, monitor=monitor)
     yield monitor
+    pulumi.runtime.settings.SETTINGS.outputs.clear()  # a failed test's tasks are bound to this loop
     loop.run_until_complete(loop.shutdown_default_executor())
     loop.close()
     monitor.close()

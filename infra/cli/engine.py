@@ -25,7 +25,7 @@ import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks, rpc
 from pulumi.runtime.proto import resource_pb2
-from pulumi.runtime.settings import configure
+from pulumi.runtime.settings import SETTINGS, configure
 
 from infra.facts import aws_partition
 from infra.settings import NAMESPACE, REQUIRED_SECRET_KEYS, SettingsError
@@ -483,6 +483,14 @@ def run_program(
     return contextvars.Context().run(_run, project, stack, config, (*seen, stack), record)
 
 
+def fresh_runtime_state() -> None:
+    """Give the SDK an empty set of tracked outputs. MockSettings does not replace it, and the SDK
+    hands a context that never set it the last set assigned anywhere (its ContextVar default moves
+    with every first assignment), so a failed run's tasks, bound to a closed loop, would reach the
+    next run's final wait ("Event loop is closed")."""
+    SETTINGS.outputs = set()
+
+
 def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...], record: list[Step] | None) -> Run:
     region = config.values.get("aws:region", "us-east-1")
     monitor = RecordingMonitor(ShipyardMocks(region, _reference_outputs(project, config, seen)))
@@ -493,6 +501,7 @@ def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...
     logger.setLevel(logging.DEBUG)
     collect = _Collect()
     logger.handlers = [collect]
+    fresh_runtime_state()
     configure(
         mocks.MockSettings(
             monitor=monitor,
@@ -526,6 +535,7 @@ def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...
         loop.close()
         monitor.close()
         asyncio.set_event_loop(None)
+        SETTINGS.outputs.clear()  # a failed run's tasks, bound to the closed loop, go with it
     warnings = [r.getMessage() for r in collect.records if r.levelno >= logging.WARNING]
     # Registrations arrive in whatever order the SDK's threads finish; a plan is read and diffed,
     # so give it one order: the stack, then each resource before its children.
