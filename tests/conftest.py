@@ -24,9 +24,9 @@ from infra.cli.engine import (
     RecordingMonitor,
     Run,
     ShipyardMocks,
-    fresh_runtime_state,
     StackConfig,
     Step,
+    fresh_runtime_state,
     run_program,
     stack_config,
 )
