@@ -267,7 +267,8 @@ def ecr_lifecycle(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str
 
 def ci_secrets_masked(resource: Resource) -> Iterator[str]:
     key, scope = get(resource.props, "key"), get(resource.props, "environmentScope")
-    if not isinstance(key, str) or not SECRET_NAME.search(key):
+    # A secret by its name, or by its value: a Pulumi secret (DATABASE_URL) shows in job logs too.
+    if not isinstance(key, str) or not (SECRET_NAME.search(key) or get(resource.props, "value") == SECRET):
         return
     if not true(get(resource.props, "masked")):
         yield f"{key} ({scope}) is not masked: it shows in job logs"
@@ -381,7 +382,8 @@ POLICIES: tuple[Policy, ...] = (
     ),
     Policy(
         "ci-secrets-masked",
-        "CI/CD variables that carry a key or token (HEROKU_API_KEY) are masked, and protected in production.",
+        "CI/CD variables that carry a key, a token (HEROKU_API_KEY) or a secret value are masked, and protected "
+        "in production.",
         "G1, G2, G4",
         "create the variable with masked=True (and protected=True for production)",
         (CI_VARIABLE,),
