@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from infra import facts
+
 NAMESPACE = "shipyard"
 
 # H1: Heroku Platform API schema.
@@ -152,7 +154,16 @@ class RegistrySettings(_Strict):
         Field(min_length=2, max_length=256),
         _pattern(ECR_NAME, "lowercase letters and digits separated by . _ - or / (ECR)"),
     ] = Field(description="ECR rule: 2 to 256 lowercase letters and digits, separated by `.`, `_`, `-` or `/`.")
-    keep_images: int = Field(default=30, ge=1, alias="keepImages", description="Keep the newest N tagged images.")
+    keep_images: int = Field(
+        default=30,
+        ge=1,
+        alias="keepImages",
+        description=(
+            "Release images (default-branch builds, tagged with the commit SHA) to keep: at least the newest N. "
+            "ECR counts them per leading hex digit of the SHA, so up to 16×N may stay; merge-request images "
+            "never count against them."
+        ),
+    )
     cache_tag: Annotated[str, _pattern(IMAGE_TAG, "an image tag: letters, digits and . _ -, up to 128")] = Field(
         default="buildcache", alias="cacheTag", description="Tag of the BuildKit layer cache; the one mutable tag."
     )
@@ -163,12 +174,49 @@ class RegistrySettings(_Strict):
         alias="pullPrincipals",
         description="12-digit AWS account ids or IAM role ARNs allowed to pull (read-only).",
     )
+    review_image_days: int = Field(
+        default=7,
+        ge=1,
+        le=3650,
+        alias="reviewImageDays",
+        description="Days a merge-request image (tag `mr-<iid>-<sha>`) is kept after its push.",
+    )
+    scanning: Literal["basic", "enhanced"] = Field(
+        default="basic",
+        description=(
+            "Vulnerability scanning of pushed images, set on the registry (R21): `basic` scans on push, "
+            "`enhanced` (Amazon Inspector, billed by Inspector) scans on push and again as new CVEs appear. "
+            "The registry scanning configuration is one per AWS account and region: the build stack "
+            "replaces whatever is there, so two build stacks in one account and region overwrite each "
+            "other's, and destroying the stack resets the registry to basic scanning without rules."
+        ),
+    )
 
 
 RUNNER_TAG = re.compile(r"^[\w.:/-]{1,255}$")
 SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 RPM_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+def _runner_release_known(version: str) -> str:
+    """A GitLab Runner release shipyard knows the files of (R12, R17): the host downloads only
+    what the release's fact file lists, so a version without one cannot be installed."""
+    if not facts.exists(f"gitlab-runner/{version}"):
+        known = sorted(p.stem for p in (facts.FACTS_DIR / "gitlab-runner").glob("*.yaml"))
+        raise ValueError(
+            f"must be a release with a fact file: add {facts.shown(f'gitlab-runner/{version}')} from that "
+            f"release's file list (README, Facts); releases known: {', '.join(known) or 'none'}"
+        )
+    return version
+
+
 DOCKER_VERSION = re.compile(r"^\d+\.\d+(?:\.\d+|\.\*)$")
+
+
+def architecture(instance_type: str) -> Literal["arm64", "x86_64"]:
+    """arm64 for Graviton families (a `g` after the generation: t4g, m7gd, c6gn), else x86_64."""
+    family = instance_type.split(".", 1)[0]
+    return "arm64" if "g" in re.sub(r"^[a-z]+\d+", "", family) else "x86_64"
 
 
 class RunnerSettings(_Strict):
@@ -197,9 +245,9 @@ class RunnerSettings(_Strict):
         alias="subnetIds",
         description="Subnets of the runner (one VPC, egress to the internet); empty: the default VPC's subnets.",
     )
-    gitlab_runner_version: Annotated[str, _pattern(RPM_VERSION, "a release such as 19.1.1")] = Field(
-        default="19.1.1", alias="gitlabRunnerVersion", description="Pinned GitLab Runner release (R12)."
-    )
+    gitlab_runner_version: Annotated[
+        str, _pattern(RPM_VERSION, "a release such as 19.1.1"), AfterValidator(_runner_release_known)
+    ] = Field(default="19.1.1", alias="gitlabRunnerVersion", description="Pinned GitLab Runner release (R12).")
     docker_version: Annotated[str, _pattern(DOCKER_VERSION, "a version such as 25.0.* or 25.0.8")] = Field(
         default="25.0.*", alias="dockerVersion", description="Pinned Docker package of Amazon Linux 2023 (R12)."
     )
@@ -236,6 +284,21 @@ class Settings(_Strict):
             alias="gitlabUrl",
             description="The GitLab instance the runner connects to (without a trailing slash).",
         )
+    )
+    gitlab_environment_id: int | None = Field(
+        default=None,
+        ge=1,
+        alias="gitlabEnvironmentId",
+        description=(
+            "Adopt an existing GitLab environment instead of creating one (G7): the numeric id of this "
+            "project's environment named like `environment` (Operate → Environments, or "
+            "`GET /projects/:id/environments`). Any earlier deploy job creates that environment, and GitLab "
+            'refuses a second one of the same name (400 "Name has already been taken"). The first '
+            "`pulumi up` imports it as `<gitlabProject>:<id>` and then sets its tier and external URL to "
+            "shipyard's; this needs Pulumi CLI 3.174 or later (older ones refuse an import whose inputs "
+            'differ: "inputs to import do not match the existing resource"). Remove the setting after the '
+            "first successful `up`; leaving it set is harmless."
+        ),
     )
     hide_secret_variables: bool = Field(
         default=True,
@@ -372,6 +435,17 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
                 f"{NAMESPACE}:heroku.acm needs paid dynos running: set it once imageReleased is true and "
                 "the formation has no eco dynos (H12)"
             )
+    runner = data.get("runner")
+    instance_type = runner.get("instanceType") if isinstance(runner, dict) else None
+    if "registry" in data and isinstance(instance_type, str) and architecture(instance_type) == "arm64":
+        # R22: Heroku runs linux/amd64 images; BuildKit's RUN steps fail on a Graviton host with
+        # "exec format error" unless QEMU emulation is set up, and emulated builds are several
+        # times slower. The build runner is therefore an x86_64 host; deploy runners may be Graviton.
+        problems.append(
+            f"{NAMESPACE}:runner.instanceType {instance_type} is a Graviton (arm64) type, but this stack's "
+            "runner builds the linux/amd64 images Heroku runs (R22): choose an x86_64 type such as t3.large "
+            "or m7i.large"
+        )
     api_key = data.get("herokuApiKey")
     if isinstance(api_key, str) and (problem := maskable_problem(api_key)):
         problems.append(f"{NAMESPACE}:herokuApiKey {problem}")

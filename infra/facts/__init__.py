@@ -28,6 +28,11 @@ def path_of(name: str) -> Path:
     return FACTS_DIR / f"{name}.yaml"
 
 
+def shown(name: str) -> str:
+    """The file of a fact set as a user finds it in the repository: infra/facts/NAME.yaml."""
+    return str(path_of(name).relative_to(FACTS_DIR.parent.parent))
+
+
 @functools.cache
 def load(name: str) -> dict[str, Any]:
     """One fact set. Every file carries `sources:`, a list of {ref or url, retrieved: date}."""
@@ -35,7 +40,7 @@ def load(name: str) -> dict[str, Any]:
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
-        raise FactError(f"no fact file {path.relative_to(FACTS_DIR.parent.parent)}") from None
+        raise FactError(f"no fact file {shown(name)}") from None
     sources = doc.get("sources") if isinstance(doc, dict) else None
     if not sources or not all(
         isinstance(s, dict) and (s.get("ref") or s.get("url")) and isinstance(s.get("retrieved"), datetime.date)
