@@ -31,6 +31,8 @@ if settings.registry is not None:
             keep_images=settings.registry.keep_images,
             cache_tag=settings.registry.cache_tag,
             pull_principals=settings.registry.pull_principals,
+            review_image_days=settings.registry.review_image_days,
+            scanning=settings.registry.scanning,
         ),
         opts=protect,
     )
@@ -91,6 +93,7 @@ CiVariables(
         unscoped=unscoped,
         protected=settings.is_production,
         hide_secrets=settings.hide_secret_variables,
+        adopt_environment_id=settings.gitlab_environment_id,
     ),
     opts=protect,
 )

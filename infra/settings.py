@@ -160,7 +160,7 @@ class RegistrySettings(_Strict):
         alias="keepImages",
         description=(
             "Release images (default-branch builds, tagged with the commit SHA) to keep: at least the newest N. "
-            "ECR counts them per leading hex digit of the SHA, so up to 16×N may stay; merge-request images "
+            "ECR counts them per leading hex digit of the SHA, so up to 16 times N may stay; merge-request images "
             "never count against them."
         ),
     )

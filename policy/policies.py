@@ -49,6 +49,7 @@ IAM_ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 IAM_POLICY = "aws:iam/policy:Policy"
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
 ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+ECR_SCANNING = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
 CI_VARIABLE = "gitlab:index/projectVariable:ProjectVariable"
 GITLAB_ENVIRONMENT = "gitlab:index/projectEnvironment:ProjectEnvironment"
 HEROKU_APP = "heroku:app/app:App"
@@ -250,9 +251,42 @@ def no_token_in_user_data(resource: Resource) -> Iterator[str]:
 # --- the registry -------------------------------------------------------------------------------
 
 
-def ecr_scan_on_push(resource: Resource) -> Iterator[str]:
-    if not true(get(resource.props, "imageScanningConfiguration", "scanOnPush")):
-        yield f"repository {get(resource.props, 'name')} does not scan images on push"
+# Scan frequencies that scan what is pushed, per registry scan type: BASIC supports SCAN_ON_PUSH,
+# ENHANCED SCAN_ON_PUSH and CONTINUOUS_SCAN; MANUAL scans nothing by itself
+# (https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_RegistryScanningRule.html).
+PUSH_SCANNING = {"BASIC": {"SCAN_ON_PUSH"}, "ENHANCED": {"SCAN_ON_PUSH", "CONTINUOUS_SCAN"}}
+
+
+def repository_filter_matches(pattern: str, repository: str) -> bool:
+    """A scanning filter as ECR applies it: without a wildcard it matches every repository name that
+    contains it; with `*` wildcards, each standing for zero or more characters, the whole name
+    (https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-scanning-enhanced-enabling.html)."""
+    if "*" not in pattern:
+        return pattern in repository
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), repository) is not None
+
+
+def registry_scans(scan_type: Any, rules: Any, repository: str) -> bool:
+    """Whether a registry scanning configuration (the provider's inputs or the ECR API's answer: both
+    camelCase) scans the images pushed to a repository."""
+    frequencies = PUSH_SCANNING.get(str(scan_type), set())
+    return any(
+        get(rule, "scanFrequency") in frequencies
+        and any(
+            repository_filter_matches(str(get(f, "filter")), repository) for f in items(get(rule, "repositoryFilters"))
+        )
+        for rule in items(rules)
+    )
+
+
+def ecr_scan_on_push(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
+    # The repository's own scanOnPush is deprecated (PutImageScanningConfiguration, R21): only the
+    # registry-level configuration in the same plan counts.
+    configurations = [r for r in resources if r.type == ECR_SCANNING]
+    for repository in (r for r in resources if r.type == ECR_REPOSITORY):
+        name = get(repository.props, "name")
+        if not any(registry_scans(get(c.props, "scanType"), get(c.props, "rules"), str(name)) for c in configurations):
+            yield repository, f"no registry scanning configuration scans the images pushed to repository {name}"
 
 
 def ecr_lifecycle(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
@@ -367,11 +401,11 @@ POLICIES: tuple[Policy, ...] = (
     ),
     Policy(
         "ecr-scan-on-push",
-        "ECR repositories scan every image on push.",
-        "DESIGN §5 Registry",
-        "set image_scanning_configuration scan_on_push=True",
-        (ECR_REPOSITORY,),
-        check=ecr_scan_on_push,
+        "Every ECR repository's pushed images are scanned by the registry-level scanning configuration.",
+        "R21",
+        "add an aws.ecr.RegistryScanningConfiguration whose rule (BASIC: SCAN_ON_PUSH; ENHANCED: SCAN_ON_PUSH "
+        "or CONTINUOUS_SCAN) has a repository filter matching the repository (shipyard:registry.scanning)",
+        check_stack=ecr_scan_on_push,
     ),
     Policy(
         "ecr-lifecycle-policy",

@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, UnknownRegionError
 
 TLS_SID = "DenyInsecureTransport"
 LIFECYCLE_ID = "expire-old-state-versions"
 OLD_VERSION_DAYS = 90
+# Each of the four public-access-block settings closes a different way in, so all four must be on;
+# each is optional in the API's answer, and can be set in any combination
+# (https://docs.aws.amazon.com/AmazonS3/latest/API/API_PublicAccessBlockConfiguration.html).
+PUBLIC_ACCESS_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 BUCKET_NAME = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 KMS_ALIAS = re.compile(r"^alias/(?!aws/)[a-zA-Z0-9/_-]{1,250}$")
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
@@ -56,9 +60,19 @@ def problems(bucket: str, region: str, alias: str) -> list[str]:
         found.append(f"--bucket {bucket!r}: S3 bucket names are 3 to 63 lowercase letters, digits, dots and dashes")
     if not REGION.match(region):
         found.append(f"--region {region!r}: an AWS region such as eu-west-1")
+    elif partition_of(region) is None:
+        found.append(f"--region {region!r}: not a region of any AWS partition (aws, aws-cn, aws-us-gov, …)")
     if not KMS_ALIAS.match(alias):
         found.append(f"--kms-alias {alias!r}: alias/NAME of letters, digits, / _ -; not under alias/aws/")
     return found
+
+
+def partition_of(region: str) -> str | None:
+    """The AWS partition of a region from botocore's partition table (aws-cn for cn-north-1), or None."""
+    try:
+        return str(boto3.session.Session().get_partition_for_region(region))
+    except UnknownRegionError:
+        return None
 
 
 def _code(error: ClientError) -> str:
@@ -73,6 +87,9 @@ class Bootstrap:
         self.sts = session.client("sts", region_name=region)
         self.outcomes: list[Outcome] = []
         self.key_arn = ""
+        # ARNs name the region's partition: `arn:aws` is wrong in China (aws-cn) and GovCloud
+        # (aws-us-gov) (P9); botocore's own partition table answers, no call needed.
+        self.partition = session.get_partition_for_region(region)
 
     def call(self, what: str, operation: Callable[..., Any], **kwargs: Any) -> Any:
         """One API call; access denied becomes a sentence that names the permission."""
@@ -201,10 +218,7 @@ class Bootstrap:
                 "blocking public access",
                 self.s3.put_public_access_block,
                 Bucket=b,
-                PublicAccessBlockConfiguration={
-                    k: True
-                    for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-                },
+                PublicAccessBlockConfiguration=dict.fromkeys(PUBLIC_ACCESS_FLAGS, True),
             ),
             "all four public access settings on",
         )
@@ -338,7 +352,9 @@ class Bootstrap:
         found = self.read(
             "reading the public access block", self.s3.get_public_access_block, "NoSuchPublicAccessBlockConfiguration"
         )
-        return found is not None and all(found["PublicAccessBlockConfiguration"].values())
+        # Every flag by name: a setting that is off, or absent from the answer, leaves that way in open.
+        settings = found["PublicAccessBlockConfiguration"] if found else {}
+        return all(settings.get(flag) is True for flag in PUBLIC_ACCESS_FLAGS)
 
     def _policy(self) -> dict[str, Any]:
         found = self.read("reading the bucket policy", self.s3.get_bucket_policy, "NoSuchBucketPolicy")
@@ -352,7 +368,7 @@ class Bootstrap:
         return any(r.get("ObjectOwnership") == "BucketOwnerEnforced" for r in rules)
 
     def _tls_statement(self) -> dict[str, Any]:
-        arn = f"arn:aws:s3:::{self.bucket}"
+        arn = bucket_arn(self.partition, self.bucket)
         return {
             "Sid": TLS_SID,
             "Effect": "Deny",
@@ -367,6 +383,11 @@ class Bootstrap:
             "reading the lifecycle", self.s3.get_bucket_lifecycle_configuration, "NoSuchLifecycleConfiguration"
         )
         return list(found["Rules"]) if found else []
+
+
+def bucket_arn(partition: str, bucket: str) -> str:
+    """An S3 bucket's ARN: no region or account, but the partition (P9)."""
+    return f"arn:{partition}:s3:::{bucket}"
 
 
 def _denies_plain_http(statement: dict[str, Any]) -> bool:

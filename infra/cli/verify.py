@@ -1,13 +1,13 @@
 """`shipyard verify`: the live resources of a deployed stack against what the stack says — the
-runner host in service with IMDSv2 required, its token parameter a SecureString, the registry
-scanning on push under a lifecycle policy, and (with a GitLab token) the runner online in GitLab.
+runner host in service with IMDSv2 required, its token parameter a SecureString, the registry's
+scanning configuration covering the repository under a lifecycle policy, and (with a GitLab token)
+the runner online in GitLab.
 
 Reads only: describe and get calls, never the token's value.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import subprocess
 from collections.abc import Callable, Mapping
@@ -16,6 +16,8 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
+
+from policy.policies import registry_scans
 
 PASS, FAIL, SKIP = "pass", "FAIL", "skip"
 
@@ -139,22 +141,21 @@ class Verify:
 
     def _scan_on_push(self, repository: str) -> tuple[bool, str]:
         try:
-            repo = self.ecr.describe_repositories(repositoryNames=[repository])["repositories"][0]
+            self.ecr.describe_repositories(repositoryNames=[repository])
         except ClientError as error:
             if _code(error) == "RepositoryNotFoundException":
                 return False, f"repository {repository} does not exist"
             raise
-        if repo.get("imageScanningConfiguration", {}).get("scanOnPush"):
-            return True, f"{repository} scans on push"
-        # Enhanced scanning is set for the whole registry, and the repository's own flag is ignored then.
-        registry = self.ecr.get_registry_scanning_configuration().get("scanningConfiguration", {})
-        if registry.get("scanType") == "ENHANCED" and any(
-            rule.get("scanFrequency") in ("SCAN_ON_PUSH", "CONTINUOUS_SCAN")
-            and any(fnmatch.fnmatchcase(repository, f.get("filter", "")) for f in rule.get("repositoryFilters", []))
-            for rule in registry.get("rules", [])
-        ):
-            return True, f"{repository} is scanned by the registry's enhanced scanning"
-        return False, f"repository {repository} does not scan images on push"
+        # The registry's scanning configuration decides what is scanned; the repository's own
+        # scanOnPush is deprecated and not what shipyard sets (R21).
+        found = self.ecr.get_registry_scanning_configuration().get("scanningConfiguration", {})
+        scan_type = found.get("scanType", "BASIC")
+        if registry_scans(scan_type, found.get("rules", []), repository):
+            return True, f"{repository} is scanned by the registry's {scan_type.lower()} scanning"
+        return False, (
+            f"the registry's {scan_type.lower()} scanning configuration does not scan images pushed to "
+            f"{repository} (R21)"
+        )
 
     def _lifecycle(self, repository: str) -> tuple[bool, str]:
         try:

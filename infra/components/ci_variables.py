@@ -36,6 +36,8 @@ class CiVariablesArgs:
     protected: bool = False
     """Production: scoped variables reach protected branches and tags only (G4)."""
     hide_secrets: bool = True
+    adopt_environment_id: int | None = None
+    """The id of an existing environment of this name to import instead of creating one (G7)."""
 
 
 def require_maskable(key: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -54,6 +56,17 @@ def require_maskable(key: str, value: pulumi.Input[str]) -> pulumi.Output[str]:
     return pulumi.Output.secret(pulumi.Output.from_input(value).apply(check))
 
 
+def environment_import_id(project: str, environment_id: int | None) -> str | None:
+    """The import ID of an existing environment: `<project>:<environment id>`
+    (terraform-provider-gitlab docs/resources/project_environment.md, "Import").
+
+    The provider reads the project back from this ID, and a changed `project` replaces the
+    environment (`ForceNew`; gitlabhq/terraform-provider-gitlab@85965e2
+    internal/provider/resource_gitlab_project_environment.go): the project is written here exactly
+    as the program passes it, never re-spelled (a numeric id for a path would differ)."""
+    return None if environment_id is None else f"{project}:{environment_id}"
+
+
 class CiVariables(pulumi.ComponentResource):
     """A GitLab environment and the CI/CD variables of this stack."""
 
@@ -70,8 +83,14 @@ class CiVariables(pulumi.ComponentResource):
             external_url=args.external_url,
             # Destroying an environment that is still available fails otherwise (G7).
             stop_before_destroy=True,
-            # Names are unique per project: a replacement must not be created next to the old one.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # Names are unique per project: a replacement must not be created next to the old one.
+                delete_before_replace=True,
+                # An environment that an earlier deploy job created is adopted, not created a second
+                # time (GitLab answers 400 "Name has already been taken") (G7).
+                import_=environment_import_id(args.project, args.adopt_environment_id),
+            ),
         )
         self.variables = {}
         for variable in args.scoped:

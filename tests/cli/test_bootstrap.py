@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from infra.cli.bootstrap import Bootstrap
 from infra.cli.main import main
 from tests.moto_aws import REGION, Aws
 
@@ -161,3 +163,54 @@ def test_encryption_with_another_key_or_a_key_pending_deletion_is_fixed_only_wit
     assert bootstrap(capsys, "--fix")[0] == 0
     assert kms.describe_key(KeyId=ALIAS)["KeyMetadata"]["KeyState"] == "Enabled"
     assert_backend_ready(aws)
+
+
+@pytest.mark.parametrize("flag", ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"])
+def test_a_bucket_with_any_one_public_access_setting_off_is_reported(aws: Aws, capsys: Any, flag: str) -> None:
+    assert bootstrap(capsys)[0] == 0
+    s3: Any = aws.client("s3")
+    settings = {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    s3.put_public_access_block(Bucket=BUCKET, PublicAccessBlockConfiguration=settings | {flag: False})
+
+    code, out, _ = bootstrap(capsys)
+    assert code == 1
+    assert "missing" in next(line for line in out.splitlines() if "public access block" in line)
+    assert bootstrap(capsys, "--fix")[0] == 0
+    assert s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"] == settings
+
+
+def test_a_public_access_answer_without_a_setting_counts_it_as_off() -> None:
+    # Each setting is optional in S3's answer (API_PublicAccessBlockConfiguration): absent is not on.
+    class Answer(Bootstrap):
+        def read(self, what: str, operation: Any, absent: str) -> Any:
+            return {"PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "IgnorePublicAcls": True,
+                                                       "BlockPublicPolicy": True}}  # fmt: skip
+
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    assert Answer(session, BUCKET, REGION, ALIAS)._private() is False
+
+
+@pytest.mark.parametrize(("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")])
+def test_the_tls_policy_names_the_bucket_in_its_regions_partition(
+    aws: Aws, capsys: Any, region: str, partition: str
+) -> None:
+    # guards P9: `arn:aws:s3:::` names no bucket in China or GovCloud
+    code = main(["bootstrap", "--bucket", BUCKET, "--region", region, "--kms-alias", ALIAS])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    s3: Any = aws.client("s3", region)
+    statements = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])["Statement"]
+    tls = next(s for s in statements if s.get("Sid") == "DenyInsecureTransport")
+    assert tls["Resource"] == [f"arn:{partition}:s3:::{BUCKET}", f"arn:{partition}:s3:::{BUCKET}/*"]
+
+
+def test_a_region_of_no_partition_is_refused_before_any_call(capsys: Any) -> None:
+    code = main(["bootstrap", "--bucket", BUCKET, "--region", "xx-nowhere-1", "--kms-alias", ALIAS])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "--region 'xx-nowhere-1': not a region of any AWS partition" in err

@@ -1,6 +1,7 @@
 """`shipyard verify` against moto's server: a healthy deployed stack passes; each broken variant
-(IMDSv1 allowed, a String token parameter, no scan on push, no instance) fails with its own message.
-The GitLab check runs against a local fake of GitLab's runners API."""
+(IMDSv1 allowed, a String token parameter, a registry that does not scan the repository, no
+instance) fails with its own message. The GitLab check runs against a local fake of GitLab's
+runners API."""
 
 from __future__ import annotations
 
@@ -28,7 +29,13 @@ def deploy(aws: Aws, tokens: str = "required", parameter_type: str = "SecureStri
            instances: int = 1) -> dict[str, Any]:  # fmt: skip
     """What `pulumi up` leaves behind for the staging stack, with one thing optionally broken."""
     ecr: Any = aws.client("ecr")
-    repo = ecr.create_repository(repositoryName=REPOSITORY, imageScanningConfiguration={"scanOnPush": scan})
+    repo = ecr.create_repository(repositoryName=REPOSITORY)
+    if scan:  # what the build stack's registry scanning configuration sets (R21)
+        rule = {
+            "scanFrequency": "SCAN_ON_PUSH",
+            "repositoryFilters": [{"filter": REPOSITORY, "filterType": "WILDCARD"}],
+        }
+        ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[rule])
     expire = {"rulePriority": 1, "description": "Expire untagged images after one day", "action": {"type": "expire"}}
     expire["selection"] = {
         "tagStatus": "untagged",
@@ -101,7 +108,7 @@ def test_a_healthy_stack_passes_every_check(aws: Aws, capsys: Any, tmp_path: Pat
     [
         ({"tokens": "optional"}, "runner requires IMDSv2", "lets the host use IMDSv1 (HttpTokens optional)"),  # R6
         ({"parameter_type": "String"}, "runner token is a SecureString", "is a String: the token is stored"),  # R1
-        ({"scan": False}, "registry scans on push", "does not scan images on push"),
+        ({"scan": False}, "registry scans on push", "basic scanning configuration does not scan images pushed to"),
         ({"instances": 0}, "runner instance in service", "0 instances InService"),
     ],
 )
@@ -186,15 +193,38 @@ def test_verify_waits_for_a_host_that_is_still_coming_up(
     assert "every check passed" in out
 
 
-def test_registry_level_enhanced_scanning_counts_as_scanning(
-    aws: Aws, capsys: Any, tmp_path: Path, monkeypatch: Any
-) -> None:
+@pytest.mark.parametrize(
+    ("scan_type", "frequency", "pattern", "passes"),
+    [
+        ("ENHANCED", "CONTINUOUS_SCAN", "acme/*", True),
+        ("ENHANCED", "SCAN_ON_PUSH", "storefront", True),  # no wildcard: names that contain it
+        ("BASIC", "SCAN_ON_PUSH", "acme/checkout*", False),  # another repository
+        ("BASIC", "MANUAL", REPOSITORY, False),  # scans nothing by itself
+    ],
+)
+def test_the_registry_scanning_configuration_decides(
+    aws: Aws, capsys: Any, tmp_path: Path, monkeypatch: Any, scan_type: str, frequency: str, pattern: str, passes: bool
+) -> None:  # guards R21
     monkeypatch.delenv("GITLAB_TOKEN", raising=False)
     monkeypatch.chdir(ROOT)
     outputs = deploy(aws, scan=False)
     ecr: Any = aws.client("ecr")
-    rule = {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "acme/*", "filterType": "WILDCARD"}]}
-    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[rule])
+    rule = {"scanFrequency": frequency, "repositoryFilters": [{"filter": pattern, "filterType": "WILDCARD"}]}
+    ecr.put_registry_scanning_configuration(scanType=scan_type, rules=[rule])
     code, out, _ = verify(capsys, tmp_path, outputs)
-    assert code == 0, out
-    assert "enhanced scanning" in flat(out)
+    assert code == (0 if passes else 1), out
+    assert (" pass " if passes else " FAIL ") in line(out, "registry scans on push")
+    assert f"{scan_type.lower()} scanning" in flat(out)
+
+
+def test_the_deprecated_repository_flag_alone_does_not_count(
+    aws: Aws, capsys: Any, tmp_path: Path, monkeypatch: Any
+) -> None:  # guards R21
+    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
+    monkeypatch.chdir(ROOT)
+    outputs = deploy(aws, scan=False)
+    ecr: Any = aws.client("ecr")
+    ecr.put_image_scanning_configuration(repositoryName=REPOSITORY, imageScanningConfiguration={"scanOnPush": True})
+    code, out, _ = verify(capsys, tmp_path, outputs)
+    assert code == 1
+    assert " FAIL " in line(out, "registry scans on push")

@@ -8,9 +8,10 @@ from typing import Any
 import pulumi
 import pytest
 
-from infra.cli.engine import SECRET, RecordingMonitor, find_one
+from infra.cli.engine import SECRET, RecordingMonitor, ShipyardMocks, find_one
 from infra.components.ci_variables import CiVariables, CiVariablesArgs, Variable
 from infra.settings import SettingsError
+from tests.conftest import run_stack
 
 VAR = "gitlab:index/projectVariable:ProjectVariable"
 KEY = "HRKU-ciVariablesTest000000"
@@ -133,3 +134,78 @@ def test_named_gitlab_resources_are_deleted_before_replacement(mocked: Recording
         assert named and all(s.delete_before_replace for s in named)
 
     return settled(ci).apply(check)
+
+
+# --- adopting an environment that already exists (G7) ---------------------------------------------
+
+ENVIRONMENT = "gitlab:index/projectEnvironment:ProjectEnvironment"
+
+
+def record_import_ids(mocks: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Type → the import ID each registration carried (the engine hands it to the mocks as
+    `resource_id`; the recorded steps do not keep it)."""
+    seen: dict[str, Any] = {}
+    new_resource = mocks.new_resource
+
+    def recording(args: Any) -> Any:
+        seen.setdefault(args.typ, args.resource_id or None)
+        return new_resource(args)
+
+    monkeypatch.setattr(mocks, "new_resource", recording)
+    return seen
+
+
+def test_an_existing_environment_is_imported_by_project_and_id(
+    mocked: RecordingMonitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = record_import_ids(mocked.mocks, monkeypatch)
+
+    @pulumi.runtime.test
+    def build() -> pulumi.Output:
+        return settled(variables(project="acme/web", adopt_environment_id=4242))
+
+    build()
+    # `<project>:<environment id>`, the project spelled as the program passes it.
+    assert seen[ENVIRONMENT] == "acme/web:4242"
+    assert seen[VAR] is None  # variables are created, never imported
+
+
+def test_without_an_id_the_environment_is_created(mocked: RecordingMonitor, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = record_import_ids(mocked.mocks, monkeypatch)
+
+    @pulumi.runtime.test
+    def build() -> pulumi.Output:
+        return settled(variables())
+
+    build()
+    assert seen[ENVIRONMENT] is None
+
+
+def test_the_stack_setting_adopts_the_environment(staging_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    new_resource = ShipyardMocks.new_resource
+
+    def recording(self: ShipyardMocks, args: Any) -> Any:
+        seen.setdefault(args.typ, args.resource_id or None)
+        return new_resource(self, args)
+
+    monkeypatch.setattr(ShipyardMocks, "new_resource", recording)
+    staging_doc["shipyard:gitlabEnvironmentId"] = 1234  # as `pulumi config set gitlabEnvironmentId 1234` stores it
+    run_stack(staging_doc, "staging")
+    assert seen[ENVIRONMENT] == "acme/storefront:1234"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("staging", "Input should be a valid integer"),
+        ("12.5", "Input should be a valid integer"),
+        (0, "Input should be greater than or equal to 1"),
+        (-7, "Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_bad_environment_id_is_a_settings_error(staging_doc: dict[str, Any], value: Any, message: str) -> None:
+    staging_doc["shipyard:gitlabEnvironmentId"] = value
+    with pytest.raises(SettingsError) as info:
+        run_stack(staging_doc, "staging")
+    assert [p for p in info.value.problems if p.startswith(f"shipyard:gitlabEnvironmentId: {message}")]

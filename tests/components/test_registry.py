@@ -1,17 +1,28 @@
-"""The ECR registry component: what AWS is asked for, checked on the recorded registrations."""
+"""The ECR registry component: what AWS is asked for, checked on the recorded registrations; the
+lifecycle policy run through the documented ECR evaluation rules; the partition of the pull policy
+in every AWS partition; the registry's settings."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
+import pytest
 
 from infra.cli.engine import RecordingMonitor, find_one
-from infra.components.registry import Registry, RegistryArgs
+from infra.components.registry import Registry, RegistryArgs, lifecycle_policy
+from infra.settings import SettingsError
+from policy.policies import registry_scans
+from tests.conftest import run_stack
+from tests.moto_aws import Aws
 
 REPO = "aws:ecr/repository:Repository"
+LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+SCANNING = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
+PULL = "aws:ecr/repositoryPolicy:RepositoryPolicy"
 
 
 def make(**overrides: Any) -> Registry:
@@ -20,14 +31,17 @@ def make(**overrides: Any) -> Registry:
 
 
 @pulumi.runtime.test
-def test_repository_has_explicit_name_scan_on_push_and_kms_encryption(mocked: RecordingMonitor) -> pulumi.Output:
+def test_repository_has_explicit_name_kms_encryption_and_no_deprecated_scan_flag(
+    mocked: RecordingMonitor,
+) -> pulumi.Output:
     # guards P5: the URL comes from the mock's camelCase `repositoryUrl`, read as `repository_url`.
     registry = make()
 
     def check(url: str) -> None:
         repo = find_one(mocked.steps, REPO).raw_inputs
         assert repo["name"] == "acme/web"
-        assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+        # guards R21: scanning is the registry's; the per-repository flag is deprecated.
+        assert "imageScanningConfiguration" not in repo
         assert repo["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
         assert repo["forceDelete"] is False
         assert url == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme/web"
@@ -47,23 +61,170 @@ def test_release_tags_are_immutable_and_only_the_cache_tag_moves(mocked: Recordi
     return registry.repository_arn.apply(check)
 
 
+# --- registry-level scanning (R21) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scanning", "scan_type", "frequency"),
+    [("basic", "BASIC", "SCAN_ON_PUSH"), ("enhanced", "ENHANCED", "CONTINUOUS_SCAN")],
+)
+def test_the_registry_scanning_configuration_covers_the_repository(
+    mocked: RecordingMonitor, scanning: str, scan_type: str, frequency: str
+) -> None:
+    # guards R21: BASIC takes SCAN_ON_PUSH only, ENHANCED SCAN_ON_PUSH or CONTINUOUS_SCAN
+    # (API_RegistryScanningRule); the filter must match the repository's name.
+    @pulumi.runtime.test
+    def build() -> pulumi.Output:
+        registry = make(scanning=scanning)
+
+        def check(_: str) -> None:
+            config = find_one(mocked.steps, SCANNING).raw_inputs
+            assert config["scanType"] == scan_type
+            [rule] = config["rules"]
+            assert rule["scanFrequency"] == frequency
+            assert rule["repositoryFilters"] == [{"filter": "acme/web", "filterType": "WILDCARD"}]
+            assert registry_scans(config["scanType"], config["rules"], "acme/web")
+
+        return registry.scanning.urn.apply(check)
+
+    build()
+
+
+# --- the lifecycle policy, by ECR's documented evaluation rules ----------------------------------
+
+
+@dataclass(frozen=True)
+class Image:
+    tags: tuple[str, ...]
+    pushed_days_ago: float
+
+
+def matches(rule: dict[str, Any], image: Image) -> bool:
+    """Whether an image meets a rule's tag requirements (lifecycle_policy_parameters.html): `any` all
+    images; `untagged` images without tags; with tagPatternList or tagPrefixList EVERY entry must
+    match one of the image's tags; patterns have `*` as their only wildcard."""
+    selection = rule["selection"]
+    if selection["tagStatus"] == "any":
+        return True
+    if selection["tagStatus"] == "untagged":
+        return not image.tags
+    if not image.tags:
+        return False
+    if "tagPatternList" in selection:
+        return all(
+            any(fnmatch.fnmatchcase(t, p.replace("[", "[[]").replace("?", "[?]")) for t in image.tags)
+            for p in selection["tagPatternList"]
+        )
+    return all(any(t.startswith(p) for t in image.tags) for p in selection["tagPrefixList"])
+
+
+def expired(policy: str, images: list[Image]) -> set[Image]:
+    """The images a lifecycle policy expires, by the evaluation rules of
+    https://docs.aws.amazon.com/AmazonECR/latest/userguide/LifecyclePolicies.html: every rule marks
+    the images it selects (newest first for imageCountMoreThan, by age for sinceImagePushed), then
+    rules apply by priority; an image is expired by at most one rule, and an image that matches the
+    tags of a rule is never expired by a lower-priority one, though lower rules still count it."""
+    rules = sorted(json.loads(policy)["rules"], key=lambda r: r["rulePriority"])
+    gone: set[Image] = set()
+    for index, rule in enumerate(rules):
+        selected = sorted((i for i in images if matches(rule, i)), key=lambda i: i.pushed_days_ago)
+        selection = rule["selection"]
+        if selection["countType"] == "imageCountMoreThan":
+            marked = selected[selection["countNumber"] :]
+        else:
+            marked = [i for i in selected if i.pushed_days_ago > selection["countNumber"]]
+        gone |= {i for i in marked if not any(matches(higher, i) for higher in rules[:index])}
+    return gone
+
+
+def sha(n: int) -> str:
+    return f"{n * 2654435761 % 16**40:040x}"  # 40 hex digits, spread over every leading digit
+
+
+def test_the_evaluator_reproduces_the_documented_example() -> None:
+    # Example A of lifecycle_policy_examples.html: only Image A is expired.
+    a, b, c = Image(("beta-1", "prod-1"), 10), Image(("beta-2", "prod-2"), 9), Image(("beta-3",), 8)
+    rules = [
+        {"rulePriority": p, "selection": {"tagStatus": "tagged", "tagPrefixList": [prefix],
+                                          "countType": "imageCountMoreThan", "countNumber": 1}}
+        for p, prefix in ((1, "prod"), (2, "beta"))
+    ]  # fmt: skip
+    assert expired(json.dumps({"rules": rules}), [a, b, c]) == {a}
+
+
+def test_a_burst_of_merge_request_images_expires_no_release_image() -> None:
+    releases = [Image((sha(n),), 30 - n) for n in range(5)]
+    reviews = [Image((f"mr-{n}-{sha(1000 + n)}",), n / 100) for n in range(200)]  # all newer
+    cache = Image(("buildcache",), 29)
+    policy = lifecycle_policy(keep_images=30, review_image_days=7, cache_tag="buildcache")
+    assert expired(policy, [*releases, *reviews, cache]) == set()
+    # The single keep-the-newest-30 rule over `*` this policy replaces loses every one of them.
+    star = {"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPatternList": ["*"],
+                                             "countType": "imageCountMoreThan", "countNumber": 30}}  # fmt: skip
+    assert set(releases) <= expired(json.dumps({"rules": [star]}), [*releases, *reviews, cache])
+
+
+def test_merge_request_images_expire_after_the_review_days_whatever_their_number() -> None:
+    old, fresh = Image(("mr-7-" + sha(1),), 8), Image(("mr-9-" + sha(2),), 6)
+    assert expired(lifecycle_policy(30, 7, "buildcache"), [old, fresh]) == {old}
+    assert expired(lifecycle_policy(30, 10, "buildcache"), [old, fresh]) == set()
+
+
+def test_at_least_the_newest_keep_images_release_images_stay() -> None:
+    releases = [Image((sha(n),), n) for n in range(400)]  # newest first
+    gone = expired(lifecycle_policy(keep_images=20, review_image_days=7, cache_tag="buildcache"), releases)
+    assert not gone & set(releases[:20])
+    assert gone and len(releases) - len(gone) <= 16 * 20
+    same_digit = [Image((f"a{n:039x}",), n) for n in range(25)]  # the newest N may share a digit
+    assert expired(lifecycle_policy(20, 7, "buildcache"), same_digit) == set(same_digit[20:])
+
+
+@pytest.mark.parametrize("cache_tag", ["buildcache", "0cache", "layers"])
+def test_the_layer_cache_survives_and_costs_no_release_image_its_place(cache_tag: str) -> None:
+    # The cache tag is the one mutable tag, rewritten by every default-branch build. A hex-led one
+    # ("buildcache") is counted by the release rule of its digit, which keeps one more for it.
+    digit = cache_tag[0] if cache_tag[0] in "0123456789abcdef" else "b"
+    releases = [Image((f"{digit}{n:039x}",), n + 1) for n in range(10)]  # newest first
+    cache = Image((cache_tag,), 0.1)
+    policy = lifecycle_policy(keep_images=10, review_image_days=7, cache_tag=cache_tag)
+    assert expired(policy, [*releases, cache]) == set()
+    newer = Image((f"{digit}{'f' * 39}",), 0.5)
+    assert expired(policy, [*releases, newer, cache]) == {releases[-1]}
+    # A cache older than every release image in its digit's count is still never expired.
+    stale = Image((cache_tag,), 400)
+    assert expired(policy, [*releases, stale]) == set()
+
+
+def test_untagged_images_expire_after_a_day_and_every_rule_has_its_own_priority() -> None:
+    policy = lifecycle_policy(keep_images=7, review_image_days=7, cache_tag="buildcache")
+    assert expired(policy, [Image((), 2), Image((), 0.5)]) == {Image((), 2)}
+    priorities = [r["rulePriority"] for r in json.loads(policy)["rules"]]
+    assert len(set(priorities)) == len(priorities)
+    # Lifecycle policy length quota: 30,720 characters (ECR service quotas).
+    assert len(policy) <= 30720
+
+
 @pulumi.runtime.test
-def test_lifecycle_keeps_newest_tagged_and_expires_untagged_after_a_day(mocked: RecordingMonitor) -> pulumi.Output:
-    registry = make(keep_images=7)
+def test_the_component_registers_the_lifecycle_of_its_settings(mocked: RecordingMonitor) -> pulumi.Output:
+    registry = make(keep_images=7, review_image_days=3, cache_tag="layers")
 
     def check(_: str) -> None:
-        policy = json.loads(find_one(mocked.steps, "aws:ecr/lifecyclePolicy:LifecyclePolicy").raw_inputs["policy"])
-        by_status = {r["selection"]["tagStatus"]: r for r in policy["rules"]}
-        assert by_status["untagged"]["selection"]["countType"] == "sinceImagePushed"
-        assert by_status["untagged"]["selection"]["countNumber"] == 1
-        tagged = by_status["tagged"]["selection"]
-        assert (tagged["countType"], tagged["countNumber"]) == ("imageCountMoreThan", 7)
-        # ECR refuses a tagged rule without a tag list.
-        assert tagged["tagPatternList"] == ["*"]
-        priorities = [r["rulePriority"] for r in policy["rules"]]
-        assert len(set(priorities)) == len(priorities)
+        policy = find_one(mocked.steps, LIFECYCLE).raw_inputs["policy"]
+        assert policy == lifecycle_policy(7, 3, "layers")
 
     return registry.lifecycle_policy.urn.apply(check)
+
+
+def test_ecr_accepts_the_lifecycle_policy(aws: Aws) -> None:
+    # moto's server validates a policy's shape the way ECR's PutLifecyclePolicy does.
+    ecr: Any = aws.client("ecr")
+    ecr.create_repository(repositoryName="acme/web")
+    policy = lifecycle_policy(keep_images=30, review_image_days=7, cache_tag="buildcache")
+    ecr.put_lifecycle_policy(repositoryName="acme/web", lifecyclePolicyText=policy)
+    assert json.loads(ecr.get_lifecycle_policy(repositoryName="acme/web")["lifecyclePolicyText"]) == json.loads(policy)
+
+
+# --- the pull policy ------------------------------------------------------------------------------
 
 
 @pulumi.runtime.test
@@ -72,7 +233,7 @@ def test_no_repository_policy_without_pull_principals(mocked: RecordingMonitor) 
     assert registry.pull_policy is None
 
     def check(_: str) -> None:
-        assert not [s for s in mocked.steps if s.type == "aws:ecr/repositoryPolicy:RepositoryPolicy"]
+        assert not [s for s in mocked.steps if s.type == PULL]
 
     return registry.lifecycle_policy.urn.apply(check)
 
@@ -82,7 +243,7 @@ def test_pull_principals_get_read_only_actions(mocked: RecordingMonitor) -> pulu
     registry = make(pull_principals=["210987654321", "arn:aws:iam::210987654321:role/deployer"])
 
     def check(_: str) -> None:
-        doc = json.loads(find_one(mocked.steps, "aws:ecr/repositoryPolicy:RepositoryPolicy").raw_inputs["policy"])
+        doc = json.loads(find_one(mocked.steps, PULL).raw_inputs["policy"])
         (statement,) = doc["Statement"]
         assert statement["Principal"]["AWS"] == [
             "arn:aws:iam::210987654321:root",
@@ -92,3 +253,50 @@ def test_pull_principals_get_read_only_actions(mocked: RecordingMonitor) -> pulu
 
     assert registry.pull_policy is not None
     return registry.pull_policy.urn.apply(check)
+
+
+@pytest.mark.parametrize(("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov"),
+                                                   ("eu-west-1", "aws")])  # fmt: skip
+def test_pull_principals_are_root_arns_of_the_stacks_partition(
+    staging_doc: dict[str, Any], region: str, partition: str
+) -> None:
+    # guards P9: `arn:aws` names no principal in China or GovCloud
+    staging_doc["aws:region"] = region
+    staging_doc["shipyard:registry"]["pullPrincipals"] = ["210987654321"]
+    run = run_stack(staging_doc, "staging")
+    statement = json.loads(run.one(PULL).raw_inputs["policy"])["Statement"][0]
+    assert statement["Principal"]["AWS"] == [f"arn:{partition}:iam::210987654321:root"]
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def review_days(policy: str) -> int:
+    [rule] = [r for r in json.loads(policy)["rules"] if r["selection"].get("tagPrefixList") == ["mr-"]]
+    return int(rule["selection"]["countNumber"])
+
+
+def test_the_program_passes_the_registry_settings_on(staging_doc: dict[str, Any]) -> None:
+    run = run_stack(staging_doc, "staging")  # defaults: seven days, basic scanning
+    assert review_days(run.one(LIFECYCLE).raw_inputs["policy"]) == 7
+    assert run.one(SCANNING).raw_inputs["scanType"] == "BASIC"
+    staging_doc["shipyard:registry"] |= {"reviewImageDays": 3, "scanning": "enhanced"}
+    run = run_stack(staging_doc, "staging")
+    assert review_days(run.one(LIFECYCLE).raw_inputs["policy"]) == 3
+    assert run.one(SCANNING).raw_inputs["scanType"] == "ENHANCED"
+
+
+@pytest.mark.parametrize(
+    ("registry", "message"),
+    [
+        ({"reviewImageDays": 0}, "shipyard:registry.reviewImageDays: Input should be greater than or equal to 1"),
+        ({"scanning": "inspector"}, "shipyard:registry.scanning: Input should be 'basic' or 'enhanced'"),
+    ],
+)
+def test_bad_registry_settings_stop_the_run(
+    staging_doc: dict[str, Any], registry: dict[str, Any], message: str
+) -> None:
+    staging_doc["shipyard:registry"] |= registry
+    with pytest.raises(SettingsError) as info:
+        run_stack(staging_doc, "staging")
+    assert any(p.startswith(message) for p in info.value.problems), info.value.problems

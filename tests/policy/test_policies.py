@@ -205,12 +205,39 @@ def test_user_data_holds_no_credential(plans: dict[str, list[Resource]]) -> None
     assert violations("no-credential-in-user-data", instance) == ["the user data holds a credential (AKIAA…)"]
 
 
-def test_ecr_scans_on_push_and_has_a_lifecycle(plans: dict[str, list[Resource]]) -> None:
+def test_pushed_images_are_scanned_by_the_registry_scanning_configuration(
+    plans: dict[str, list[Resource]],
+) -> None:  # guards R21
+    scanning_type = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
     repository = one(plans["staging"], "aws:ecr/repository:Repository")
-    assert violations("ecr-scan-on-push", repository) == []
-    no_scan = changed(repository, imageScanningConfiguration={"scanOnPush": False})
-    assert violations("ecr-scan-on-push", no_scan) == ["repository acme/storefront does not scan images on push"]
+    scanning = one(plans["staging"], scanning_type)
+    assert violations("ecr-scan-on-push", *plans["staging"]) == []
+    assert violations("ecr-scan-on-push", *plans["prod"]) == []  # no repository, nothing to scan
+    unscanned = ["no registry scanning configuration scans the images pushed to repository acme/storefront"]
+    # The deprecated per-repository flag does not count.
+    flag_only = changed(repository, imageScanningConfiguration={"scanOnPush": True})
+    assert violations("ecr-scan-on-push", flag_only) == unscanned
+    [rule] = scanning.props["rules"]
+    other = {**rule, "repositoryFilters": [{"filter": "acme/checkout*", "filterType": "WILDCARD"}]}
+    variants = [
+        changed(scanning, rules=[other]),  # filters another repository
+        changed(scanning, rules=[{**rule, "scanFrequency": "MANUAL"}]),  # scans nothing by itself
+        changed(scanning, scanType="BASIC", rules=[{**rule, "scanFrequency": "CONTINUOUS_SCAN"}]),  # not BASIC's
+        changed(scanning, rules=[]),
+    ]
+    for variant in variants:
+        assert violations("ecr-scan-on-push", repository, variant) == unscanned, variant.props
+    enhanced = changed(scanning, scanType="ENHANCED", rules=[{**rule, "scanFrequency": "CONTINUOUS_SCAN"}])
+    wildcard = changed(
+        scanning, rules=[{**rule, "repositoryFilters": [{"filter": "acme/*", "filterType": "WILDCARD"}]}]
+    )
+    contains = changed(scanning, rules=[{**rule, "repositoryFilters": [{"filter": "store", "filterType": "WILDCARD"}]}])
+    for variant in (enhanced, wildcard, contains):  # a filter without `*` matches names that contain it
+        assert violations("ecr-scan-on-push", repository, variant) == [], variant.props
+    assert check([repository, changed(scanning, scanType=UNKNOWN)], [BY_NAME["ecr-scan-on-push"]]) == ([], 1)
 
+
+def test_every_repository_has_a_lifecycle(plans: dict[str, list[Resource]]) -> None:
     assert violations("ecr-lifecycle-policy", *plans["staging"]) == []
     without = [r for r in plans["staging"] if r.type != "aws:ecr/lifecyclePolicy:LifecyclePolicy"]
     assert violations("ecr-lifecycle-policy", *without) == [
