@@ -120,7 +120,14 @@ def copy_image(source: str, target: str, api_key: str) -> tuple[str, str]:
             raise ReleaseError(f"{source} answered with a manifest of digest {manifest_digest}: not the one asked for")
         config_digest = releasable(source, manifest)
         # The key goes in on stdin: a command-line argument would be visible to every process.
-        skopeo.run("login", "--username", "_", "--password-stdin", target.split("/", 1)[0], stdin=api_key)
+        try:
+            skopeo.run("login", "--username", "_", "--password-stdin", target.split("/", 1)[0], stdin=api_key)
+        except ReleaseError as exc:
+            # The first place an expired or wrong key shows (H9).
+            raise ReleaseError(
+                f"{exc}. Heroku's registry takes HEROKU_API_KEY as its password: use a long-lived "
+                "`heroku authorizations:create` token; `heroku auth:token` expires (H9)."
+            ) from None
         # --preserve-digests: fail rather than rewrite the manifest, so the app gets the tested bytes.
         skopeo.run("copy", "--preserve-digests", "--retry-times", "3", f"docker://{source}", f"docker://{target}")
         copied, _ = skopeo.manifest(target)
