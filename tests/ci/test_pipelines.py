@@ -4,8 +4,12 @@ evaluating the files' own rules for realistic pipeline variables."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata
+import importlib.util
+import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +18,7 @@ from typing import Any
 import pytest
 
 from infra.cli.engine import Run
+from infra.components.registry import lifecycle_policy
 from tests.ci.gitlab import jobs, load, pipeline, script_lines
 from tests.conftest import ROOT
 
@@ -206,12 +211,107 @@ def test_the_build_pushes_a_single_docker_v2_manifest_with_a_registry_cache(temp
     # guards H10: Heroku's registry takes one amd64 Docker v2 schema 2 manifest, no attestations
     for flag in ("--platform linux/amd64", "--provenance=false", "--sbom=false", "push=true,oci-mediatypes=false"):
         assert flag in command
-    assert "name=$image," in command and any(
-        line == 'image="$ECR_REPOSITORY_URL:$CI_COMMIT_SHA"' for line in build["script"]
-    )
+    assert "name=$image," in command
     assert command.startswith('docker buildx build "$@"')  # the cache arguments, below
     script = "\n".join(script_lines(template, build))
     assert script.index("buildx imagetools inspect") < script.index("docker buildx build")  # no second build
+
+
+SHA = "0f3c2a9be41d7c6a5b8e9f00112233445566778a"
+
+
+def pushed_tag(template: dict[str, Any], variables: dict[str, str]) -> str:
+    """The tag the build job pushes, from its own script run with these pipeline variables."""
+    build = jobs(template)["shipyard-build"]
+    script = next(line for line in script_lines(template, build) if "image=" in line)
+    env = {"PATH": "/usr/bin:/bin", "ECR_REPOSITORY_URL": "r.example/app", "CI_COMMIT_SHA": SHA}
+    run = subprocess.run(
+        ["sh", "-euc", script + '\nprintf "%s" "$image"'],
+        env=env | variables,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    repository, tag = run.stdout.rsplit(":", 1)
+    assert repository == "r.example/app"
+    return tag
+
+
+def test_merge_requests_push_review_tags_and_only_the_default_branch_pushes_the_commit_sha(
+    template: dict[str, Any],
+) -> None:  # guards G11: with immutable tags the first writer of the SHA tag decides what is released
+    assert pushed_tag(template, MERGE_REQUEST) == f"mr-7-{SHA}"
+    assert pushed_tag(template, DEFAULT_BRANCH) == SHA
+    assert pushed_tag(template, SCHEDULE) == SHA  # a schedule on the default branch builds its commit
+    # The build runs in no other pipeline, so no other tag is ever pushed.
+    for variables in (FEATURE_BRANCH, FEATURE_BRANCH | {"CI_OPEN_MERGE_REQUESTS": "acme/storefront!3"}):
+        assert "shipyard-build" not in pipeline(template, variables)
+
+
+def test_the_registry_lifecycle_tells_the_two_kinds_of_image_apart(template: dict[str, Any]) -> None:
+    # The tags the template pushes, against the lifecycle rules the registry is given: a review tag
+    # is aged out by the merge-request rule and matches no release rule; the SHA tag is a release image.
+    rules = json.loads(lifecycle_policy(keep_images=30, review_image_days=7, cache_tag="buildcache"))["rules"]
+
+    def selecting(tag: str) -> list[str]:
+        found = []
+        for rule in rules:
+            selection = rule["selection"]
+            if any(tag.startswith(p) for p in selection.get("tagPrefixList", [])) or any(
+                fnmatch.fnmatchcase(tag, p) for p in selection.get("tagPatternList", [])
+            ):
+                found.append(rule["description"])
+        return found
+
+    [review] = selecting(pushed_tag(template, MERGE_REQUEST))
+    assert review.startswith("Expire merge-request images")
+    [release] = selecting(pushed_tag(template, DEFAULT_BRANCH))
+    assert release.startswith("Keep the newest 30 release images")
+
+
+class Copied(Exception):
+    """Raised in place of the copy: the release script's source reference, nothing done."""
+
+
+def released_source(template: dict[str, Any], job: str, monkeypatch: pytest.MonkeyPatch, digest: str = "") -> str:
+    """The image reference a deploy job's own command line makes the release script copy."""
+    spec = importlib.util.spec_from_file_location("heroku_release_under_test", ROOT / "ci" / "heroku_release.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def copy_image(source: str, target: str, api_key: str) -> tuple[str, str]:
+        raise Copied(source)
+
+    monkeypatch.setattr(script, "copy_image", copy_image)
+    env = {
+        "CI_COMMIT_SHA": SHA,
+        "ECR_REPOSITORY_URL": "r.example/app",
+        "HEROKU_API_KEY": "HRKU-pipelineTestKey0123456789",
+        "HEROKU_APP_NAME": "acme-web",
+        "HEROKU_REGISTRY_IMAGE": "registry.heroku.com/acme-web/web",
+        "SHIPYARD_IMAGE_DIGEST": digest,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    [command] = jobs(template)[job]["script"]
+    argv = shlex.split(command.replace("$SHIPYARD_IMAGE_DIGEST", digest))
+    assert argv[:2] == ["python3", "/tmp/heroku_release.py"]
+    with pytest.raises(Copied) as copied:
+        script.main(argv[2:])
+    return str(copied.value)
+
+
+def test_the_deploy_jobs_release_only_the_commit_sha_or_the_digest_staging_released(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Staging copies the default branch's SHA tag, production the manifest digest staging released;
+    # neither job runs in a merge-request pipeline, so neither can reach an `mr-` image.
+    assert released_source(template, "shipyard-staging", monkeypatch) == f"r.example/app:{SHA}"
+    digest = "sha256:" + "ab" * 32
+    assert released_source(template, "shipyard-production", monkeypatch, digest) == f"r.example/app@{digest}"
+    for name in ("shipyard-staging", "shipyard-production"):
+        assert name not in pipeline(template, MERGE_REQUEST)
 
 
 def test_only_the_default_branch_writes_the_build_cache(template: dict[str, Any]) -> None:
