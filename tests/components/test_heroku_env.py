@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import pulumi
+from pulumiverse_heroku import team as heroku_team
 
 from infra.cli.engine import SECRET, RecordingMonitor, find_one
 from infra.components.heroku_env import (
@@ -29,14 +30,15 @@ def environment(**overrides: Any) -> HerokuEnvironment:
 def test_app_is_explicitly_named_on_the_container_stack(mocked: RecordingMonitor) -> pulumi.Output:  # guards H2
     env = environment()
 
-    def check(url: str) -> None:
+    def check(values: list[str]) -> None:
+        url, hostname = values
         app = find_one(mocked.steps, APP)
         assert app.raw_inputs["name"] == "acme-web-staging"
         assert app.raw_inputs["stack"] == "container"
         assert app.raw_inputs["region"] == "eu"
-        assert url.startswith("https://acme-web-staging-") and url.endswith(".herokuapp.com/")
+        assert url == f"https://{hostname}/"  # the app's own address, as the provider reports it
 
-    return env.web_url.apply(check)
+    return pulumi.Output.all(env.web_url, env.app.heroku_hostname).apply(check)
 
 
 @pulumi.runtime.test
@@ -118,12 +120,14 @@ def test_formation_applies_once_released(mocked: RecordingMonitor) -> pulumi.Out
 def test_team_app_and_team_pipeline(mocked: RecordingMonitor) -> pulumi.Output:
     env = environment(team="acme")
     pipeline = HerokuPipeline("pipeline", HerokuPipelineArgs(name="acme-web", team="acme"))
+    # What Heroku answers for the team named `acme` (here: the mocks' getTeam), asked independently.
+    team = heroku_team.get_team_output(name="acme")
 
-    def check(_: list[str]) -> None:
+    def check(values: list[str]) -> None:
+        team_id = values[2]
         assert find_one(mocked.steps, APP).raw_inputs["organization"] == {"name": "acme"}
         owned = find_one(mocked.steps, "heroku:pipeline/pipeline:Pipeline").raw_inputs
         assert owned["name"] == "acme-web"  # guards H2
-        assert owned["owner"]["type"] == "team"
-        assert len(owned["owner"]["id"]) == 36  # the team's UUID, looked up by name
+        assert owned["owner"] == {"id": team_id, "type": "team"}  # the team's id, looked up by its name
 
-    return pulumi.Output.all(env.app.urn, pipeline.pipeline.urn).apply(check)
+    return pulumi.Output.all(env.app.urn, pipeline.pipeline.urn, team.id).apply(check)
