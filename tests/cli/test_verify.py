@@ -134,6 +134,8 @@ def test_the_runner_is_checked_online_in_gitlab(
 
     def answer(method: str, path: str, headers: Message, body: Any) -> tuple[int, Any]:
         seen.append((path, headers.get("PRIVATE-TOKEN")))
+        if headers.get("PRIVATE-TOKEN") != TOKEN:  # as GitLab answers a missing or wrong token
+            return 401, {"message": "401 Unauthorized"}
         if path == "/api/v4/runners/4242":
             return 200, {"id": 4242, "status": status, "paused": False, "runner_type": "project_type"}
         return 404, {"message": "404 Not found"}
