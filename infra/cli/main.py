@@ -48,7 +48,18 @@ def plan(args: argparse.Namespace) -> int:
         print(f"shipyard plan: stack {args.stack} ({source.name}): {exc}", file=sys.stderr)
         return 2
     document = to_preview_json(run)
-    if args.json:
+    if args.base:
+        # Against a previous plan document: what would change, replacements first (P11).
+        from infra.cli.diff import PlanError, diff_plans, load_plan, render_text
+
+        try:
+            base = load_plan(args.base)
+        except PlanError as exc:
+            print(f"shipyard plan: --base {exc}", file=sys.stderr)
+            return 2
+        sys.stdout.write(render_text(diff_plans(base, document), full=args.full))
+        render_diagnostics(run, Console(stderr=True, width=200))
+    elif args.json:
         json.dump(document, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
         render_diagnostics(run, Console(stderr=True, width=200))
@@ -57,7 +68,7 @@ def plan(args: argparse.Namespace) -> int:
         render_table(run, console)
     # The policy pack's validators judge every plan, as they judge every real preview.
     violations, report = verdict(document)
-    print(report, file=sys.stderr if args.json or violations else sys.stdout)
+    print(report, file=sys.stderr if args.json or args.base or violations else sys.stdout)
     return 1 if violations else 0
 
 
@@ -84,7 +95,8 @@ def plan_diff(args: argparse.Namespace) -> int:
         print(f"shipyard plan diff: {exc}", file=sys.stderr)
         return 2
     diff = diff_plans(base, head)
-    sys.stdout.write(render_markdown(diff) if args.format == "markdown" else render_text(diff))
+    render = render_markdown if args.format == "markdown" else render_text
+    sys.stdout.write(render(diff, full=args.full))
     return 0
 
 
@@ -114,6 +126,7 @@ def mr_note(args: argparse.Namespace) -> int:
         base=docs[args.base] if args.base else None,
         pipeline_url=os.environ.get("CI_PIPELINE_URL") or None,
         commit=os.environ.get("CI_COMMIT_SHORT_SHA") or None,
+        full=args.full,
     )
     try:
         action, note_id = post_note(target, args.stack, body)
@@ -250,6 +263,9 @@ def build_diff_parser() -> argparse.ArgumentParser:
     parser.add_argument("base", metavar="BASE", help="the plan before, e.g. of the target branch")
     parser.add_argument("head", metavar="HEAD", help="the plan after, e.g. of the merge request")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="plain lines or a table")
+    parser.add_argument(
+        "--full", action="store_true", help="show changed values whole, not around their first difference"
+    )
     parser.set_defaults(func=plan_diff)
     return parser
 
@@ -260,7 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="the offline plan of a stack: no credentials, no network, no Pulumi CLI")
     p.add_argument("--stack", "-s", required=True, help="stack name (reads Pulumi.<stack>.yaml)")
     p.add_argument("--config-file", help="use this stack settings file instead of Pulumi.<stack>.yaml")
-    p.add_argument("--json", action="store_true", help="print a `pulumi preview --json` document")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print a `pulumi preview --json` document")
+    shape.add_argument(
+        "--base",
+        metavar="OLD.json",
+        help="print what would change against this earlier plan document instead, replacements first",
+    )
+    p.add_argument("--full", action="store_true", help="with --base: show changed values whole")
     p.epilog = "`shipyard plan diff BASE HEAD` compares two plan documents (see `shipyard plan diff --help`)."
     p.set_defaults(func=plan)
     n = sub.add_parser(
@@ -271,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--stack", "-s", required=True, type=_stack_name, help="stack the plan is of; one note per stack")
     n.add_argument("--plan", required=True, help="plan document (`shipyard plan --json` or `pulumi preview --json`)")
     n.add_argument("--base", help="base plan document: the note shows the diff from it to --plan")
+    n.add_argument("--full", action="store_true", help="changed values whole (the note's size cap still applies)")
     n.set_defaults(func=mr_note)
     pol = sub.add_parser("policy", help="the policy pack's validators")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)

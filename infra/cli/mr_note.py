@@ -15,7 +15,18 @@ from typing import Any
 
 import gitlab
 
-from infra.cli.diff import MARKDOWN_HEADER, Resource, code, diff_plans, markdown_rows, summary
+from infra.cli.diff import (
+    MARKDOWN_HEADER,
+    Resource,
+    code,
+    diff_plans,
+    markdown_rows,
+    markdown_warnings,
+    preview_replacements,
+    replacement_lines,
+    summary,
+    warnings,
+)
 from policy.policies import check, resources_of_plan
 
 LIMIT = 60_000  # characters; GitLab refuses notes over 1,000,000, and a reviewer reads far fewer
@@ -78,6 +89,7 @@ def _details(title: str, header: str, rows: list[str], noun: str, budget: int) -
 
 
 MAX_VIOLATIONS = 20
+MAX_FIRST = 20  # replacement sentences shown unfolded
 
 
 def _policy(doc: Mapping[str, Any]) -> str:
@@ -101,20 +113,27 @@ def note_body(
     limit: int = LIMIT,
     pipeline_url: str | None = None,
     commit: str | None = None,
+    full: bool = False,
 ) -> str:
-    """The note for one stack: marker, heading, counts, where it comes from, then the folded detail
-    table cut to fit `limit` characters. With `base`, the diff from `base` to `doc` instead."""
+    """The note for one stack: marker, heading, counts, where it comes from, the policy verdict,
+    the replacements to read first (data-losing ones first, P11), then the folded detail table cut
+    to fit `limit` characters. With `base`, the diff from `base` to `doc` instead; with `full`,
+    changed values are whole (the limit still applies and says how many rows it left out)."""
     if base is None:
         heading, counts = f"### Plan of stack {code(stack)}", _counts(doc)
         title, header, rows, noun = "Resources", STEP_HEADER, _step_rows(doc), "resources"
+        first = replacement_lines(preview_replacements(dict(doc)), markdown=True)
     else:
         diff = diff_plans(dict(base), dict(doc))
         heading, counts = f"### Plan changes of stack {code(stack)} against the base plan", summary(diff)
-        title, header, rows, noun = "Changes", MARKDOWN_HEADER, markdown_rows(diff), "changes"
+        title, header, rows, noun = "Changes", MARKDOWN_HEADER, markdown_rows(diff, full), "changes"
+        first = warnings(diff, markdown=True)
     origin = [f"[pipeline]({pipeline_url})"] if pipeline_url else []
     origin += [f"commit {code(commit)}"] if commit else []
     head = f"{marker(stack)}\n{heading}\n\n**{counts}**\n\n" + (" · ".join(origin) + "\n\n" if origin else "")
-    head += _policy(doc)
+    if len(first) > MAX_FIRST:  # the note's size cap applies to them too; the table has every row
+        first = [*first[:MAX_FIRST], f"… {len(first) - MAX_FIRST} more; every one is in the table below"]
+    head += _policy(doc) + markdown_warnings(first)
     if not rows:
         return head
     return head + _details(f"{title} ({len(rows)})", header, rows, noun, limit - len(head))

@@ -57,6 +57,8 @@ def to_preview_json(run: Run) -> dict[str, Any]:
                 "parent": s.parent,
                 "custom": s.custom,
                 "protect": s.protect,
+                # As in the engine's state: a replacement of this resource deletes it first (P11).
+                "deleteBeforeReplace": s.delete_before_replace,
                 "inputs": s.inputs,
             },
         }

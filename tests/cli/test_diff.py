@@ -1,10 +1,12 @@
-"""`shipyard plan diff`: added, removed and changed resources between real offline plans (and a
-`pulumi preview --json` shaped document), old → new values by input path, secrets only ever
-"[secret]", and exit codes for files that are not plans."""
+"""`shipyard plan diff`: added, removed, changed and replaced resources between real offline plans
+(and a `pulumi preview --json` shaped document), old → new values by input path around their first
+difference, replacements that lose data listed first (P11), secrets only ever "[secret]", and exit
+codes for files that are not plans."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import subprocess
 import sys
@@ -13,14 +15,32 @@ from typing import Any
 
 import pytest
 
-from infra.cli.diff import ABSENT, SECRET_SIG_KEY, Change, diff_plans, render_markdown, render_text
+from infra.cli.diff import (
+    ABSENT,
+    MARKDOWN_HEADER,
+    SECRET_SIG_KEY,
+    Change,
+    ChangedResource,
+    diff_plans,
+    render_markdown,
+    render_text,
+    show,
+    show_change,
+    warnings,
+)
+from infra.cli.engine import Run
 from infra.cli.main import main
+from infra.cli.plan import to_preview_json
 from tests.cli.conftest import CANARIES, CANARY_DB, StagingPlans
+from tests.conftest import run_stack, stack_document
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 APP = "heroku:app/app:App"
 USER_RUNNER = "gitlab:index/userRunner:UserRunner"
+ASG = "aws:autoscaling/group:Group"
+ECR = "aws:ecr/repository:Repository"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 # Pulumi's secret signature value (sdk rpc._special_secret_sig).
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
@@ -63,16 +83,20 @@ def test_changed_settings_show_each_changed_input_path_with_old_and_new_values(s
     assert "| added | `heroku:app/feature:Feature` | `staging-preboot` | |" in markdown
 
 
-def test_long_values_are_cut_to_about_sixty_characters(staging_plans: StagingPlans) -> None:
+def test_long_values_are_shown_around_their_first_difference(staging_plans: StagingPlans) -> None:
     old_user_data = step(staging_plans.base, LAUNCH_TEMPLATE)["newState"]["inputs"]["userData"]
+    new_user_data = step(staging_plans.changed, LAUNCH_TEMPLATE)["newState"]["inputs"]["userData"]
     line = next(
         line
         for line in render_text(diff_plans(staging_plans.base, staging_plans.changed)).splitlines()
         if "userData" in line
     )
     assert len(old_user_data) > 1000
-    assert old_user_data[:40] in line and old_user_data[100:140] not in line
-    assert len(line) < 160 and line.count("…") == 2
+    old, new = line.split(": ", 1)[1].split(" → ")
+    assert old != new and old_user_data[100:140] not in line
+    assert len(line) < 170 and 2 <= line.count("…") <= 4
+    first = next(i for i, (a, b) in enumerate(zip(old_user_data, new_user_data, strict=False)) if a != b)
+    assert old_user_data[first : first + 10] in old and new_user_data[first : first + 10] in new
 
 
 def test_removing_the_runner_removes_its_resources_and_outputs(staging_plans: StagingPlans) -> None:
@@ -179,8 +203,13 @@ def test_a_pulumi_preview_document_is_read_by_its_resulting_state(staging_plans:
     assert diff.added == expected.added  # the provider step is not a resource change
     assert [r.type for r in diff.removed] == ["aws:autoscaling/group:Group"]
     assert changes_of(diff, LAUNCH_TEMPLATE)["instanceType"].new == "t3.xlarge"  # the replacement's state
-    assert diff.changed == expected.changed
+    assert [(c.resource, c.inputs, c.protect) for c in diff.changed] == [
+        (c.resource, c.inputs, c.protect) for c in expected.changed
+    ]
     assert diff.outputs == expected.outputs
+    # guards P11: the preview's own replace steps count even where the facts see only an update
+    (template,) = [c for c in diff.changed if c.resource.type == LAUNCH_TEMPLATE]
+    assert template.replacement is not None and template.op == "delete-replace"  # delete-replaced came first
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -244,3 +273,178 @@ def test_plan_diff_console_script_exit_codes(staging_plans: StagingPlans, tmp_pa
     )
     assert missing.returncode == 2
     assert missing.stderr == "shipyard plan diff: missing.json: no such file\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Replacements (P11): real offline plans of merge requests that change replace-on-change inputs.
+# Each head plan is one program run per test process; copy a document before changing it.
+
+
+@functools.cache
+def prod_moved_to_us() -> dict[str, Any]:
+    """Production after a merge request that moves the Heroku app to the US region (H4)."""
+    doc = stack_document("prod")
+    doc["shipyard:heroku"]["region"] = "us"
+    return to_preview_json(run_stack(doc, "prod"))
+
+
+@functools.cache
+def staging_registry_renamed() -> dict[str, Any]:
+    """Staging after a merge request that renames the ECR repository."""
+    doc = stack_document("staging")
+    doc["shipyard:registry"]["name"] = "acme/shop"
+    return to_preview_json(run_stack(doc, "staging"))
+
+
+def with_longer_terminate_hook(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan with a terminate hook that waits longer, as a hook derived from a setting would (R19)."""
+    head = copy.deepcopy(plan)
+    hooks = step(head, ASG)["newState"]["inputs"]["initialLifecycleHooks"]
+    hooks[-1]["heartbeatTimeout"] += 600
+    return head
+
+
+def changed_of(diff: Any, typ: str) -> ChangedResource:
+    (found,) = [c for c in diff.changed if c.resource.type == typ]
+    return found
+
+
+def test_a_change_of_a_replace_on_change_input_is_marked_replace_not_changed(committed_runs: dict[str, Run]) -> None:
+    # guards P11: renaming the repository deletes it and creates another
+    diff = diff_plans(to_preview_json(committed_runs["staging"]), staging_registry_renamed())
+
+    repository = changed_of(diff, ECR)
+    assert repository.op == "replace" and repository.replacement is not None
+    assert repository.replacement.reasons == ("name",) and not repository.replacement.protected
+    assert changed_of(diff, ROLE_POLICY).op == "changed"  # its policy names the repository: an update
+    text = render_text(diff)
+    assert "2 replaced" in text.splitlines()[0]
+    assert "  +- aws:ecr/repository:Repository  registry [replace]\n" in text
+    assert '      name: "acme/storefront" → "acme/shop"  (forces replacement)\n' in text
+    markdown = render_markdown(diff)
+    assert "| replace | `aws:ecr/repository:Repository` | `registry` |" in markdown
+    assert '`name`: `"acme/storefront"` → `"acme/shop"` **(replaces)**' in markdown
+    assert "replaces the ECR repository `acme/storefront`: its images are deleted" in markdown
+
+
+def test_a_protected_delete_before_replace_says_how_pulumi_up_will_refuse_it(committed_runs: dict[str, Run]) -> None:
+    # guards P11, H4: production's app is protected and deleted before its replacement exists
+    diff = diff_plans(to_preview_json(committed_runs["prod"]), prod_moved_to_us())
+
+    app = changed_of(diff, APP)
+    assert app.op == "delete-replace" and app.replacement is not None and app.replacement.protected
+    assert app.replacement.reasons == ("region",)
+    unprotect = f"`pulumi state unprotect '{app.resource.urn}'`"
+    text, markdown = render_text(diff), render_markdown(diff)
+    assert "  +- heroku:app/app:App  production [delete-replace, protected]\n" in text
+    for shown in (text, markdown):
+        assert f"`pulumi up` refuses to replace it until {unprotect}" in shown
+        assert "It is deleted before its replacement is created" in shown
+    assert "| delete-replace | `heroku:app/app:App` | `production` | protected: `pulumi up` refuses" in markdown
+
+
+def test_replacements_that_lose_data_are_listed_first_in_words(committed_runs: dict[str, Run]) -> None:
+    # guards P11, R19: the app (its URL, releases, add-ons) before the group, whatever the table order
+    head = with_longer_terminate_hook(prod_moved_to_us())
+    diff = diff_plans(to_preview_json(committed_runs["prod"]), head)
+
+    assert [c.resource.type for c in diff.changed if c.replacement] == [ASG, APP]  # table order: by type
+    first = warnings(diff)
+    assert first[0].startswith("replaces the Heroku app acme-storefront: its URL and name are released")
+    assert first[1].startswith("replaces the Auto Scaling group shipyard-prod-runner (forced by initialLifecycle")
+    text = render_text(diff)
+    assert text.index("read first:") < text.index("replaces the Heroku app") < text.index("replaces the Auto")
+    assert text.index("replaces the Auto") < text.index("changed:")
+    markdown = render_markdown(diff)
+    assert (
+        markdown.index("**Read first:**") < markdown.index("replaces the Heroku app") < markdown.index(MARKDOWN_HEADER)
+    )
+
+
+def test_a_long_value_changed_after_character_60_shows_the_difference(committed_runs: dict[str, Run]) -> None:
+    # The runner's policy names the repository far into a long JSON string: cut at 60 characters,
+    # old and new would look the same.
+    diff = diff_plans(to_preview_json(committed_runs["staging"]), staging_registry_renamed())
+    policy = changes_of(diff, ROLE_POLICY)["policy"]
+    old_text, new_text = show(policy.old, None), show(policy.new, None)
+    first = next(i for i, (a, b) in enumerate(zip(old_text, new_text, strict=False)) if a != b)
+    assert first > 60 and show(policy.old)[:59] == show(policy.new)[:59]
+
+    old, new = show_change(policy.old, policy.new)
+    assert old != new and "acme/storefront" in old and "acme/shop" in new
+    assert old.startswith("…") and len(old) <= 62
+    line = next(line for line in render_text(diff).splitlines() if line.startswith("      policy: "))
+    assert line == f"      policy: {old} → {new}"
+    assert f"`policy`: `{old}` → `{new}`" in render_markdown(diff)
+
+
+def test_full_shows_changed_values_whole(
+    committed_runs: dict[str, Run], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, head = to_preview_json(committed_runs["staging"]), staging_registry_renamed()
+    policy = changes_of(diff_plans(base, head), ROLE_POLICY)["policy"]
+    whole = show(policy.new, None)
+    assert len(whole) > 200 and whole not in render_text(diff_plans(base, head))
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "head.json").write_text(json.dumps(head))
+
+    code, out, _ = run_cli(capsys, str(tmp_path / "base.json"), str(tmp_path / "head.json"), "--full")
+    assert code == 0 and f"      policy: {show(policy.old, None)} → {whole}\n" in out
+    code, out, _ = run_cli(
+        capsys, str(tmp_path / "base.json"), str(tmp_path / "head.json"), "--full", "--format", "markdown"
+    )
+    assert code == 0 and f"`{whole}`" in out
+
+
+def as_preview(base: dict[str, Any], head: dict[str, Any], reasons: dict[str, list[str]]) -> dict[str, Any]:
+    """HEAD in the shape `pulumi preview --json` writes when BASE is deployed: the types in `reasons`
+    replaced with those replaceReasons (delete-before-replace ones deleted first), the rest same,
+    update or create."""
+    old = {s["urn"]: s["newState"] for s in base["steps"]}
+    steps: list[dict[str, Any]] = []
+    for s in head["steps"]:
+        state, urn = s["newState"], s["urn"]
+        if state["type"] in reasons:
+            replace = ["replace", "create-replacement"]
+            ops = ["delete-replaced", *replace] if state.get("deleteBeforeReplace") else [*replace, "delete-replaced"]
+            steps += [
+                {
+                    "op": op,
+                    "urn": urn,
+                    "oldState": old[urn],
+                    "newState": state,
+                    "replaceReasons": reasons[state["type"]],
+                }
+                for op in ops
+            ]
+        else:
+            op = "create" if urn not in old else "same" if old[urn] == state else "update"
+            steps.append({"op": op, "urn": urn, "oldState": old.get(urn), "newState": state})
+    return {"steps": steps, "changeSummary": {"replace": len(reasons)}, "outputs": head["outputs"]}
+
+
+def test_a_real_preview_replacement_is_read_from_its_steps_and_reasons(committed_runs: dict[str, Run]) -> None:
+    # guards P11: replaceReasons the fact table does not know still mark the resource replaced
+    base = to_preview_json(committed_runs["prod"])
+    preview = as_preview(base, prod_moved_to_us(), {APP: ["region"], LAUNCH_TEMPLATE: ["imageId"]})
+
+    diff = diff_plans(base, preview)
+    app, template = changed_of(diff, APP), changed_of(diff, LAUNCH_TEMPLATE)
+    assert app.op == "delete-replace" and app.replacement is not None and app.replacement.reasons == ("region",)
+    assert template.op == "replace" and template.replacement is not None
+    assert template.replacement.reasons == ("imageId",)
+    assert "replaces the Heroku app acme-storefront" in warnings(diff)[0]
+
+
+def test_a_type_missing_from_the_facts_is_reported_not_passed_over(committed_runs: dict[str, Run]) -> None:
+    # guards P11: a resource type nobody looked up is said to be unknown, in the output
+    base, head = to_preview_json(committed_runs["staging"]), copy.deepcopy(to_preview_json(committed_runs["staging"]))
+    urn = "urn:pulumi:staging::shipyard::aws:s3/bucket:Bucket::artifacts"
+    bucket = {"type": "aws:s3/bucket:Bucket", "urn": urn, "custom": True, "protect": False}
+    base = copy.deepcopy(base)
+    base["steps"].append({"op": "create", "urn": urn, "newState": {**bucket, "inputs": {"bucket": "old"}}})
+    head["steps"].append({"op": "create", "urn": urn, "newState": {**bucket, "inputs": {"bucket": "new"}}})
+
+    text = render_text(diff_plans(base, head))
+    assert "cannot tell whether aws:s3/bucket:Bucket artifacts is replaced: aws:s3/bucket:Bucket is not in " in text
+    assert "infra/facts/replace-on-change.yaml" in text

@@ -1,5 +1,6 @@
 """`shipyard mr-note` against a local fake of GitLab's REST API: one note per stack and user,
-created once and then edited, cut to size, never a secret or the token, and clear exit codes."""
+created once and then edited, replacements that lose data before the folded table (P11), cut to
+size, never a secret or the token, and clear exit codes."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ from typing import Any
 
 import pytest
 
+from infra.cli.diff import show
+from infra.cli.engine import Run
 from infra.cli.main import main
 from infra.cli.mr_note import VARIABLES, marker, note_body
+from infra.cli.plan import to_preview_json
 from tests.cli.conftest import CANARIES, StagingPlans
+from tests.cli.test_diff import as_preview, prod_moved_to_us, staging_registry_renamed
 from tests.fake_api import serve
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")
@@ -355,3 +360,61 @@ def test_the_note_shows_the_policy_verdict_before_the_details(staging_plans: Sta
     assert "`no-ingress-from-anywhere` on `aws:ec2/securityGroup:SecurityGroup` `runner-sg`" in body
     assert "ingress from 0.0.0.0/0 on ports 22-22" in body
     assert body.index("Policy pack") < body.index("<details>")
+
+
+def test_the_note_lists_a_data_losing_replacement_before_the_folded_table(committed_runs: dict[str, Run]) -> None:
+    # guards P11, H4: moving production's app replaces it; reviewers read that before any table
+    base = to_preview_json(committed_runs["prod"])
+    urn = "urn:pulumi:prod::shipyard::shipyard:heroku:Environment$heroku:app/app:App::production"
+
+    body = note_body("prod", prod_moved_to_us(), base=base)
+
+    sentence = "- replaces the Heroku app `acme-storefront`: its URL and name are released"
+    assert sentence in body and "1 replaced" in body
+    assert body.index("**Read first:**") < body.index(sentence) < body.index("<details>")
+    assert f"`pulumi state unprotect '{urn}'`" in body
+    assert "| delete-replace | `heroku:app/app:App` | `production` |" in body
+
+
+def test_a_preview_alone_announces_its_replacements_before_the_table(committed_runs: dict[str, Run]) -> None:
+    # guards P11: the MR preview of a real stack is one `pulumi preview --json` document, no base
+    preview = as_preview(
+        to_preview_json(committed_runs["prod"]), prod_moved_to_us(), {"heroku:app/app:App": ["region"]}
+    )
+
+    body = note_body("prod", preview)
+
+    sentence = "- replaces the Heroku app `acme-storefront`: its URL"
+    assert sentence in body and "(forced by `region`)" in body
+    assert body.index(sentence) < body.index("<details>")
+    clean = note_body("prod", to_preview_json(committed_runs["prod"]))  # an offline plan creates everything
+    assert "Read first" not in clean
+
+
+def test_full_values_still_fit_the_size_cap_saying_what_was_left_out(committed_runs: dict[str, Run]) -> None:
+    base, head = to_preview_json(committed_runs["staging"]), staging_registry_renamed()
+    policy = next(s for s in head["steps"] if s["newState"]["type"] == "aws:iam/rolePolicy:RolePolicy")
+    whole = show(policy["newState"]["inputs"]["policy"], None)
+
+    assert whole in note_body("staging", head, base=base, full=True)
+    assert whole not in note_body("staging", head, base=base)
+    small = note_body("staging", head, base=base, full=True, limit=2500)
+    assert len(small) <= 2500 and re.search(r"^… \d+ more changes not shown", small, flags=re.MULTILINE)
+    assert "replaces the ECR repository `acme/storefront`" in small  # what to read first is never cut
+
+
+def test_console_script_full_flag_reaches_the_note(
+    gitlab_api: FakeGitLab, ci_env: dict[str, str], tmp_path: Path, committed_runs: dict[str, Run], capsys: Any
+) -> None:
+    (tmp_path / "base.json").write_text(json.dumps(to_preview_json(committed_runs["staging"])))
+    (tmp_path / "head.json").write_text(json.dumps(staging_registry_renamed()))
+
+    code, _, err = mr_note(
+        capsys, "--stack", "staging", "--plan", tmp_path / "head.json", "--base", tmp_path / "base.json", "--full"
+    )
+
+    assert code == 0, err
+    (post,) = gitlab_api.calls("POST")
+    assert '`"acme/storefront"` → `"acme/shop"` **(replaces)**' in post.body["body"]
+    policy = next(s for s in staging_registry_renamed()["steps"] if s["newState"]["type"].endswith(":RolePolicy"))
+    assert show(policy["newState"]["inputs"]["policy"], None) in post.body["body"]

@@ -53,10 +53,11 @@ def test_json_has_the_preview_shape(capsys: Any, monkeypatch: Any) -> None:
     for step in doc["steps"]:
         assert step["op"] in ("create", "read")
         state = step["newState"]
-        assert set(state) == {"type", "urn", "parent", "custom", "protect", "inputs"}
+        assert set(state) == {"type", "urn", "parent", "custom", "protect", "deleteBeforeReplace", "inputs"}
         assert state["urn"] == step["urn"] and step["urn"].startswith("urn:pulumi:prod::shipyard::")
     app = next(s for s in doc["steps"] if s["newState"]["type"] == "heroku:app/app:App")["newState"]
     assert app["protect"] is True and app["inputs"]["stack"] == "container"
+    assert app["deleteBeforeReplace"] is True  # a named app: the diff says it is gone before its replacement (H4)
     assert app["parent"].endswith("shipyard:heroku:Environment::production")
     assert doc["outputs"]["registryUrl"].endswith(".amazonaws.com/acme/storefront")
 
@@ -149,3 +150,32 @@ def test_outside_the_repository_exits_2(capsys: Any, monkeypatch: Any, tmp_path:
     monkeypatch.chdir(tmp_path)
     assert main(["plan", "--stack", "staging"]) == 2
     assert "Pulumi.yaml" in capsys.readouterr().err
+
+
+def test_base_shows_what_would_change_against_an_earlier_plan_replacements_first(
+    capsys: Any, monkeypatch: Any, tmp_path: Path
+) -> None:
+    # guards P11: the offline plan of a merge request says `replace` before anyone merges
+    code, out, _ = plan(capsys, monkeypatch, "--stack", "prod", "--json")
+    assert code == 0
+    base = tmp_path / "prod.json"
+    base.write_text(out)
+    doc = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]
+    doc["shipyard:heroku"]["region"] = "us"
+
+    code, out, err = plan(
+        capsys, monkeypatch, "--stack", "prod", "--config-file", str(write_stack(tmp_path, doc)), "--base", str(base)
+    )
+
+    assert code == 0, err
+    assert out.startswith("resources: 0 added, 0 removed, ")
+    assert out.index("read first:") < out.index("replaces the Heroku app acme-storefront") < out.index("changed:")
+    assert "  +- heroku:app/app:App  production [delete-replace, protected]\n" in out
+    assert "policies" in err and "offline plan of stack" not in out  # the verdict on stderr, no creation table
+
+
+def test_base_that_is_not_a_plan_exits_2(capsys: Any, monkeypatch: Any, tmp_path: Path) -> None:
+    (tmp_path / "old.json").write_text('{"resources": []}')
+    code, out, err = plan(capsys, monkeypatch, "--stack", "staging", "--base", str(tmp_path / "old.json"))
+    assert code == 2 and out == ""
+    assert err.startswith("shipyard plan: --base ") and "is not a plan document" in err and "Traceback" not in err
