@@ -5,13 +5,14 @@ registered once in GitLab, its token kept in SSM and read on the host, never in 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_gitlab as gitlab
-from pulumi_aws import autoscaling, ec2, get_caller_identity_output, get_partition_output, iam, kms, ssm
+from pulumi_aws import autoscaling, ec2, get_caller_identity_output, get_partition_output, iam, ssm
 
 from infra.userdata import RunnerHost, user_data
 
@@ -22,8 +23,19 @@ TERMINATE_HOOK = "shipyard-terminate"
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
 # The AMI's own root device; a volume on any other name is a second, unused disk (R10).
 ROOT_DEVICE = "/dev/xvda"
-# AWS caps a lifecycle hook's heartbeat at two hours; the stop script sends heartbeats beyond it.
-MAX_HEARTBEAT_SECONDS = 7200
+# Both hooks are fixed: any change to `initial_lifecycle_hooks` replaces the whole group in
+# terraform-provider-aws (PR #34260, issue #49226), so no setting may reach them (R19).
+# The launching host has this long to install, verify and report in; ABANDON after it (R8).
+LAUNCH_HEARTBEAT_SECONDS = 900
+# The stop script records a heartbeat every 300 s (runner_userdata/stop.sh) while jobs finish, so
+# 900 s survives two missed ones. AWS allows 30 to 7200 s per heartbeat and holds a hook at most
+# 100 heartbeats or 48 h, whichever is smaller (API LifecycleHook.GlobalTimeout): 25 h here, longer
+# than the longest job a runner accepts (maximumTimeout up to 24 h) plus its stop margin (R7).
+TERMINATE_HEARTBEAT_SECONDS = 900
+# What a terminating host may need beyond its longest job: systemd's stop margin (300 s over
+# maximumTimeout, bootstrap.sh), one heartbeat timeout should the stop script die (900 s), and the
+# instance's own shutdown.
+DRAIN_MARGIN_SECONDS = 1800
 
 PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 PUSH_ACTIONS = [
@@ -60,6 +72,12 @@ class GitlabRunnerArgs:
     gitlab_runner_version: str
     docker_version: str
     subnet_ids: list[str] = field(default_factory=list)
+
+
+def drain_timeout(maximum_timeout: int) -> str:
+    """The group's delete timeout: deleting or replacing it first waits until its host has drained,
+    which lasts as long as the longest job (R20; the provider's default is 10 minutes)."""
+    return f"{math.ceil((maximum_timeout + DRAIN_MARGIN_SECONDS) / 60)}m"
 
 
 def _policy(*statements: dict[str, Any]) -> str:
@@ -108,12 +126,21 @@ class GitlabRunner(pulumi.ComponentResource):
             opts=child,
         )
         self.runner_id = self.runner.id
-        # R1: the token lives only here, encrypted; the host reads it at boot.
+        # R1: the token lives only here, encrypted; the host reads it at boot. The host also writes
+        # gitlab-runner's rotated token back here (R18), so the value is not Pulumi's to keep:
+        # `value_wo` is written but never read back (terraform-provider-aws parameter.go), so a
+        # refresh shows no drift and `pulumi up` never puts an old token over a rotated one.
+        # `ignore_changes=["value"]` would not do: the engine sends the ignored input's old value
+        # on a replacement too (pulumi/pulumi#2657), so a new runner's token would never arrive.
+        # The provider writes `value_wo` when `value_wo_version` changes: the runner's id, new
+        # exactly when GitLab has issued a new token. Keep the other inputs fixed: an update
+        # without a new version sends the stored `value`, which is empty here, and AWS refuses it.
         self.token_parameter = ssm.Parameter(
             f"{name}-token",
             name=self.token_parameter_name,
             type="SecureString",
-            value=self.runner.token,  # secret on both sides: the gitlab and aws SDKs mark it so
+            value_wo=self.runner.token,  # secret on both sides: the gitlab and aws SDKs mark it so
+            value_wo_version=self.runner_id.apply(int),
             description=f"GitLab runner authentication token of shipyard {args.stack}",
             # A fixed name: a replacement must not be created while the old one still holds it.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
@@ -129,7 +156,6 @@ class GitlabRunner(pulumi.ComponentResource):
         )
         partition = get_partition_output(opts=invoke).partition
         account = get_caller_identity_output(opts=invoke).account_id
-        ssm_key = kms.get_alias_output(name="alias/aws/ssm", opts=invoke).target_key_arn
         asg_arn = pulumi.Output.format(
             "arn:{0}:autoscaling:{1}:{2}:autoScalingGroup:*:autoScalingGroupName/{3}",
             partition,
@@ -142,7 +168,7 @@ class GitlabRunner(pulumi.ComponentResource):
             f"{name}-least-privilege",
             role=self.role.id,
             policy=pulumi.Output.all(
-                parameter=self.token_parameter.arn, key=ssm_key, repository=args.repository_arn, asg=asg_arn
+                parameter=self.token_parameter.arn, repository=args.repository_arn, asg=asg_arn
             ).apply(
                 lambda arns: _policy(
                     {
@@ -151,13 +177,20 @@ class GitlabRunner(pulumi.ComponentResource):
                         "Action": "ssm:GetParameter",
                         "Resource": arns["parameter"],
                     },
+                    # R18: gitlab-runner's rotated token goes back where the next host reads it.
                     {
-                        "Sid": "DecryptRunnerToken",
+                        "Sid": "WriteBackRotatedToken",
                         "Effect": "Allow",
-                        "Action": "kms:Decrypt",
-                        "Resource": arns["key"],
-                        "Condition": {"StringEquals": {"kms:ViaService": f"ssm.{args.region}.amazonaws.com"}},
+                        "Action": "ssm:PutParameter",
+                        "Resource": arns["parameter"],
                     },
+                    # No KMS statement: the parameter uses the AWS managed key aws/ssm, whose key
+                    # policy already lets every principal of the account encrypt and decrypt with
+                    # it through Parameter Store ("grants Decrypt permission to all IAM principals
+                    # in the AWS account", Systems Manager guide, ps-restrict-decryption), and
+                    # does not defer to IAM, so a grant here would change nothing. Its alias also
+                    # exists only once Parameter Store has used the key, so looking it up would
+                    # fail a new account's first preview.
                     # The one ECR action that cannot be scoped to a repository.
                     {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
                     {
@@ -217,11 +250,14 @@ class GitlabRunner(pulumi.ComponentResource):
             opts=child,
         )
 
-        host = self.token_parameter.version.apply(
+        # The runner's id as the parameter's write version: a new runner changes the user data, so
+        # new hosts roll out, only once its token is in the parameter. The host's own write-backs
+        # (R18) bump the parameter's version, not this, and roll nothing.
+        host = self.token_parameter.value_wo_version.apply(
             lambda version: RunnerHost(
                 aws_region=args.region,
                 token_parameter=self.token_parameter_name,
-                token_version=version,
+                token_version=cast(int, version),
                 asg_name=self.asg_name,
                 launch_hook=LAUNCH_HOOK,
                 terminate_hook=TERMINATE_HOOK,
@@ -287,13 +323,13 @@ class GitlabRunner(pulumi.ComponentResource):
                 autoscaling.GroupInitialLifecycleHookArgs(
                     name=LAUNCH_HOOK,
                     lifecycle_transition="autoscaling:EC2_INSTANCE_LAUNCHING",
-                    heartbeat_timeout=900,
+                    heartbeat_timeout=LAUNCH_HEARTBEAT_SECONDS,
                     default_result="ABANDON",  # a host that never reports in is replaced (R8)
                 ),
                 autoscaling.GroupInitialLifecycleHookArgs(
                     name=TERMINATE_HOOK,
                     lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
-                    heartbeat_timeout=min(args.maximum_timeout + 300, MAX_HEARTBEAT_SECONDS),
+                    heartbeat_timeout=TERMINATE_HEARTBEAT_SECONDS,
                     default_result="CONTINUE",
                 ),
             ],
@@ -304,6 +340,9 @@ class GitlabRunner(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[self.policy, session_manager, self.token_parameter],
                 delete_before_replace=True,  # a fixed name, like the token parameter
+                # Deleting waits for the host to finish its jobs (R20). No update timeout: the
+                # provider starts an instance refresh and returns without waiting for it.
+                custom_timeouts=pulumi.CustomTimeouts(delete=drain_timeout(args.maximum_timeout)),
             ),
         )
         self.register_outputs(

@@ -1,25 +1,32 @@
 """The GitLab runner component: least privilege, no secret on the host's way in, a host that
-heals itself and stops gracefully. Checked on what AWS and GitLab would be asked for."""
+heals itself and stops gracefully. Checked on what AWS and GitLab would be asked for, against the
+values the offline mocks answer with."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pytest
 
-from infra.cli.engine import SECRET, RecordingMonitor, find_one
+from infra.cli.engine import SECRET, RecordingMonitor, ShipyardMocks, find_one
 from infra.components.runner import ROOT_DEVICE, GitlabRunner, GitlabRunnerArgs, architecture
-from infra.userdata import decode
+from infra.settings import RunnerSettings
+from infra.userdata import USERDATA_DIR, decode
 
 REPO_ARN = "arn:aws:ecr:eu-west-1:123456789012:repository/acme/web"
-TOKEN_PREFIX = "glrt-"
+PARAMETER_ARN = "arn:aws:ssm:eu-west-1:123456789012:parameter/shipyard/staging/gitlab-runner-token"
+PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+PUSH = ["ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"]
+GROUP = "aws:autoscaling/group:Group"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 
 
-def runner(**overrides: Any) -> GitlabRunner:
+def runner(name: str = "runner", **overrides: Any) -> GitlabRunner:
     args = GitlabRunnerArgs(
         stack="staging",
         gitlab_project="acme/web",
@@ -36,7 +43,7 @@ def runner(**overrides: Any) -> GitlabRunner:
         gitlab_runner_version="19.1.1",
         docker_version="25.0.*",
     )
-    return GitlabRunner("runner", replace(args, **overrides))
+    return GitlabRunner(name, replace(args, **overrides))
 
 
 def settled(r: GitlabRunner) -> pulumi.Output:
@@ -47,9 +54,59 @@ def step(monitor: RecordingMonitor, typ: str) -> Any:
     return find_one(monitor.steps, typ)
 
 
+def state(monitor: RecordingMonitor, typ: str) -> dict[str, Any]:
+    """What the mock provider answered for the one resource of this type."""
+    return monitor.resources[step(monitor, typ).urn].state
+
+
+def answer(monitor: RecordingMonitor, token: str, **inputs: Any) -> dict[str, Any]:
+    """What the mocks answer to a data source call, as the component's own call gets it."""
+    found = cast(ShipyardMocks, monitor.mocks)._answer(token, inputs)
+    assert found is not None, token
+    return found
+
+
 def statements(monitor: RecordingMonitor) -> dict[str, dict[str, Any]]:
     doc = json.loads(step(monitor, "aws:iam/rolePolicy:RolePolicy").raw_inputs["policy"])
     return {s["Sid"]: s for s in doc["Statement"]}
+
+
+def user_data(monitor: RecordingMonitor) -> str:
+    return decode(step(monitor, LAUNCH_TEMPLATE).raw_inputs["userData"])
+
+
+def seconds(duration: str) -> int:
+    """A Pulumi custom timeout such as `1h30m` or `95m` in seconds."""
+    parts = re.findall(r"(\d+)([hms])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def script_number(script: str, pattern: str) -> int:
+    """A number the host's scripts live by, read from the script itself."""
+    found = re.search(pattern, (USERDATA_DIR / script).read_text())
+    assert found, f"runner_userdata/{script} no longer matches {pattern!r}; update this test with it"
+    return int(found.group(1))
+
+
+# systemd gives gitlab-runner maximumTimeout plus this to stop (bootstrap.sh, R7).
+STOP_MARGIN = script_number("bootstrap.sh", r"TimeoutStopSec=.*MAXIMUM_TIMEOUT \+ (\d+)")
+# The stop script records a terminate-hook heartbeat this often while jobs finish (stop.sh).
+HEARTBEAT_INTERVAL = script_number("stop.sh", r'HEARTBEAT_SECONDS="\$\{HEARTBEAT_SECONDS:-(\d+)\}"')
+
+
+@pytest.fixture
+def timeouts(mocked: RecordingMonitor) -> dict[str, Any]:
+    """Type token → the custom timeouts its registration asked for (the plan's steps do not keep them)."""
+    seen: dict[str, Any] = {}
+    register = mocked.RegisterResource
+
+    def record(request: Any) -> Any:
+        seen[request.type] = request.customTimeouts
+        return register(request)
+
+    mocked.RegisterResource = record  # type: ignore[method-assign]
+    return seen
 
 
 @pulumi.runtime.test
@@ -58,12 +115,23 @@ def test_gitlab_runner_is_locked_tagged_and_project_scoped(mocked: RecordingMoni
 
     def check(_: Any) -> None:
         inputs = step(mocked, "gitlab:index/userRunner:UserRunner").raw_inputs
+        project = answer(mocked, "gitlab:index/getProject:getProject", pathWithNamespace="acme/web")
+        assert inputs["projectId"] == int(project["id"])  # the project's id, as an int
         assert inputs["runnerType"] == "project_type"
-        assert isinstance(inputs["projectId"], int)
         assert inputs["tagLists"] == ["shipyard", "docker"]
         assert inputs["locked"] is True and inputs["untagged"] is False
         assert inputs["accessLevel"] == "not_protected"
-        assert inputs["maximumTimeout"] >= 600
+        assert inputs["maximumTimeout"] == 3600
+
+    return settled(r).apply(check)
+
+
+@pulumi.runtime.test
+def test_a_numeric_project_is_used_as_its_id(mocked: RecordingMonitor) -> pulumi.Output:
+    r = runner(gitlab_project="4242")  # guards G6
+
+    def check(_: Any) -> None:
+        assert step(mocked, "gitlab:index/userRunner:UserRunner").raw_inputs["projectId"] == 4242
 
     return settled(r).apply(check)
 
@@ -74,80 +142,103 @@ def test_deploy_runner_is_protected_only_and_pull_only(mocked: RecordingMonitor)
 
     def check(_: Any) -> None:
         assert step(mocked, "gitlab:index/userRunner:UserRunner").raw_inputs["accessLevel"] == "ref_protected"
-        actions = statements(mocked)["EcrRepository"]["Action"]
-        assert not [a for a in actions if a in ("ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart")]
-        assert "ecr:BatchGetImage" in actions
-        assert "PRIVILEGED=false" in decode(
-            step(mocked, "aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["userData"]
-        )
+        assert statements(mocked)["EcrRepository"]["Action"] == PULL
+        assert "PRIVILEGED=false" in user_data(mocked)
 
     return settled(r).apply(check)
 
 
 @pulumi.runtime.test
-def test_token_goes_to_a_secure_string_parameter_only(mocked: RecordingMonitor) -> pulumi.Output:
-    r = runner()  # guards R1, R2
+def test_token_is_written_once_per_runner_to_a_secure_string_parameter_only(
+    mocked: RecordingMonitor,
+) -> pulumi.Output:
+    r = runner()  # guards R1, R2, R18
 
-    def check(_: Any) -> None:
+    def check(values: list[Any]) -> None:
+        token, runner_id = values[0], values[1]
         param = step(mocked, "aws:ssm/parameter:Parameter")
         assert param.raw_inputs["type"] == "SecureString"
         assert param.raw_inputs["name"] == "/shipyard/staging/gitlab-runner-token"
-        assert param.raw_inputs["value"].startswith(TOKEN_PREFIX)  # the real token flows here ...
-        assert param.inputs["value"] == SECRET  # ... as a secret
-        token = param.raw_inputs["value"]
+        # Write-only: written when the runner (and so its token) is new, never read back, so the
+        # token that the host writes back after a rotation is not overwritten by `pulumi up`.
+        assert param.raw_inputs["valueWo"] == token
+        assert param.inputs["valueWo"] == SECRET
+        assert param.raw_inputs["valueWoVersion"] == int(runner_id)
+        assert "value" not in param.raw_inputs
         for other in mocked.steps:
             if other is not param:
                 assert token not in json.dumps(other.raw_inputs), other.urn
-        user_data = decode(step(mocked, "aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["userData"])
-        assert token not in user_data
-        assert not re.search(r"glrt-[A-Za-z0-9_-]{8,}", user_data)
+        text = user_data(mocked)
+        assert token not in text
+        assert not re.search(r"glrt-[A-Za-z0-9_-]{8,}", text)
 
-    return settled(r).apply(check)
+    return pulumi.Output.all(r.runner.token, r.runner_id, settled(r)).apply(check)
 
 
 @pulumi.runtime.test
-def test_role_reads_exactly_its_parameter_and_pushes_exactly_its_repository(mocked: RecordingMonitor) -> pulumi.Output:
-    r = runner()
+def test_role_reads_and_writes_back_exactly_its_parameter_and_pushes_exactly_its_repository(
+    mocked: RecordingMonitor,
+) -> pulumi.Output:
+    r = runner()  # guards R1, R7, R18
 
     def check(_: Any) -> None:
         sts = statements(mocked)
-        param_arn = "arn:aws:ssm:eu-west-1:123456789012:parameter/shipyard/staging/gitlab-runner-token"
+        assert set(sts) == {
+            "ReadRunnerToken",
+            "WriteBackRotatedToken",
+            "EcrLogin",
+            "EcrRepository",
+            "OwnLifecycleHooks",
+        }
         assert sts["ReadRunnerToken"] == {
             "Sid": "ReadRunnerToken",
             "Effect": "Allow",
             "Action": "ssm:GetParameter",
-            "Resource": param_arn,
+            "Resource": PARAMETER_ARN,
         }
-        assert sts["DecryptRunnerToken"]["Resource"].startswith("arn:aws:kms:eu-west-1:123456789012:key/")
-        assert sts["DecryptRunnerToken"]["Condition"] == {
-            "StringEquals": {"kms:ViaService": "ssm.eu-west-1.amazonaws.com"}
+        assert sts["WriteBackRotatedToken"] == {
+            "Sid": "WriteBackRotatedToken",
+            "Effect": "Allow",
+            "Action": "ssm:PutParameter",
+            "Resource": PARAMETER_ARN,
         }
+        assert sts["EcrLogin"] == {
+            "Sid": "EcrLogin",
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*",
+        }
+        assert sts["EcrRepository"]["Action"] == sorted(PULL + PUSH)
         assert sts["EcrRepository"]["Resource"] == REPO_ARN
-        assert "ecr:PutImage" in sts["EcrRepository"]["Action"]
+        assert sts["OwnLifecycleHooks"]["Action"] == [
+            "autoscaling:CompleteLifecycleAction",
+            "autoscaling:RecordLifecycleActionHeartbeat",
+        ]
         assert sts["OwnLifecycleHooks"]["Resource"] == (
             "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:*:autoScalingGroupName/shipyard-staging-runner"
         )
-        for sid, statement in sts.items():
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            assert "*" not in actions and not any(a.endswith(":*") for a in actions), sid
-            if statement["Resource"] == "*":
-                assert actions == ["ecr:GetAuthorizationToken"], sid
+        assert all(s["Effect"] == "Allow" and "Condition" not in s for s in sts.values())
         managed = step(mocked, "aws:iam/rolePolicyAttachment:RolePolicyAttachment").raw_inputs["policyArn"]
         assert managed == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"  # guards R13
-        assert step(mocked, "aws:iam/role:Role").raw_inputs["assumeRolePolicy"].count("ec2.amazonaws.com") == 1
+        assert json.loads(step(mocked, "aws:iam/role:Role").raw_inputs["assumeRolePolicy"])["Statement"] == [
+            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
 
     return settled(r).apply(check)
 
 
 @pulumi.runtime.test
-def test_security_group_has_no_ingress_and_web_egress(mocked: RecordingMonitor) -> pulumi.Output:
+def test_security_group_has_no_ingress_and_web_egress_in_the_default_vpc(mocked: RecordingMonitor) -> pulumi.Output:
     r = runner()  # guards R13
 
     def check(_: Any) -> None:
         sg = step(mocked, "aws:ec2/securityGroup:SecurityGroup").raw_inputs
         assert sg["ingress"] == []
-        assert sorted(rule["fromPort"] for rule in sg["egress"]) == [80, 443]
-        assert sg["vpcId"].startswith("vpc-")
+        assert sorted((rule["fromPort"], rule["toPort"], rule["protocol"]) for rule in sg["egress"]) == [
+            (80, 80, "tcp"),
+            (443, 443, "tcp"),
+        ]
+        assert sg["vpcId"] == answer(mocked, "aws:ec2/getVpc:getVpc", default=True)["id"]
 
     return settled(r).apply(check)
 
@@ -157,14 +248,15 @@ def test_launch_template_requires_imdsv2_and_encrypts_the_real_root_volume(mocke
     r = runner(disk_gb=120)  # guards R6, R10, R14
 
     def check(_: Any) -> None:
-        lt = step(mocked, "aws:ec2/launchTemplate:LaunchTemplate").raw_inputs
+        lt = step(mocked, LAUNCH_TEMPLATE).raw_inputs
         assert lt["metadataOptions"] == {
             "httpEndpoint": "enabled",
             "httpTokens": "required",
             "httpPutResponseHopLimit": 2,
         }
         (disk,) = lt["blockDeviceMappings"]
-        assert lt["imageId"].startswith("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-")
+        assert lt["imageId"] == "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+        assert lt["instanceType"] == "t3.large"
         assert disk["deviceName"] == ROOT_DEVICE == "/dev/xvda"  # Amazon Linux 2023's root device
         assert disk["ebs"] == {
             "volumeSize": 120,
@@ -172,7 +264,10 @@ def test_launch_template_requires_imdsv2_and_encrypts_the_real_root_volume(mocke
             "encrypted": "true",
             "deleteOnTermination": "true",
         }
-        assert lt["iamInstanceProfile"]["arn"].startswith("arn:aws:iam::123456789012:instance-profile/")
+        assert lt["iamInstanceProfile"] == {"arn": state(mocked, "aws:iam/instanceProfile:InstanceProfile")["arn"]}
+        assert lt["vpcSecurityGroupIds"] == [
+            mocked.resources[step(mocked, "aws:ec2/securityGroup:SecurityGroup").urn].id
+        ]
 
     return settled(r).apply(check)
 
@@ -181,17 +276,36 @@ def test_launch_template_requires_imdsv2_and_encrypts_the_real_root_volume(mocke
 def test_user_data_is_base64_gzip_cloud_config_under_16kb(mocked: RecordingMonitor) -> pulumi.Output:
     r = runner()  # guards R9
 
-    def check(_: Any) -> None:
-        import base64
-
-        encoded = step(mocked, "aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["userData"]
+    def check(values: list[Any]) -> None:
+        encoded = step(mocked, LAUNCH_TEMPLATE).raw_inputs["userData"]
         assert len(base64.b64decode(encoded)) <= 16 * 1024
         text = decode(encoded)
         assert text.startswith("#cloud-config\n")
         assert "TOKEN_PARAMETER=/shipyard/staging/gitlab-runner-token" in text
         assert "ASG_NAME=shipyard-staging-runner" in text
+        assert "MAXIMUM_TIMEOUT=3600" in text  # the host's stop timeout follows it (R7)
+        # The runner's id, not the parameter's version: a new runner rolls new hosts; the host's
+        # own write-backs of a rotated token (R18) do not.
+        assert f"TOKEN_VERSION={values[0]}" in text
 
-    return settled(r).apply(check)
+    return pulumi.Output.all(r.runner_id, settled(r)).apply(check)
+
+
+@pulumi.runtime.test
+def test_a_new_runner_rolls_new_hosts(mocked: RecordingMonitor) -> pulumi.Output:
+    first, second = runner("first"), runner("second")  # guards R2, R18
+
+    def check(ids: list[Any]) -> None:
+        templates = sorted((s for s in mocked.steps if s.type == LAUNCH_TEMPLATE), key=lambda s: s.name)
+        assert [t.name for t in templates] == ["first-lt", "second-lt"]
+        lines = [{line.strip() for line in decode(t.raw_inputs["userData"]).splitlines()} for t in templates]
+        assert ids[0] != ids[1]
+        changed = lines[0] ^ lines[1]
+        # A new runner means a new token in the parameter: only the runner's id differs, and it
+        # makes a new launch template version, so the instance refresh brings up hosts that read it.
+        assert changed == {f"TOKEN_VERSION={ids[0]}", f"TOKEN_VERSION={ids[1]}"}
+
+    return pulumi.Output.all(first.runner_id, second.runner_id, settled(first), settled(second)).apply(check)
 
 
 @pulumi.runtime.test
@@ -199,25 +313,80 @@ def test_group_of_one_heals_refreshes_and_hooks_launch_and_termination(mocked: R
     r = runner(maximum_timeout=5400)  # guards R7, R8
 
     def check(values: list[Any]) -> None:
-        asg = step(mocked, "aws:autoscaling/group:Group")
+        asg = step(mocked, GROUP)
         inputs = asg.raw_inputs
         assert (inputs["minSize"], inputs["maxSize"], inputs["desiredCapacity"]) == (1, 1, 1)
         assert inputs["name"] == r.asg_name == "shipyard-staging-runner"
+        assert inputs["healthCheckType"] == "EC2"
         assert asg.delete_before_replace and step(mocked, "aws:ssm/parameter:Parameter").delete_before_replace
-        assert inputs["launchTemplate"]["version"] == "1"
-        assert inputs["instanceRefresh"]["strategy"] == "Rolling"
-        assert len(inputs["vpcZoneIdentifiers"]) == 3  # the default VPC's subnets
-        hooks = {h["lifecycleTransition"]: h for h in inputs["initialLifecycleHooks"]}
-        launch = hooks["autoscaling:EC2_INSTANCE_LAUNCHING"]
-        assert launch["defaultResult"] == "ABANDON"
-        terminate = hooks["autoscaling:EC2_INSTANCE_TERMINATING"]
-        assert terminate["heartbeatTimeout"] >= 5400 and terminate["defaultResult"] == "CONTINUE"
-        user_data = decode(step(mocked, "aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["userData"])
-        assert f"LAUNCH_HOOK={launch['name']}" in user_data and f"TERMINATE_HOOK={terminate['name']}" in user_data
+        lt = mocked.resources[step(mocked, LAUNCH_TEMPLATE).urn]
+        assert inputs["launchTemplate"] == {"id": lt.id, "version": str(lt.state["latestVersion"])}
+        # The new host is up before the only old one stops: never below one host, at most two.
+        assert inputs["instanceRefresh"] == {
+            "strategy": "Rolling",
+            "preferences": {"minHealthyPercentage": 100, "maxHealthyPercentage": 200},
+        }
+        assert inputs["vpcZoneIdentifiers"] == answer(mocked, "aws:ec2/getSubnets:getSubnets")["ids"]
+        assert inputs["initialLifecycleHooks"] == [
+            {
+                "name": "shipyard-launch",
+                "lifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                "heartbeatTimeout": 900,
+                "defaultResult": "ABANDON",  # a host that never reports in is replaced (R8)
+            },
+            {
+                "name": "shipyard-terminate",
+                "lifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+                "heartbeatTimeout": 900,
+                "defaultResult": "CONTINUE",
+            },
+        ]
+        text = user_data(mocked)
+        assert "LAUNCH_HOOK=shipyard-launch" in text and "TERMINATE_HOOK=shipyard-terminate" in text
         # The token and the permissions exist before the first host boots.
         assert {values[1], values[2]} <= set(asg.dependencies)
 
     return pulumi.Output.all(r.group.urn, r.token_parameter.urn, r.policy.urn).apply(check)
+
+
+@pytest.mark.parametrize("maximum_timeout", [600, 3600, 5400, 7200, 86400])
+@pulumi.runtime.test
+def test_hooks_stay_fixed_and_deletion_outlasts_the_drain(
+    mocked: RecordingMonitor, timeouts: dict[str, Any], maximum_timeout: int
+) -> pulumi.Output:
+    r = runner(maximum_timeout=maximum_timeout)  # guards R7, R19, R20
+
+    def check(_: Any) -> None:
+        hooks = {h["lifecycleTransition"]: h for h in step(mocked, GROUP).raw_inputs["initialLifecycleHooks"]}
+        terminate = hooks["autoscaling:EC2_INSTANCE_TERMINATING"]
+        # Fixed whatever the setting: a changed hook replaces the group (R19).
+        assert terminate["heartbeatTimeout"] == hooks["autoscaling:EC2_INSTANCE_LAUNCHING"]["heartbeatTimeout"] == 900
+        # The group's deletion (or replacement) waits for the drain: systemd lets running jobs
+        # finish for maximumTimeout plus its margin, and a stop script that died leaves the hook
+        # open for one more heartbeat timeout (R20; the provider's default is 10 minutes).
+        delete = seconds(timeouts[GROUP].delete)
+        assert delete > maximum_timeout + STOP_MARGIN + terminate["heartbeatTimeout"]
+        assert f"MAXIMUM_TIMEOUT={maximum_timeout}" in user_data(mocked)
+        assert step(mocked, "gitlab:index/userRunner:UserRunner").raw_inputs["maximumTimeout"] == maximum_timeout
+
+    return settled(r).apply(check)
+
+
+@pulumi.runtime.test
+def test_terminate_hook_outlives_heartbeat_gaps_and_the_longest_job(mocked: RecordingMonitor) -> pulumi.Output:
+    r = runner()  # guards R7
+
+    def check(_: Any) -> None:
+        hooks = {h["lifecycleTransition"]: h for h in step(mocked, GROUP).raw_inputs["initialLifecycleHooks"]}
+        heartbeat = hooks["autoscaling:EC2_INSTANCE_TERMINATING"]["heartbeatTimeout"]
+        assert all(30 <= h["heartbeatTimeout"] <= 7200 for h in hooks.values())  # PutLifecycleHook's range
+        assert heartbeat >= 2 * HEARTBEAT_INTERVAL  # one late heartbeat does not end the drain
+        # AWS holds a hook for at most 100 heartbeat timeouts or 48 h (LifecycleHook.GlobalTimeout):
+        # enough for the longest job any setting allows, and the stop margin after it.
+        longest_job = next(m.le for m in RunnerSettings.model_fields["maximum_timeout"].metadata if hasattr(m, "le"))
+        assert min(100 * heartbeat, 48 * 3600) >= longest_job + STOP_MARGIN
+
+    return settled(r).apply(check)
 
 
 @pulumi.runtime.test
@@ -225,11 +394,10 @@ def test_given_subnets_are_used_with_their_vpc(mocked: RecordingMonitor) -> pulu
     r = runner(subnet_ids=["subnet-0abc1234", "subnet-0def5678"])
 
     def check(_: Any) -> None:
-        assert step(mocked, "aws:autoscaling/group:Group").raw_inputs["vpcZoneIdentifiers"] == [
-            "subnet-0abc1234",
-            "subnet-0def5678",
-        ]
-        assert step(mocked, "aws:ec2/securityGroup:SecurityGroup").raw_inputs["vpcId"].startswith("vpc-")
+        assert step(mocked, GROUP).raw_inputs["vpcZoneIdentifiers"] == ["subnet-0abc1234", "subnet-0def5678"]
+        first = answer(mocked, "aws:ec2/getSubnet:getSubnet", id="subnet-0abc1234")
+        assert step(mocked, "aws:ec2/securityGroup:SecurityGroup").raw_inputs["vpcId"] == first["vpcId"]
+        assert first["vpcId"] != answer(mocked, "aws:ec2/getVpc:getVpc", default=True)["id"]
 
     return settled(r).apply(check)
 
