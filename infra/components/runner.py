@@ -247,7 +247,11 @@ class GitlabRunner(pulumi.ComponentResource):
                 )
                 for port in (443, 80)
             ],
-            opts=child,
+            # Subnets of another VPC replace this security group; AWS deletes the old one only once
+            # the host that uses it has drained, which outlasts the provider's 15 minutes (R20).
+            opts=pulumi.ResourceOptions(
+                parent=self, custom_timeouts=pulumi.CustomTimeouts(delete=drain_timeout(args.maximum_timeout))
+            ),
         )
 
         # The runner's id as the parameter's write version: a new runner changes the user data, so

@@ -364,8 +364,10 @@ def test_hooks_stay_fixed_and_deletion_outlasts_the_drain(
         # The group's deletion (or replacement) waits for the drain: systemd lets running jobs
         # finish for maximumTimeout plus its margin, and a stop script that died leaves the hook
         # open for one more heartbeat timeout (R20; the provider's default is 10 minutes).
-        delete = seconds(timeouts[GROUP].delete)
-        assert delete > maximum_timeout + STOP_MARGIN + terminate["heartbeatTimeout"]
+        drain = maximum_timeout + STOP_MARGIN + terminate["heartbeatTimeout"]
+        assert seconds(timeouts[GROUP].delete) > drain
+        # A replaced security group goes once the host that uses it is gone.
+        assert seconds(timeouts["aws:ec2/securityGroup:SecurityGroup"].delete) > drain
         assert f"MAXIMUM_TIMEOUT={maximum_timeout}" in user_data(mocked)
         assert step(mocked, "gitlab:index/userRunner:UserRunner").raw_inputs["maximumTimeout"] == maximum_timeout
 
