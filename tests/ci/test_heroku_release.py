@@ -430,3 +430,24 @@ def test_a_registry_image_that_is_not_herokus_is_refused(job: Job, heroku: FakeH
     assert result.code == 2
     assert "HEROKU_REGISTRY_IMAGE must be registry.heroku.com/<app>/<process>" in result.output
     assert result.skopeo == []
+
+
+def test_the_skopeo_stub_refuses_what_herokus_registry_refuses(job: Job) -> None:  # guards H10
+    folder = Path(job.env["STUB_REGISTRY"])
+    folder.mkdir()
+    oci = manifest("application/vnd.oci.image.manifest.v1+json")
+    stored(folder, f"{ECR}@{digest_of(oci)}").write_text(oci)
+    auth = job.tmp / "auth.json"
+    auth.write_text("{}")
+    env = {**job.env, "REGISTRY_AUTH_FILE": str(auth)}
+
+    def skopeo(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(STUBS / "skopeo"), *args], env=env, input=stdin, capture_output=True, text=True)
+
+    push = ("copy", f"docker://{ECR}@{digest_of(oci)}", f"docker://{TARGET}")
+    assert "unauthorized" in skopeo(*push).stderr  # no login yet
+    assert skopeo("login", "--username", "_", "--password-stdin", "registry.heroku.com", stdin="wrong").returncode
+    assert skopeo("login", "--username", "_", "--password-stdin", "registry.heroku.com", stdin=KEY).returncode == 0
+    refused = skopeo(*push)
+    assert refused.returncode == 1 and "405" in refused.stderr
+    assert read_registry(folder) == {}
