@@ -32,7 +32,7 @@ def staging_plans() -> StagingPlans:
 
     changed = stack_document("staging")
     changed["shipyard:runner"].update(
-        instanceType="t3.xlarge", tags=["shipyard", "docker", "large"], gitlabRunnerVersion="19.2.0"
+        instanceType="t3.xlarge", tags=["shipyard", "docker", "large"], concurrent=6
     )
     changed["shipyard:heroku"]["configVars"]["FEATURE_FLAGS"] = "checkout-v2"
     changed["shipyard:heroku"]["features"] = ["preboot"]

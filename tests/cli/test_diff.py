@@ -62,7 +62,7 @@ def test_changed_settings_show_each_changed_input_path_with_old_and_new_values(s
     assert diff.removed == []
     lt = changes_of(diff, LAUNCH_TEMPLATE)
     assert (lt["instanceType"].old, lt["instanceType"].new) == ("t3.large", "t3.xlarge")
-    assert "userData" in lt  # the new gitlab-runner version is rendered into the host's user data
+    assert "userData" in lt  # the new concurrency is rendered into the host's user data
     tags = changes_of(diff, USER_RUNNER)
     assert list(tags) == ["tagLists[2]"] and (tags["tagLists[2]"].old, tags["tagLists[2]"].new) == ("build", "large")
     app = changes_of(diff, APP)
