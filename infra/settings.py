@@ -51,7 +51,7 @@ PROCESS_TYPE = re.compile(r"^[a-z][a-z0-9_-]*$")
 FEATURE_NAME = re.compile(r"^[a-z][a-z0-9-]+$")
 
 # Provider credentials that must only ever be set with --secret (H9, G1).
-PROVIDER_SECRET_KEYS = ("heroku:apiKey", "gitlab:token", "aws:secretKey", "aws:token")
+PROVIDER_SECRET_KEYS = ("heroku:apiKey", "gitlab:token", "aws:accessKey", "aws:secretKey", "aws:token")
 
 
 class SettingsError(pulumi.RunError):

@@ -27,7 +27,7 @@ from infra.userdata import decode
 from tests.conftest import run_stack, stack_document
 
 # The providers' credentials (H9, G1), independent of infra.settings.PROVIDER_SECRET_KEYS.
-PROVIDER_CREDENTIALS = ("heroku:apiKey", "gitlab:token", "aws:secretKey", "aws:token")
+PROVIDER_CREDENTIALS = ("heroku:apiKey", "gitlab:token", "aws:accessKey", "aws:secretKey", "aws:token")
 
 
 def test_the_model_marks_the_known_secret_settings_secret() -> None:

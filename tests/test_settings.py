@@ -141,7 +141,7 @@ def test_secret_setting_in_plain_text_is_refused_without_echoing_it() -> None:
 
 # Written out, not read from infra.settings: dropping a key from the code's list must fail here.
 # The four credentials the providers mark secret (pulumi_aws 7.51.1 also marks `aws:accessKey`).
-PROVIDER_CREDENTIALS = ["heroku:apiKey", "gitlab:token", "aws:secretKey", "aws:token"]
+PROVIDER_CREDENTIALS = ["heroku:apiKey", "gitlab:token", "aws:accessKey", "aws:secretKey", "aws:token"]
 
 
 @pytest.mark.parametrize("key", PROVIDER_CREDENTIALS)
