@@ -66,7 +66,7 @@ def test_a_failed_mock_test_leaves_nothing_for_the_next_program_run(
 
     @pulumi.runtime.test
     def build() -> pulumi.Output:
-        late = pulumi.Output.from_input("x").apply(lambda _: int("not a number"))
+        late = pulumi.Output.from_input("x").apply(lambda _: str(int("not a number")))
         return ssm.Parameter("failing", name="/shipyard/test/failing", type="String", value=late).arn
 
     with pytest.raises(ValueError):
