@@ -29,7 +29,7 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     ),
     "pulumi:pulumi:StackReference": ("name",),
     "gitlab:index/userRunner:UserRunner": ("runnerType", "accessLevel", "locked", "tagLists", "maximumTimeout"),
-    "aws:ssm/parameter:Parameter": ("name", "type", "value"),
+    "aws:ssm/parameter:Parameter": ("name", "type", "valueWo", "valueWoVersion"),
     "aws:iam/role:Role": ("description",),
     "aws:iam/rolePolicy:RolePolicy": ("role",),
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("policyArn",),
