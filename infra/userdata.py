@@ -1,21 +1,85 @@
 """Renders the runner host's user data from the real files in runner_userdata/: the cloud-config
 template filled with the scripts and the host's settings, gzipped and base64-encoded for a launch
-template (R9). Holds names and numbers only; the token is read from SSM on the host (R1)."""
+template (R9). Holds names and numbers only; the token is read from SSM on the host (R1). What the
+host downloads comes from the gitlab-runner release's fact file (R17)."""
 
 from __future__ import annotations
 
 import base64
 import gzip
+import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from infra import facts
+
 USERDATA_DIR = Path(__file__).resolve().parent.parent / "runner_userdata"
 # EC2 refuses launch-template user data over 16 KB (decoded); cloud-init reads gzip (R9).
 MAX_USER_DATA_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class RunnerRelease:
+    """A gitlab-runner release as its fact file lists it: the files the host downloads, by the names
+    GitLab publishes them under, and the key their checksums are signed with (R17)."""
+
+    version: str
+    downloads: str
+    """Base URL of the release's files; every other field is a path under it, or the key's URL."""
+    rpms: Mapping[str, str]
+    """RPM per `uname -m` (x86_64, aarch64): GitLab names RPMs by RPM arch since 18.9.0."""
+    helper_images_rpm: str
+    checksums: str
+    signature: str
+    signing_key_url: str
+    signing_key_fingerprint: str
+
+    @classmethod
+    def of(cls, version: str) -> RunnerRelease:
+        """The release of infra/facts/gitlab-runner/<version>.yaml; FactError if it has none or the
+        file names a download that its own file list does not."""
+        name = f"gitlab-runner/{version}"
+        doc = facts.load(name)
+        key = doc["signing_key"]
+        release = cls(
+            version=version,
+            downloads=doc["downloads"].rstrip("/"),
+            rpms=dict(doc["rpm"]),
+            helper_images_rpm=doc["helper_images_rpm"],
+            checksums=doc["checksums"],
+            signature=doc["signature"],
+            signing_key_url=key["url"],
+            signing_key_fingerprint=str(key["fingerprint"]).replace(" ", "").upper(),
+        )
+        problems = [f"version is {doc.get('version')!r}"] if str(doc.get("version")) != version else []
+        listed = set(doc["files"])
+        downloads = (*release.rpms.values(), release.helper_images_rpm, release.checksums, release.signature)
+        problems += [f"{path} is not one of its files" for path in downloads if path not in listed]
+        problems += [
+            f"rpm arch {arch!r} is not a `uname -m`" for arch in release.rpms if not re.fullmatch(r"\w+", arch)
+        ]
+        if not re.fullmatch(r"[0-9A-F]{40}", release.signing_key_fingerprint):
+            problems.append("signing_key.fingerprint is not 40 hex digits")
+        if problems:
+            raise facts.FactError(f"{name}.yaml: {'; '.join(problems)}")
+        return release
+
+    def env(self) -> dict[str, str]:
+        """runner.env lines: the bootstrap picks GITLAB_RUNNER_RPM_<uname -m> and hard-codes no name."""
+        return {
+            "GITLAB_RUNNER_DOWNLOADS": self.downloads,
+            **{f"GITLAB_RUNNER_RPM_{arch.upper()}": path for arch, path in sorted(self.rpms.items())},
+            "GITLAB_RUNNER_HELPER_IMAGES_RPM": self.helper_images_rpm,
+            "GITLAB_RUNNER_CHECKSUMS": self.checksums,
+            "GITLAB_RUNNER_SIGNATURE": self.signature,
+            "GITLAB_RUNNER_SIGNING_KEY_URL": self.signing_key_url,
+            "GITLAB_RUNNER_SIGNING_FINGERPRINT": self.signing_key_fingerprint,
+        }
 
 
 @dataclass(frozen=True)
@@ -37,11 +101,16 @@ class RunnerHost:
     gitlab_runner_version: str
     docker_version: str
 
+    @property
+    def release(self) -> RunnerRelease:
+        return RunnerRelease.of(self.gitlab_runner_version)
+
     def env_file(self) -> str:
+        values = {key.upper(): value for key, value in asdict(self).items()} | self.release.env()
         lines = []
-        for key, value in asdict(self).items():
+        for key, value in values.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
-            lines.append(f"{key.upper()}={shlex.quote(text)}")
+            lines.append(f"{key}={shlex.quote(text)}")
         return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Brings this host up as a GitLab runner: machine identity, Docker and gitlab-runner at pinned
-# versions, config.toml with the runner token from SSM, a verified registration, and then the
+# Brings this host up as a GitLab runner: machine identity, Docker and a verified gitlab-runner at
+# pinned versions, config.toml with the runner token from SSM, a verified registration, and then the
 # launching lifecycle hook: CONTINUE when all of it worked, ABANDON on any failure (R8), so the
 # Auto Scaling group replaces a broken host instead of keeping it in service.
 # Safe to run again: what is already in place is left as it is.
@@ -20,6 +20,114 @@ failed() {
 }
 trap 'failed $LINENO' ERR
 
+# One file of the release, or its signing key, into $work; one that is missing (a 404: a name the
+# release does not have) fails naming itself (R17).
+fetch() {
+  local name="$1" url="$2" status=0
+  mkdir -p "$(dirname "$work/$name")"
+  curl -sSfL --proto =https --proto-redir =https --retry 3 -o "$work/$name" "$url" || status=$?
+  if [ "$status" -ne 0 ]; then
+    log "$name: cannot download $url (curl exit $status)"
+    return 1
+  fi
+}
+
+# R17: release.sha256 carries GitLab's signature. The key is fetched from GitLab (a fresh copy
+# carries GitLab's extensions of its expiry) and used only if its fingerprint is the pinned one; gpg
+# reads it as a keyring file, so nothing is imported and no gpg-agent starts.
+verify_signature() {
+  local key="$1" gnupg="$work/gnupg" primaries status
+  mkdir -m 700 "$gnupg"
+  primaries=$(gpg --homedir "$gnupg" --batch --with-colons --show-keys "$work/$key" 2>/dev/null |
+    awk -F: '$1 == "pub" { primary = 1; next } primary && $1 == "fpr" { print $10; primary = 0 }') || true
+  if ! grep -qxF "$GITLAB_RUNNER_SIGNING_FINGERPRINT" <<<"$primaries"; then
+    log "$key: fingerprint ${primaries:-none} is not the pinned $GITLAB_RUNNER_SIGNING_FINGERPRINT"
+    return 1
+  fi
+  if grep -q -- '-----BEGIN PGP PUBLIC KEY BLOCK-----' "$work/$key"; then
+    gpg --batch --dearmor <"$work/$key" >"$gnupg/signing-key.gpg"
+  else
+    cp "$work/$key" "$gnupg/signing-key.gpg"
+  fi
+  status=$(gpg --homedir "$gnupg" --batch --no-default-keyring --keyring "$gnupg/signing-key.gpg" --status-fd 1 \
+    --verify "$work/$GITLAB_RUNNER_SIGNATURE" "$work/$GITLAB_RUNNER_CHECKSUMS" 2>/dev/null) || true
+  case "$status" in
+    *"[GNUPG:] GOODSIG "*) ;;
+    *"[GNUPG:] EXPKEYSIG "*) log "$GITLAB_RUNNER_SIGNATURE: signed by an expired key; refresh it from GitLab"; return 1 ;;
+    *) log "$GITLAB_RUNNER_SIGNATURE: bad signature"; return 1 ;;
+  esac
+  # VALIDSIG's last field is the primary key of the signer: the pinned key, not another one in the file.
+  if ! awk -v key="$GITLAB_RUNNER_SIGNING_FINGERPRINT" '$2 == "VALIDSIG" && $NF == key { ok = 1 } END { exit !ok }' <<<"$status"; then
+    log "$GITLAB_RUNNER_SIGNATURE: not signed by $GITLAB_RUNNER_SIGNING_FINGERPRINT"
+    return 1
+  fi
+}
+
+# Only the lines of the files installed: release.sha256 lists every file of the release.
+verify_checksums() {
+  local file line
+  for file in "$@"; do
+    line=$(awk -v file="$file" '$2 == file { print $1 "  " $2; exit }' "$work/$GITLAB_RUNNER_CHECKSUMS")
+    if [ -z "$line" ]; then
+      log "$file: not listed in $GITLAB_RUNNER_CHECKSUMS"
+      return 1
+    fi
+    if ! (cd "$work" && sha256sum --check --strict --status <<<"$line"); then
+      log "$file: checksum mismatch"
+      return 1
+    fi
+  done
+}
+
+# R12, R17: the pinned release, by the names its fact file gives (runner.env; GitLab names RPMs by
+# RPM arch since 18.9.0), checked before dnf sees it. Why the downloads bucket and not GitLab's dnf
+# repository (which lists Amazon Linux 2023): the repository's setup is a script run as root, its
+# metadata is signed with a second key (all of packages.gitlab.com), and linux-repository.md says how
+# to turn its package checks on rather than that they are on. The bucket's release.sha256 is signed
+# with the runner's own key, the one the docs pin by fingerprint, and covers every file it installs.
+install_gitlab_runner() {
+  local arch rpm_of rpm key work
+  arch=$(uname -m)
+  rpm_of="GITLAB_RUNNER_RPM_${arch^^}"
+  rpm="${!rpm_of:-}"
+  if [ -z "$rpm" ]; then
+    log "gitlab-runner $GITLAB_RUNNER_VERSION has no rpm for $arch in its release facts"
+    return 1
+  fi
+  work=$(mktemp -d)
+  key="${GITLAB_RUNNER_SIGNING_KEY_URL##*/}"
+  fetch "$key" "$GITLAB_RUNNER_SIGNING_KEY_URL"
+  fetch "$GITLAB_RUNNER_CHECKSUMS" "$GITLAB_RUNNER_DOWNLOADS/$GITLAB_RUNNER_CHECKSUMS"
+  fetch "$GITLAB_RUNNER_SIGNATURE" "$GITLAB_RUNNER_DOWNLOADS/$GITLAB_RUNNER_SIGNATURE"
+  verify_signature "$key"
+  fetch "$GITLAB_RUNNER_HELPER_IMAGES_RPM" "$GITLAB_RUNNER_DOWNLOADS/$GITLAB_RUNNER_HELPER_IMAGES_RPM"
+  fetch "$rpm" "$GITLAB_RUNNER_DOWNLOADS/$rpm"
+  verify_checksums "$GITLAB_RUNNER_HELPER_IMAGES_RPM" "$rpm"
+  dnf install -y -q "$work/$GITLAB_RUNNER_HELPER_IMAGES_RPM" "$work/$rpm"
+  rm -rf "$work"
+  log "gitlab-runner $GITLAB_RUNNER_VERSION installed from $rpm, signature and checksums verified"
+}
+
+# R18: a token GitLab rejects does not heal on another host, since every host reads the same
+# parameter: abandoning at once would only have the group churn through hosts. Say why and how to
+# recover, then wait for a new token (the recovery writes one) before abandoning: one host per
+# TOKEN_POLLS × TOKEN_POLL_SECONDS (7.5 minutes, inside the launch hook's 15) instead of one per boot.
+token_rejected() {
+  local version="$1" polls="${TOKEN_POLLS:-15}" now i
+  log "GitLab rejects the runner token in $TOKEN_PARAMETER (version $version): revoked, expired, or its runner deleted; a new host reads the same token. To recover, replace the runner: pulumi up --replace <the stack's gitlab:index/userRunner:UserRunner URN> (pulumi stack --show-urns lists it)"
+  for ((i = 0; i < polls; i++)); do
+    sleep "${TOKEN_POLL_SECONDS:-30}"
+    now=$(aws ssm get-parameter --name "$TOKEN_PARAMETER" --query Parameter.Version --output text) || continue
+    if [ "$now" != "$version" ]; then
+      log "$TOKEN_PARAMETER has a new token (version $now); bootstrapping again"
+      trap - ERR
+      exec bash "$0"
+    fi
+  done
+  log "no new token in $TOKEN_PARAMETER after $polls checks"
+  return 1
+}
+
 load_env
 mkdir -p "$STATE_DIR" "$RUNNER_DIR"
 instance_id=$(imds instance-id)
@@ -32,18 +140,26 @@ if [ "$(cat "$STATE_DIR/machine-id.instance" 2>/dev/null || true)" != "$instance
   log "machine-id regenerated for $instance_id"
 fi
 
+# R16, R18: a token gitlab-runner rotated since the last boot goes to the parameter first.
+write_back_rotated_token || log "the rotated token stays in config.toml only for now; shipyard-token-sync retries"
+
 # R1: the token comes from the SecureString parameter, decrypted in memory, never printed.
-read -r token token_version < <(aws ssm get-parameter --name "$TOKEN_PARAMETER" --with-decryption \
-  --query '[Parameter.Value,Parameter.Version]' --output text)
+read -r token token_version < <(parameter_read)
 if [[ "$token" != glrt-* ]]; then
   log "parameter $TOKEN_PARAMETER does not hold a runner authentication token"
   false
 fi
 # R16: gitlab-runner rotates its token into config.toml; keep that one unless the parameter has
 # changed since config.toml was written (a new runner, created by pulumi up).
+# With it go the dates gitlab-runner schedules its next rotation by (commands/multi.go
+# nextRunnerToReset: no token_expires_at, no rotation).
+token_dates=""
 if [ -f "$CONFIG" ] && [ "$(cat "$STATE_DIR/token-version" 2>/dev/null || true)" = "$token_version" ]; then
-  current=$(sed -n 's/^ *token = "\(glrt-[^"]*\)"$/\1/p' "$CONFIG")
-  token="${current:-$token}"
+  current=$(config_token)
+  if [ -n "$current" ]; then
+    token="$current"
+    token_dates=$(grep -E '^ *token_(obtained|expires)_at = ' "$CONFIG" || true)
+  fi
 fi
 
 # R5: the complete config.toml exists before gitlab-runner starts for the first time.
@@ -53,6 +169,9 @@ rendered="${rendered//@CONCURRENT@/$CONCURRENT}"
 rendered="${rendered//@RUNNER_NAME@/$RUNNER_NAME-$instance_id}"
 rendered="${rendered//@GITLAB_URL@/$GITLAB_URL}"
 rendered="${rendered//@PRIVILEGED@/$PRIVILEGED}"
+if [ -n "$token_dates" ]; then
+  rendered="${rendered/@TOKEN@\"/@TOKEN@\"$'\n'$token_dates}"
+fi
 rendered="${rendered//@TOKEN@/$token}"
 unset token current
 printf '%s\n' "$rendered" >"$CONFIG.new"
@@ -75,14 +194,7 @@ fi
 systemctl enable --now docker
 
 if [ "$(rpm -q --qf '%{VERSION}' gitlab-runner 2>/dev/null || true)" != "$GITLAB_RUNNER_VERSION" ]; then
-  arch=$(uname -m)
-  case "$arch" in x86_64) pkg_arch=amd64 ;; aarch64) pkg_arch=arm64 ;; *) pkg_arch="$arch" ;; esac
-  downloads="https://s3.dualstack.us-east-1.amazonaws.com/gitlab-runner-downloads/v$GITLAB_RUNNER_VERSION/rpm"
-  work=$(mktemp -d)
-  curl -sSfL -o "$work/gitlab-runner-helper-images.rpm" "$downloads/gitlab-runner-helper-images.rpm"
-  curl -sSfL -o "$work/gitlab-runner_$pkg_arch.rpm" "$downloads/gitlab-runner_$pkg_arch.rpm"
-  dnf install -y -q "$work/gitlab-runner-helper-images.rpm" "$work/gitlab-runner_$pkg_arch.rpm"
-  rm -rf "$work"
+  install_gitlab_runner
 fi
 
 # R7: jobs finish on stop (SIGQUIT), given as long as the longest job.
@@ -97,7 +209,17 @@ else
 fi
 systemctl enable --now gitlab-runner
 
-gitlab-runner verify
+verified=0
+verify_output=$(gitlab-runner verify 2>&1) || verified=$?
+printf '%s\n' "$verify_output" >&2
+if [ "$verified" -ne 0 ]; then
+  # The 403 answer for a glrt- token ("is not valid", network/gitlab.go), and what others say for it.
+  if grep -qiE 'is not valid|is removed|\b40[13]\b|invalid token|(404|runner|token).*not found' <<<"$verify_output"; then
+    token_rejected "$token_version"
+  fi
+  log "gitlab-runner verify failed"
+  false
+fi
 complete_hook "$LAUNCH_HOOK" CONTINUE
 trap - ERR
 log "runner $RUNNER_NAME-$instance_id is up"

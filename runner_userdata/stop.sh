@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Takes this host out of service when the Auto Scaling group terminates it: gitlab-runner stops
 # with SIGQUIT so running jobs finish (R7), heartbeats keep the terminating hook open meanwhile,
-# then only this host's runner manager is unregistered (R3), then the hook completes.
+# a token gitlab-runner rotated goes to the parameter for the next host (R18), then only this host's
+# runner manager is unregistered (R3), then the hook completes.
+# Never add tracing (set -x) here: the runner token passes through this script (R1).
 set -Euo pipefail
+umask 077
 
 # shellcheck source=lib.sh
 . "${SHIPYARD_LIB:-/usr/local/lib/shipyard/lib.sh}"
@@ -22,6 +25,8 @@ while kill -0 "$stopping" 2>/dev/null; do
   fi
 done
 wait "$stopping" || log "gitlab-runner did not stop cleanly"
+
+write_back_rotated_token || log "token write-back failed: the next host reads $TOKEN_PARAMETER's older token"
 
 # With a glrt- token this removes this host's runner manager only; the runner stays for the next host.
 gitlab-runner unregister --all-runners || log "unregister failed; GitLab prunes stale managers after 7 days"

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.userdata import MAX_USER_DATA_BYTES, USERDATA_DIR, decode, encode, render_cloud_config
+from infra import facts
+from infra.userdata import MAX_USER_DATA_BYTES, USERDATA_DIR, RunnerRelease, decode, encode, render_cloud_config
 from tests.conftest import ROOT, run_stack
 from tests.runner_userdata.test_scripts import HOST, STUBS
 
@@ -53,6 +54,42 @@ def test_every_file_is_written_as_it_is_in_runner_userdata() -> None:
     assert "TOKEN_PARAMETER=/shipyard/staging/gitlab-runner-token" in written["/etc/shipyard/runner.env"]["content"]
     assert ["/usr/local/sbin/shipyard-bootstrap"] in doc["runcmd"]
     assert not [f for f in doc["write_files"] if str(f["content"]).startswith("@")]
+    # guards R18: the rotated token also reaches the parameter between boots.
+    assert written["/usr/local/sbin/shipyard-token-sync"]["content"] == (USERDATA_DIR / "token-sync.sh").read_text()
+    assert ["systemctl", "enable", "--now", "shipyard-token-sync.timer"] in doc["runcmd"]
+
+
+def test_the_host_downloads_what_the_release_facts_list_and_pins_gitlabs_key() -> None:  # guards R17
+    env = dict(
+        line.split("=", 1) for line in yaml.safe_load(render_cloud_config(HOST))["write_files"][0]["content"].split()
+    )
+    release = facts.load("gitlab-runner/19.1.1")
+    assert env["GITLAB_RUNNER_DOWNLOADS"] == release["downloads"]
+    assert env["GITLAB_RUNNER_RPM_X86_64"] == "rpm/gitlab-runner_x86_64.rpm" == release["rpm"]["x86_64"]
+    assert env["GITLAB_RUNNER_RPM_AARCH64"] == "rpm/gitlab-runner_aarch64.rpm" == release["rpm"]["aarch64"]
+    assert env["GITLAB_RUNNER_SIGNING_KEY_URL"] == release["signing_key"]["url"]
+    # The fingerprint GitLab's docs give; the tests' hosts pin their throwaway key's instead.
+    assert env["GITLAB_RUNNER_SIGNING_FINGERPRINT"] == "931DA69CFA3AFEBBC97DAA8C6C57C29C6BA75A4E"
+    for name in ("GITLAB_RUNNER_HELPER_IMAGES_RPM", "GITLAB_RUNNER_CHECKSUMS", "GITLAB_RUNNER_SIGNATURE"):
+        assert env[name] in release["files"]
+
+
+def test_a_version_without_a_fact_file_or_with_an_unlisted_download_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:  # guards R17
+    with pytest.raises(facts.FactError, match=r"no fact file infra/facts/gitlab-runner/18\.8\.0\.yaml"):
+        RunnerRelease.of("18.8.0")
+    doc = yaml.safe_load(facts.path_of("gitlab-runner/19.1.1").read_text())
+    doc["rpm"]["x86_64"] = "rpm/gitlab-runner_amd64.rpm"
+    (tmp_path / "gitlab-runner").mkdir()
+    (tmp_path / "gitlab-runner/19.1.1.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(facts, "FACTS_DIR", tmp_path)
+    facts.load.cache_clear()
+    try:
+        with pytest.raises(facts.FactError, match=r"rpm/gitlab-runner_amd64.rpm is not one of its files"):
+            RunnerRelease.of("19.1.1")
+    finally:
+        facts.load.cache_clear()
 
 
 def test_encoding_is_gzip_base64_and_stable_across_runs() -> None:
@@ -73,7 +110,8 @@ def test_plan_user_data_decodes_to_valid_cloud_config_without_any_secret(
     staging_doc: dict, tmp_path: Path
 ) -> None:  # guards R1
     run = run_stack(staging_doc, "staging", secrets={"shipyard:herokuApiKey": CANARY_KEY})
-    token = run.one("aws:ssm/parameter:Parameter").raw_inputs["value"]
+    inputs = run.one("aws:ssm/parameter:Parameter").raw_inputs
+    token: str = inputs["valueWo"] if "valueWo" in inputs else inputs["value"]  # write-only or not
     assert token.startswith("glrt-")
     lt = run.one("aws:ec2/launchTemplate:LaunchTemplate")
     text = decode(lt.inputs["userData"])  # what the plan JSON shows
@@ -88,7 +126,12 @@ def test_plan_user_data_decodes_to_valid_cloud_config_without_any_secret(
 
 def test_every_script_passes_shellcheck() -> None:
     shellcheck = Path(sys.executable).with_name("shellcheck")
-    stubs = [p for folder in (STUBS, ROOT / "tests" / "ci" / "stubs") for p in sorted(folder.iterdir()) if p.is_file()]
+    stubs = [
+        p
+        for folder in (STUBS, ROOT / "tests" / "ci" / "stubs")
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix != ".py"
+    ]
     scripts = [*USERDATA_DIR.glob("*.sh"), *stubs]
     result = subprocess.run(
         [str(shellcheck), "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True

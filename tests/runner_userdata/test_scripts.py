@@ -1,21 +1,32 @@
-"""The runner host's scripts, run for real: bash, a temporary root, and stub `aws`, `curl`,
-`gitlab-runner`, `systemctl`, `dnf`, `rpm` on PATH that record every call."""
+"""The runner host's scripts, run for real: bash, a temporary root, real gpg and sha256sum, and stub
+`aws`, `curl`, `gitlab-runner`, `systemctl`, `dnf`, `rpm`, `uname` on PATH that record every call.
+The curl stub serves only what the gitlab-runner fact file lists (404 otherwise); the aws stub keeps
+SSM parameters as the service does."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import stat
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from infra import facts
 from infra.userdata import USERDATA_DIR, RunnerHost
 
 STUBS = Path(__file__).resolve().parent / "stubs"
 TOKEN = "glrt-t3stT0kenValue_abcdef123"
 ROTATED = "glrt-r0tatedByRunner_987654"
+NEW = "glrt-newRunnerAfterReplace_42"
+ROTATION_DATES = "  token_obtained_at = 2026-11-30T10:00:00Z\n  token_expires_at = 2026-12-30T10:00:00Z"
 HOST = RunnerHost(
     aws_region="eu-west-1",
     token_parameter="/shipyard/staging/gitlab-runner-token",
@@ -31,6 +42,62 @@ HOST = RunnerHost(
     gitlab_runner_version="19.1.1",
     docker_version="25.0.*",
 )
+RELEASE = HOST.release
+GITLAB_KEY = RELEASE.signing_key_fingerprint
+
+
+def local_copy(root: Path, url: str) -> Path:
+    """Where the curl stub looks for URL's content: $STUB_DOWNLOADS/<host>/<path>."""
+    parts = urlsplit(url)
+    return root / parts.netloc / parts.path.lstrip("/")
+
+
+def rpm_header(name: str, arch: str = "noarch") -> bytes:
+    """A stand-in rpm: what the dnf stub reads to know what it installs."""
+    return f"Name: {name}\nVersion: {RELEASE.version}\nArch: {arch}\n".encode()
+
+
+@dataclass
+class SignedRelease:
+    downloads: Path
+    fingerprint: str
+    """Of the throwaway key that signed this release's release.sha256, in place of GitLab's."""
+
+
+@pytest.fixture(scope="session")
+def signed_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedRelease]:
+    """The release's files as GitLab publishes them, with stand-in packages: a real release.sha256
+    over them in upstream's format ("<sha256>\\t<path>", every file of the release, not only those a
+    host installs), signed with a key generated here, and that key at the signing key's URL."""
+    base = tmp_path_factory.mktemp("release")
+    gnupg = base / "gnupg"
+    gnupg.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(gnupg), "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run([*gpg, "--quick-gen-key", "shipyard test <release@shipyard.invalid>", "ed25519", "sign", "never"])
+    listing = subprocess.run([*gpg, "--with-colons", "--list-keys"], capture_output=True, text=True).stdout
+    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    try:
+        files = {
+            RELEASE.helper_images_rpm: rpm_header("gitlab-runner-helper-images"),
+            **{path: rpm_header("gitlab-runner", arch) for arch, path in RELEASE.rpms.items()},
+            "deb/gitlab-runner_amd64.deb": b"a deb the host never downloads\n",
+        }
+        assert set(files) <= set(facts.load(f"gitlab-runner/{RELEASE.version}")["files"])
+        downloads = base / "downloads"
+        for path, content in files.items():
+            target = local_copy(downloads, f"{RELEASE.downloads}/{path}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        sums = local_copy(downloads, f"{RELEASE.downloads}/{RELEASE.checksums}")
+        sums.write_text("".join(f"{hashlib.sha256(c).hexdigest()}\t{p}\n" for p, c in sorted(files.items())))
+        signature = local_copy(downloads, f"{RELEASE.downloads}/{RELEASE.signature}")
+        subprocess.run([*gpg, "--armor", "--detach-sign", "--output", str(signature), str(sums)], check=True)
+        key = local_copy(downloads, RELEASE.signing_key_url)
+        key.parent.mkdir(parents=True)
+        key.write_bytes(subprocess.run([*gpg, "--armor", "--export", fingerprint], capture_output=True).stdout)
+        yield SignedRelease(downloads, fingerprint)
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "all"])
 
 
 @dataclass
@@ -41,17 +108,29 @@ class Result:
 
 
 class Host:
-    """A temporary root laid out as cloud-init leaves the instance, and a way to run a script."""
+    """A temporary root laid out as cloud-init leaves the instance, the SSM parameter as pulumi up
+    leaves it (version 1), the release's downloads, and a way to run a script."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, release: SignedRelease, ssm: Path | None = None) -> None:
         self.root = tmp / "root"
         self.state = tmp / "stub-state"
         self.log = tmp / "calls.log"
+        self.tmp = tmp / "tmp"
+        self.downloads = tmp / "downloads"
+        self.ssm = ssm or tmp / "ssm"
         (self.root / "etc/shipyard").mkdir(parents=True)
-        self.state.mkdir()
-        (self.root / "etc/shipyard/runner.env").write_text(HOST.env_file())
+        for folder in (self.state, self.tmp, self.ssm):
+            folder.mkdir(exist_ok=True)
+        shutil.copytree(release.downloads, self.downloads)
+        # The only place the pinned fingerprint is not the fact file's: this test host's runner.env,
+        # so that the throwaway key can stand in for GitLab's. The user data always carries the fact
+        # file's (tests/test_userdata.py); `pin(GITLAB_KEY)` puts it back.
+        self.fingerprint = release.fingerprint
+        self.pin()
         (self.root / "etc/shipyard/config.toml.tmpl").write_text((USERDATA_DIR / "config.toml.tmpl").read_text())
         (self.root / "etc/machine-id").write_text("0" * 32)  # as baked into an AMI
+        if ssm is None:
+            self.set_parameter(TOKEN, 1)
         self.env = {
             "PATH": f"{STUBS}:{os.environ['PATH']}",
             "SHIPYARD_ROOT": str(self.root),
@@ -59,13 +138,53 @@ class Host:
             "SHIPYARD_STOP": str(STUBS / "shipyard-stop"),
             "STUB_LOG": str(self.log),
             "STUB_STATE": str(self.state),
-            "STUB_TOKEN": TOKEN,
+            "STUB_SSM": str(self.ssm),
+            "STUB_DOWNLOADS": str(self.downloads),
+            "STUB_PYTHON": sys.executable,
+            "TMPDIR": str(self.tmp),
             "HEARTBEAT_SECONDS": "0.1",
+            "TOKEN_POLL_SECONDS": "0.05",
         }
+
+    def pin(self, fingerprint: str | None = None, **env: str) -> None:
+        """Write runner.env pinning `fingerprint` (the test key's by default), `env` in place of its values."""
+        lines = HOST.env_file().replace(GITLAB_KEY, fingerprint or self.fingerprint).splitlines()
+        for key, value in env.items():
+            lines = [line for line in lines if not line.startswith(f"{key}=")] + [f"{key}={value}"]
+        (self.root / "etc/shipyard/runner.env").write_text("\n".join(lines) + "\n")
 
     @property
     def config(self) -> Path:
         return self.root / "etc/gitlab-runner/config.toml"
+
+    def release_file(self, path: str) -> Path:
+        return local_copy(self.downloads, f"{RELEASE.downloads}/{path}")
+
+    def _parameter(self) -> Path:
+        return self.ssm / HOST.token_parameter.replace("/", "%")
+
+    def set_parameter(self, value: str, version: int) -> None:
+        """As pulumi up writes it: a new runner's token, a new version."""
+        self._parameter().mkdir(exist_ok=True)
+        (self._parameter() / "value").write_text(value)
+        (self._parameter() / "version").write_text(f"{version}\n")
+
+    def parameter(self) -> tuple[str, int]:
+        return (self._parameter() / "value").read_text(), int((self._parameter() / "version").read_text())
+
+    def delete_parameter(self) -> None:
+        shutil.rmtree(self._parameter())
+
+    def rotate(self, new: str = ROTATED) -> None:
+        """What gitlab-runner does when it rotates its token: the new one and its dates, in config.toml
+        only (common/reset_token.go)."""
+        text = self.config.read_text()
+        old = next(line for line in text.splitlines() if line.strip().startswith("token = "))
+        self.config.write_text(text.replace(old, f'  token = "{new}"\n{ROTATION_DATES}'))
+
+    def reject(self, *tokens: str) -> None:
+        """GitLab no longer accepts these tokens (revoked, expired, runner deleted)."""
+        (self.state / "rejected-tokens").write_text("".join(f"{t}\n" for t in tokens))
 
     def run(self, script: str, **env: str) -> Result:
         self.log.write_text("")
@@ -87,12 +206,21 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Host:
-    return Host(tmp_path)
+def host(tmp_path: Path, signed_release: SignedRelease) -> Host:
+    return Host(tmp_path, signed_release)
 
 
 def hook_calls(result: Result) -> list[str]:
     return [c for c in result.calls if c.startswith("aws autoscaling complete-lifecycle-action")]
+
+
+def abandoned(result: Result) -> bool:
+    hooks = hook_calls(result)
+    return result.code != 0 and len(hooks) == 1 and hooks[0].endswith("--lifecycle-action-result ABANDON")
+
+
+def downloads(result: Result) -> list[str]:
+    return [c.split()[-1] for c in result.calls if c.startswith("curl") and "169.254.169.254" not in c]
 
 
 def test_bootstrap_puts_the_token_in_config_toml_and_nowhere_else(host: Host) -> None:  # guards R1
@@ -107,6 +235,7 @@ def test_bootstrap_puts_the_token_in_config_toml_and_nowhere_else(host: Host) ->
     assert not [c for c in result.calls if TOKEN in c]  # no command ever gets it as an argument
     for path, (content, _) in host.snapshot().items():
         assert path == "etc/gitlab-runner/config.toml" or TOKEN.encode() not in content, path
+    assert not list(host.tmp.iterdir())  # the downloads are cleaned up
 
 
 def test_bootstrap_reads_the_token_with_decryption_and_completes_the_launch_hook(host: Host) -> None:
@@ -124,10 +253,79 @@ def test_bootstrap_reads_the_token_with_decryption_and_completes_the_launch_hook
 
 def test_config_exists_before_gitlab_runner_is_installed_and_started(host: Host) -> None:  # guards R5
     result = host.run("bootstrap.sh")
-    install = next(i for i, c in enumerate(result.calls) if c.startswith("dnf install") and "gitlab-runner_amd64" in c)
+    install = next(i for i, c in enumerate(result.calls) if c.startswith("dnf install") and "gitlab-runner_" in c)
     assert result.calls[install + 1] == "dnf saw config.toml"
     assert "dnf install -y -q docker-25.0.*" in result.calls  # guards R12
-    assert any("/v19.1.1/rpm/gitlab-runner_amd64.rpm" in c for c in result.calls if c.startswith("curl"))
+    assert install < result.calls.index("systemctl enable --now gitlab-runner")
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_bootstrap_downloads_and_installs_the_rpm_gitlab_publishes_for_the_arch(host: Host, arch: str) -> None:
+    # guards R17: since 18.9.0 the RPMs are named by RPM arch; gitlab-runner_amd64.rpm is a 404.
+    result = host.run("bootstrap.sh", STUB_ARCH=arch)
+    assert result.code == 0, result.output
+    base = "https://s3.dualstack.us-east-1.amazonaws.com/gitlab-runner-downloads/v19.1.1"
+    assert downloads(result) == [
+        "https://packages.gitlab.com/runner/gitlab-runner/gpgkey/runner-gitlab-runner-49F16C5CC3A0F81F.pub.gpg",
+        f"{base}/release.sha256",
+        f"{base}/release.sha256.asc",
+        f"{base}/rpm/gitlab-runner-helper-images.rpm",
+        f"{base}/rpm/gitlab-runner_{arch}.rpm",
+    ]
+    (install,) = [c for c in result.calls if c.startswith("dnf install") and ".rpm" in c]
+    assert install.endswith(f"/rpm/gitlab-runner-helper-images.rpm {install.split()[-1]}")
+    assert install.split()[-1].endswith(f"/rpm/gitlab-runner_{arch}.rpm")
+    assert (host.state / "gitlab-runner-version").read_text().strip() == "19.1.1"
+    assert hook_calls(result)[0].endswith("CONTINUE")
+
+
+def test_a_release_file_that_gitlab_does_not_publish_abandons_naming_it(host: Host) -> None:
+    # guards R17: the old Debian-style name, as the bootstrap used to ask for it, is a 404.
+    host.pin(GITLAB_RUNNER_RPM_X86_64="rpm/gitlab-runner_amd64.rpm")
+    result = host.run("bootstrap.sh")
+    assert abandoned(result), result.output
+    assert "shipyard: rpm/gitlab-runner_amd64.rpm: cannot download" in result.output
+    assert "curl: (22) The requested URL returned error: 404" in result.output
+    assert not [c for c in result.calls if c.startswith("dnf install") and ".rpm" in c]
+    assert "gitlab-runner verify" not in result.calls
+
+
+def test_an_arch_without_an_rpm_in_the_facts_abandons(host: Host) -> None:  # guards R17
+    result = host.run("bootstrap.sh", STUB_ARCH="riscv64")
+    assert abandoned(result)
+    assert "shipyard: gitlab-runner 19.1.1 has no rpm for riscv64 in its release facts" in result.output
+
+
+def test_a_tampered_rpm_abandons_naming_it(host: Host) -> None:  # guards R17
+    rpm = host.release_file("rpm/gitlab-runner_x86_64.rpm")
+    rpm.write_bytes(rpm.read_bytes() + b"# and something else\n")
+    result = host.run("bootstrap.sh")
+    assert abandoned(result)
+    assert "shipyard: rpm/gitlab-runner_x86_64.rpm: checksum mismatch" in result.output
+    assert not [c for c in result.calls if c.startswith("dnf install") and ".rpm" in c]
+
+
+def test_checksums_changed_after_signing_are_a_bad_signature(host: Host) -> None:  # guards R17
+    # What someone who can write to the bucket would do: a new rpm and its sum, without GitLab's key.
+    rpm = host.release_file("rpm/gitlab-runner_x86_64.rpm")
+    sums = host.release_file("release.sha256")
+    old = hashlib.sha256(rpm.read_bytes()).hexdigest()
+    rpm.write_bytes(b"Name: gitlab-runner\nVersion: 19.1.1\nArch: x86_64\n# backdoor\n")
+    sums.write_text(sums.read_text().replace(old, hashlib.sha256(rpm.read_bytes()).hexdigest()))
+    result = host.run("bootstrap.sh")
+    assert abandoned(result)
+    assert "shipyard: release.sha256.asc: bad signature" in result.output
+    assert "rpm/gitlab-runner_x86_64.rpm" not in " ".join(downloads(result))  # nothing fetched past the check
+
+
+def test_a_signing_key_other_than_the_pinned_one_abandons(host: Host, signed_release: SignedRelease) -> None:
+    # guards R17: the runner.env of the user data, GitLab's fingerprint; the key served is another one.
+    host.pin(GITLAB_KEY)
+    result = host.run("bootstrap.sh")
+    assert abandoned(result)
+    key = "runner-gitlab-runner-49F16C5CC3A0F81F.pub.gpg"
+    assert f"shipyard: {key}: fingerprint {signed_release.fingerprint} is not the pinned {GITLAB_KEY}" in result.output
+    assert not [c for c in result.calls if c.startswith("dnf install") and ".rpm" in c]
 
 
 def test_machine_id_is_regenerated_once_per_instance(host: Host) -> None:  # guards R4
@@ -145,20 +343,58 @@ def test_graceful_stop_is_configured_for_the_longest_job(host: Host) -> None:  #
 
 
 def test_missing_parameter_abandons_the_instance(host: Host) -> None:  # guards R8
-    result = host.run("bootstrap.sh", STUB_SSM_MISSING="1")
-    assert result.code != 0
-    (hook,) = hook_calls(result)
-    assert hook.endswith("--lifecycle-action-result ABANDON")
+    host.delete_parameter()
+    result = host.run("bootstrap.sh")
+    assert abandoned(result)
+    assert "An error occurred (ParameterNotFound) when calling the GetParameter operation" in result.output
     assert not host.config.exists()
     assert "gitlab-runner verify" not in result.calls
 
 
 def test_failing_verify_abandons_the_instance_without_leaking_the_token(host: Host) -> None:  # guards R8
     result = host.run("bootstrap.sh", STUB_VERIFY_RC="1")
-    assert result.code != 0
-    (hook,) = hook_calls(result)
-    assert hook.endswith("--lifecycle-action-result ABANDON")
+    assert abandoned(result)
     assert TOKEN not in result.output
+    assert "replace the runner" not in result.output  # not a rejected token: no recovery advice
+
+
+def test_a_rejected_token_says_how_to_recover_and_waits_before_abandoning(host: Host) -> None:  # guards R18
+    host.reject(TOKEN)
+    result = host.run("bootstrap.sh", TOKEN_POLLS="3")
+    assert abandoned(result)
+    assert "is not valid" in result.output  # gitlab-runner's own answer, shown
+    assert "shipyard: GitLab rejects the runner token in /shipyard/staging/gitlab-runner-token (version 1)" in (
+        result.output
+    )
+    assert "replace the runner: pulumi up --replace <the stack's gitlab:index/userRunner:UserRunner URN>" in (
+        result.output
+    )
+    polls = [c for c in result.calls if c.endswith("--query Parameter.Version --output text")]
+    assert len(polls) == 3 and not [c for c in polls if "--with-decryption" in c]
+    assert result.calls.index(polls[-1]) < result.calls.index(hook_calls(result)[0])
+    assert TOKEN not in result.output
+
+
+def test_a_new_token_during_the_wait_is_used_without_a_new_host(host: Host, tmp_path: Path) -> None:  # guards R18
+    host.reject(TOKEN)
+    stderr = tmp_path / "bootstrap.err"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            ["bash", str(USERDATA_DIR / "bootstrap.sh")],
+            env={**host.env, "TOKEN_POLLS": "100"},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while "replace the runner" not in stderr.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            host.set_parameter(NEW, 2)  # pulumi up --replace: a new runner, its token in the parameter
+            assert proc.wait(timeout=10) == 0, stderr.read_text()
+        finally:
+            proc.kill()
+    assert f'token = "{NEW}"' in host.config.read_text()
+    assert hook_calls(Result(0, "", host.log.read_text().splitlines()))[-1].endswith("CONTINUE")
 
 
 def test_a_second_run_changes_nothing(host: Host) -> None:
@@ -168,27 +404,90 @@ def test_a_second_run_changes_nothing(host: Host) -> None:
     assert second.code == 0, second.output
     assert host.snapshot() == before
     assert not [c for c in second.calls if c.startswith("dnf install")]
+    assert not downloads(second)
 
 
-def test_a_rotated_token_survives_a_reboot(host: Host) -> None:  # guards R16
-    host.run("bootstrap.sh")
-    host.config.write_text(host.config.read_text().replace(TOKEN, ROTATED))
+def test_a_rotated_token_is_written_back_to_ssm_and_never_an_argument(host: Host) -> None:  # guards R18
     assert host.run("bootstrap.sh").code == 0
-    assert f'token = "{ROTATED}"' in host.config.read_text()
+    host.rotate()
+    result = host.run("token-sync.sh")
+    assert result.code == 0, result.output
+    assert host.parameter() == (ROTATED, 2)
+    (put,) = [c for c in result.calls if c.startswith("aws ssm put-parameter")]
+    assert put.startswith("aws ssm put-parameter --cli-input-json file://")
+    assert (host.state / "put-request-mode").read_text().strip() == "600"
+    assert "is now /shipyard/staging/gitlab-runner-token version 2" in result.output
+    for secret in (ROTATED, TOKEN):
+        assert not [c for c in result.calls if secret in c]
+        assert secret not in result.output
+    for path, (content, _) in host.snapshot().items():
+        assert path == "etc/gitlab-runner/config.toml" or ROTATED.encode() not in content, path
+    assert (host.root / "var/lib/shipyard/token-version").read_text().strip() == "2"
+    again = host.run("token-sync.sh")
+    assert again.code == 0 and not [c for c in again.calls if "put-parameter" in c]
 
 
-def test_a_new_token_in_the_parameter_replaces_the_old_one(host: Host) -> None:
+def test_a_rotated_token_survives_a_reboot_and_reaches_the_parameter(host: Host) -> None:  # guards R16, R18
     host.run("bootstrap.sh")
-    host.config.write_text(host.config.read_text().replace(TOKEN, ROTATED))
-    new = "glrt-newRunnerAfterReplace_42"
-    assert host.run("bootstrap.sh", STUB_TOKEN=new, STUB_TOKEN_VERSION="2").code == 0
-    assert f'token = "{new}"' in host.config.read_text()
+    host.rotate()
+    result = host.run("bootstrap.sh")
+    assert result.code == 0, result.output
+    assert f'token = "{ROTATED}"\n{ROTATION_DATES}\n' in host.config.read_text()  # and when to rotate next
+    assert host.parameter() == (ROTATED, 2)
+    put = next(i for i, c in enumerate(result.calls) if c.startswith("aws ssm put-parameter"))
+    assert put < result.calls.index("gitlab-runner verify")
+    assert not [c for c in result.calls if ROTATED in c] and ROTATED not in result.output
+
+
+def test_a_replacement_host_reads_the_token_the_old_one_rotated(
+    host: Host, tmp_path: Path, signed_release: SignedRelease
+) -> None:
+    # guards R18: rotated on the old host, which then stops; the new host must not get the old token.
+    host.run("bootstrap.sh")
+    host.reject(TOKEN)  # GitLab invalidates the old token once it has rotated
+    host.rotate()
+    stop = host.run("stop.sh")
+    assert stop.code == 0, stop.output
+    put = next(i for i, c in enumerate(stop.calls) if c.startswith("aws ssm put-parameter"))
+    assert stop.calls.index("systemctl stop gitlab-runner") < put
+    assert put < stop.calls.index("gitlab-runner unregister --all-runners")
+    (tmp_path / "replacement").mkdir()
+    replacement = Host(tmp_path / "replacement", signed_release, ssm=host.ssm)
+    replacement.reject(TOKEN)
+    result = replacement.run("bootstrap.sh")
+    assert result.code == 0, result.output
+    assert f'token = "{ROTATED}"' in replacement.config.read_text()
+    assert hook_calls(result)[0].endswith("CONTINUE")
+
+
+def test_a_new_runner_from_pulumi_is_not_overwritten_by_a_hosts_older_token(host: Host) -> None:
+    host.run("bootstrap.sh")
+    host.rotate()
+    host.set_parameter(NEW, 2)  # pulumi up replaced the runner meanwhile
+    sync = host.run("token-sync.sh")
+    assert sync.code == 0
+    assert not [c for c in sync.calls if "put-parameter" in c]
+    assert host.parameter() == (NEW, 2)
+    assert host.run("bootstrap.sh").code == 0
+    assert f'token = "{NEW}"' in host.config.read_text()
+
+
+def test_a_failed_write_back_at_boot_keeps_the_rotated_token(host: Host) -> None:  # guards R16
+    host.run("bootstrap.sh")
+    host.rotate()
+    result = host.run("bootstrap.sh", STUB_SSM_PUT_DENIED="1")
+    assert result.code == 0, result.output
+    assert "AccessDeniedException" in result.output and "shipyard-token-sync retries" in result.output
+    assert f'token = "{ROTATED}"' in host.config.read_text()
+    assert host.parameter() == (TOKEN, 1)
+    assert host.run("token-sync.sh").code == 0
+    assert host.parameter() == (ROTATED, 2)
 
 
 def test_a_parameter_without_a_runner_token_abandons(host: Host) -> None:
-    result = host.run("bootstrap.sh", STUB_TOKEN="not-a-runner-token")
-    assert result.code != 0
-    assert hook_calls(result)[0].endswith("ABANDON")
+    host.set_parameter("not-a-runner-token", 1)
+    result = host.run("bootstrap.sh")
+    assert abandoned(result)
 
 
 def test_stop_drains_then_unregisters_this_manager_then_completes_the_hook(host: Host) -> None:  # guards R3, R7
@@ -200,6 +499,17 @@ def test_stop_drains_then_unregisters_this_manager_then_completes_the_hook(host:
     assert stop < unregister < result.calls.index(hook)
     assert "--lifecycle-hook-name shipyard-terminate" in hook and hook.endswith("CONTINUE")
     assert not [c for c in result.calls if "DELETE" in c or "/runners" in c]
+
+
+def test_stop_heartbeats_the_terminate_hook_while_jobs_drain(host: Host) -> None:  # guards R7
+    result = host.run("stop.sh", STUB_STOP_SECONDS="0.45")
+    assert result.code == 0, result.output
+    beats = [c for c in result.calls if c.startswith("aws autoscaling record-lifecycle-action-heartbeat")]
+    assert len(beats) >= 2
+    for beat in beats:
+        assert "--lifecycle-hook-name shipyard-terminate" in beat and "shipyard-launch" not in beat
+        assert "--instance-id i-0123456789abcdef0" in beat
+    assert result.calls.index(beats[-1]) < result.calls.index("gitlab-runner unregister --all-runners")
 
 
 def test_lifecycle_watch_starts_the_stop_when_the_group_terminates_the_host(host: Host) -> None:
@@ -236,3 +546,27 @@ def test_no_script_traces_its_commands() -> None:  # guards R1
     for script in USERDATA_DIR.glob("*.sh"):
         for line in script.read_text().splitlines():
             assert not line.strip().startswith("set -") or "x" not in line.split()[1], f"{script.name}: {line}"
+
+
+def test_the_aws_stub_keeps_parameters_as_ssm_does(host: Host) -> None:
+    # The stub the token tests rely on answers as the service: not found, no silent overwrite, versions.
+    def aws(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(STUBS / "aws"), *args], env=host.env, capture_output=True, text=True)
+
+    get = ("ssm", "get-parameter", "--name", "/x", "--with-decryption")
+    missing = aws(*get, "--query", "[Parameter.Value,Parameter.Version]", "--output", "text")
+    assert missing.returncode == 254 and "(ParameterNotFound) when calling the GetParameter operation" in missing.stderr
+    request = host.tmp / "request.json"
+    request.write_text('{"Name": "/x", "Type": "SecureString", "Value": "one"}')
+    assert aws("ssm", "put-parameter", "--cli-input-json", f"file://{request}").returncode == 0
+    again = aws("ssm", "put-parameter", "--cli-input-json", f"file://{request}")
+    assert again.returncode == 254 and "ParameterAlreadyExists" in again.stderr
+    request.write_text('{"Name": "/x", "Type": "SecureString", "Overwrite": true, "Value": "two"}')
+    put = aws("ssm", "put-parameter", "--cli-input-json", f"file://{request}", "--query", "Version", "--output", "text")
+    assert put.stdout == "2\n"
+    read = aws(*get, "--query", "[Parameter.Value,Parameter.Version]", "--output", "text")
+    assert read.stdout == "two\t2\n"
+    encrypted = aws(
+        "ssm", "get-parameter", "--name", "/x", "--query", "[Parameter.Value,Parameter.Version]", "--output", "text"
+    )
+    assert "two" not in encrypted.stdout
