@@ -190,9 +190,9 @@ def test_the_layer_cache_survives_and_costs_no_release_image_its_place(cache_tag
     assert expired(policy, [*releases, cache]) == set()
     newer = Image((f"{digit}{'f' * 39}",), 0.5)
     assert expired(policy, [*releases, newer, cache]) == {releases[-1]}
-    # A cache older than every release image in its digit's count is still never expired.
+    # A cache older than every release image its digit's rule keeps is still never expired.
     stale = Image((cache_tag,), 400)
-    assert expired(policy, [*releases, stale]) == set()
+    assert expired(policy, [*releases, newer, stale]) == expired(policy, [*releases, newer])
 
 
 def test_untagged_images_expire_after_a_day_and_every_rule_has_its_own_priority() -> None:

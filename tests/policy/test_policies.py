@@ -219,8 +219,10 @@ def test_pushed_images_are_scanned_by_the_registry_scanning_configuration(
     assert violations("ecr-scan-on-push", flag_only) == unscanned
     [rule] = scanning.props["rules"]
     other = {**rule, "repositoryFilters": [{"filter": "acme/checkout*", "filterType": "WILDCARD"}]}
+    inner = {**rule, "repositoryFilters": [{"filter": "storefront*", "filterType": "WILDCARD"}]}
     variants = [
         changed(scanning, rules=[other]),  # filters another repository
+        changed(scanning, rules=[inner]),  # with a wildcard the filter must match the whole name
         changed(scanning, rules=[{**rule, "scanFrequency": "MANUAL"}]),  # scans nothing by itself
         changed(scanning, scanType="BASIC", rules=[{**rule, "scanFrequency": "CONTINUOUS_SCAN"}]),  # not BASIC's
         changed(scanning, rules=[]),
