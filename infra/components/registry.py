@@ -104,6 +104,8 @@ def lifecycle_policy(keep_images: int, review_image_days: int, cache_tag: str) -
                 },
             )
         )
+    # In ascending priority: ECR hands rules back sorted, and an unsorted policy would show a change
+    # on every run (the provider's LifecyclePolicy docs).
     return json.dumps({"rules": rules})
 
 
