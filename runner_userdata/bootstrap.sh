@@ -45,7 +45,7 @@ verify_signature() {
     return 1
   fi
   if grep -q -- '-----BEGIN PGP PUBLIC KEY BLOCK-----' "$work/$key"; then
-    gpg --batch --dearmor <"$work/$key" >"$gnupg/signing-key.gpg"
+    gpg --homedir "$gnupg" --batch --dearmor <"$work/$key" >"$gnupg/signing-key.gpg"
   else
     cp "$work/$key" "$gnupg/signing-key.gpg"
   fi
