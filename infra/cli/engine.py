@@ -197,7 +197,10 @@ class ShipyardMocks(pulumi.runtime.Mocks):
         if typ.startswith("heroku:"):
             return _uuid(typ, args.name, name), inputs
         if typ == "gitlab:index/projectEnvironment:ProjectEnvironment":
+            # An adopted environment keeps its own id, `<project>:<environment id>`, as the import gives it.
             env_id = int(_hex(6, "env", name), 16) % 100000
+            if args.resource_id:
+                env_id = int(str(args.resource_id).rsplit(":", 1)[1])
             return f"{inputs.get('project')}:{env_id}", {**inputs, "environmentId": env_id, "state": "available"}
         if typ == "gitlab:index/projectVariable:ProjectVariable":
             return f"{inputs.get('project')}:{inputs.get('key')}:{inputs.get('environmentScope', '*')}", inputs
@@ -303,7 +306,14 @@ class Step:
     delete_before_replace: bool
     dependencies: list[str]
     inputs: dict[str, Any]  # redacted: safe to show
+    custom_timeouts: dict[str, str]  # "create", "update", "delete" → a duration such as "1h30m"
+    import_id: str  # the ID of an existing resource the engine adopts, or ""
     raw_inputs: dict[str, Any] = field(repr=False)  # the values the provider would receive
+
+
+def _timeouts(request: Any) -> dict[str, str]:
+    timeouts = getattr(request, "customTimeouts", None)
+    return {k: v for k in ("create", "update", "delete") if (v := getattr(timeouts, k, ""))}
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -360,6 +370,8 @@ class RecordingMonitor(mocks.MockMonitor):
                 delete_before_replace=bool(getattr(request, "deleteBeforeReplace", False)),
                 dependencies=list(getattr(request, "dependencies", [])),
                 inputs=redact(wire),
+                custom_timeouts=_timeouts(request),
+                import_id=getattr(request, "importId", ""),
                 raw_inputs=raw,
             )
         )

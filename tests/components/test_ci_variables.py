@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from infra.cli.engine import SECRET, RecordingMonitor, ShipyardMocks, find_one
+from infra.cli.engine import SECRET, RecordingMonitor, find_one
 from infra.components.ci_variables import CiVariables, CiVariablesArgs, Variable
 from infra.settings import SettingsError
 from tests.conftest import run_stack
@@ -141,58 +141,31 @@ def test_named_gitlab_resources_are_deleted_before_replacement(mocked: Recording
 ENVIRONMENT = "gitlab:index/projectEnvironment:ProjectEnvironment"
 
 
-def record_import_ids(mocks: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Type → the import ID each registration carried (the engine hands it to the mocks as
-    `resource_id`; the recorded steps do not keep it)."""
-    seen: dict[str, Any] = {}
-    new_resource = mocks.new_resource
+@pulumi.runtime.test
+def test_an_existing_environment_is_imported_by_project_and_id(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables(project="acme/web", adopt_environment_id=4242)  # guards G7
 
-    def recording(args: Any) -> Any:
-        seen.setdefault(args.typ, args.resource_id or None)
-        return new_resource(args)
+    def check(_: Any) -> None:
+        # `<project>:<environment id>`, the project spelled as the program passes it.
+        assert [s.import_id for s in mocked.steps if s.type == ENVIRONMENT] == ["acme/web:4242"]
+        assert {s.import_id for s in mocked.steps if s.type == VAR} == {""}  # variables are created, never imported
 
-    monkeypatch.setattr(mocks, "new_resource", recording)
-    return seen
+    return settled(ci).apply(check)
 
 
-def test_an_existing_environment_is_imported_by_project_and_id(
-    mocked: RecordingMonitor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen = record_import_ids(mocked.mocks, monkeypatch)
+@pulumi.runtime.test
+def test_without_an_id_the_environment_is_created(mocked: RecordingMonitor) -> pulumi.Output:
+    ci = variables()
 
-    @pulumi.runtime.test
-    def build() -> pulumi.Output:
-        return settled(variables(project="acme/web", adopt_environment_id=4242))
+    def check(_: Any) -> None:
+        assert [s.import_id for s in mocked.steps if s.type == ENVIRONMENT] == [""]
 
-    build()
-    # `<project>:<environment id>`, the project spelled as the program passes it.
-    assert seen[ENVIRONMENT] == "acme/web:4242"
-    assert seen[VAR] is None  # variables are created, never imported
+    return settled(ci).apply(check)
 
 
-def test_without_an_id_the_environment_is_created(mocked: RecordingMonitor, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = record_import_ids(mocked.mocks, monkeypatch)
-
-    @pulumi.runtime.test
-    def build() -> pulumi.Output:
-        return settled(variables())
-
-    build()
-    assert seen[ENVIRONMENT] is None
-
-
-def test_the_stack_setting_adopts_the_environment(staging_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-    new_resource = ShipyardMocks.new_resource
-
-    def recording(self: ShipyardMocks, args: Any) -> Any:
-        seen.setdefault(args.typ, args.resource_id or None)
-        return new_resource(self, args)
-
-    monkeypatch.setattr(ShipyardMocks, "new_resource", recording)
+def test_the_stack_setting_adopts_the_environment(staging_doc: dict[str, Any]) -> None:  # guards G7
     staging_doc["shipyard:gitlabEnvironmentId"] = 1234  # as `pulumi config set gitlabEnvironmentId 1234` stores it
-    run_stack(staging_doc, "staging")
-    assert seen[ENVIRONMENT] == "acme/storefront:1234"
+    assert run_stack(staging_doc, "staging").one(ENVIRONMENT).import_id == "acme/storefront:1234"
 
 
 @pytest.mark.parametrize(

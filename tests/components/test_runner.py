@@ -95,20 +95,6 @@ STOP_MARGIN = script_number("bootstrap.sh", r"TimeoutStopSec=.*MAXIMUM_TIMEOUT \
 HEARTBEAT_INTERVAL = script_number("stop.sh", r'HEARTBEAT_SECONDS="\$\{HEARTBEAT_SECONDS:-(\d+)\}"')
 
 
-@pytest.fixture
-def timeouts(mocked: RecordingMonitor) -> dict[str, Any]:
-    """Type token → the custom timeouts its registration asked for (the plan's steps do not keep them)."""
-    seen: dict[str, Any] = {}
-    register = mocked.RegisterResource
-
-    def record(request: Any) -> Any:
-        seen[request.type] = request.customTimeouts
-        return register(request)
-
-    mocked.RegisterResource = record  # type: ignore[method-assign]
-    return seen
-
-
 @pulumi.runtime.test
 def test_gitlab_runner_is_locked_tagged_and_project_scoped(mocked: RecordingMonitor) -> pulumi.Output:
     r = runner()  # guards G6
@@ -352,7 +338,7 @@ def test_group_of_one_heals_refreshes_and_hooks_launch_and_termination(mocked: R
 @pytest.mark.parametrize("maximum_timeout", [600, 3600, 5400, 7200, 86400])
 @pulumi.runtime.test
 def test_hooks_stay_fixed_and_deletion_outlasts_the_drain(
-    mocked: RecordingMonitor, timeouts: dict[str, Any], maximum_timeout: int
+    mocked: RecordingMonitor, maximum_timeout: int
 ) -> pulumi.Output:
     r = runner(maximum_timeout=maximum_timeout)  # guards R7, R19, R20
 
@@ -365,9 +351,9 @@ def test_hooks_stay_fixed_and_deletion_outlasts_the_drain(
         # finish for maximumTimeout plus its margin, and a stop script that died leaves the hook
         # open for one more heartbeat timeout (R20; the provider's default is 10 minutes).
         drain = maximum_timeout + STOP_MARGIN + terminate["heartbeatTimeout"]
-        assert seconds(timeouts[GROUP].delete) > drain
+        assert seconds(step(mocked, GROUP).custom_timeouts["delete"]) > drain
         # A replaced security group goes once the host that uses it is gone.
-        assert seconds(timeouts["aws:ec2/securityGroup:SecurityGroup"].delete) > drain
+        assert seconds(step(mocked, "aws:ec2/securityGroup:SecurityGroup").custom_timeouts["delete"]) > drain
         assert f"MAXIMUM_TIMEOUT={maximum_timeout}" in user_data(mocked)
         assert step(mocked, "gitlab:index/userRunner:UserRunner").raw_inputs["maximumTimeout"] == maximum_timeout
 

@@ -5,6 +5,7 @@ names carries the region's partition (P9)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,26 +48,33 @@ def other_runner_release(current: str) -> str | None:
     return next((v for v in releases if v != current), None)
 
 
-def changed_value(key: str, runner: dict[str, Any]) -> Any:
+def changed_value(key: str, runner: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     if key == "gitlabRunnerVersion":
         current = runner.get(key, RunnerSettings.model_fields["gitlab_runner_version"].default)
         release = other_runner_release(current)
         if release is None:
-            # Settings accept only releases with a fact file (infra/facts/gitlab-runner/), and
-            # there is one; the version only reaches the user data, an in-place update of the
-            # launch template, which the other user-data settings (concurrent, dockerVersion,
-            # maximumTimeout) cover here meanwhile.
-            pytest.skip(f"no second gitlab-runner release with a fact file besides {current}")
+            # Only one release has a fact file: stand in the next patch release with the same
+            # files, known to this test alone, so that a version change is exercised all the same.
+            major, minor, patch = current.split(".")
+            release = f"{major}.{minor}.{int(patch) + 1}"
+            fake = tmp_path / f"{release}.yaml"
+            fake.write_text(facts.path_of(f"gitlab-runner/{current}").read_text().replace(current, release))
+            real = facts.path_of
+            monkeypatch.setattr(
+                facts, "path_of", lambda name: fake if name == f"gitlab-runner/{release}" else real(name)
+            )
         return release
     assert key in CHANGED, f"give the runner setting {key} a changed value in CHANGED"
     return CHANGED[key]
 
 
 @pytest.mark.parametrize("key", sorted(FIELDS))
-def test_no_runner_setting_replaces_a_runner_resource(key: str, committed_runs: dict[str, Run]) -> None:
+def test_no_runner_setting_replaces_a_runner_resource(
+    key: str, committed_runs: dict[str, Run], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # guards R19, P11: `protect` makes any replacement fail production's `pulumi up`.
     doc = stack_document("staging")
-    value = changed_value(key, doc[RUNNER])
+    value = changed_value(key, doc[RUNNER], monkeypatch, tmp_path)
     assert doc[RUNNER].get(key) != value
     doc[RUNNER] = {**doc[RUNNER], key: value}
     before, after = runner_steps(committed_runs["staging"]), runner_steps(run_stack(doc))
