@@ -410,7 +410,7 @@ POLICIES: tuple[Policy, ...] = (
     Policy(
         "ecr-lifecycle-policy",
         "Every ECR repository has a lifecycle policy.",
-        "DESIGN §5 Registry",
+        "the registry lifecycle (README)",
         "add an aws.ecr.LifecyclePolicy for the repository",
         check_stack=ecr_lifecycle,
     ),
@@ -450,7 +450,7 @@ POLICIES: tuple[Policy, ...] = (
     Policy(
         "production-protected",
         "Production's Heroku apps are protected against deletion and replacement.",
-        "DESIGN §5 Heroku environment",
+        "H4, P11",
         "create the app with ResourceOptions(protect=True)",
         check_stack=production_protected,
     ),
