@@ -8,84 +8,14 @@ Each case runs both ways a plan is judged: `check` over plain values (plan docum
 from __future__ import annotations
 
 import base64
-import contextlib
-import copy
-import dataclasses
 import gzip
 import json
 from typing import Any
 
 import pytest
-from pulumi_policy import (
-    PolicyCustomTimeouts,
-    PolicyResource,
-    PolicyResourceOptions,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
-    StackValidationArgs,
-)
-from pulumi_policy.deserialize import deserialize_properties
-from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-from infra.cli.engine import Run
-from infra.cli.plan import to_preview_json
-from policy.policies import POLICIES, SECRET, Resource, check, pack_policies, resources_of_plan
-
-BY_NAME = {p.name: p for p in POLICIES}
-
-
-@pytest.fixture
-def plans(committed_runs: dict[str, Run]) -> dict[str, list[Resource]]:
-    return {stack: resources_of_plan(to_preview_json(run)) for stack, run in committed_runs.items()}
-
-
-def one(resources: list[Resource], type_: str, **props: Any) -> Resource:
-    found = [r for r in resources if r.type == type_ and all(r.props.get(k) == v for k, v in props.items())]
-    assert len(found) == 1, (type_, props, [r.name for r in found])
-    return found[0]
-
-
-def changed(resource: Resource, protect: bool | None = None, **props: Any) -> Resource:
-    new_props = {**copy.deepcopy(dict(resource.props)), **props}
-    return dataclasses.replace(resource, props=new_props, protect=resource.protect if protect is None else protect)
-
-
-def violations(policy: str, *resources: Resource) -> list[str]:
-    """The policy's messages, asserted equal on both paths."""
-    found, _ = check(list(resources), [BY_NAME[policy]])
-    plain = [v.message for v in found]
-    assert through_the_pack(policy, resources) == plain
-    return plain
-
-
-def sdk_props(props: Any) -> Any:
-    return unknown_checking_proxy(deserialize_properties(copy.deepcopy(dict(props))))
-
-
-def sdk_options(protect: bool) -> PolicyResourceOptions:
-    return PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
-
-
-def through_the_pack(name: str, resources: tuple[Resource, ...]) -> list[str]:
-    built = {p.name: p for p in pack_policies([BY_NAME[name]])}[name]
-    reported: list[str] = []
-
-    def report(message: str, urn: str | None = None) -> None:
-        reported.append(message.split(". Fix: ")[0])
-
-    if isinstance(built, ResourceValidationPolicy):
-        for r in resources:
-            args = ResourceValidationArgs(r.type, sdk_props(r.props), r.urn, r.name, sdk_options(r.protect), None)
-            with contextlib.suppress(UnknownValueError):
-                built.validate(args, report)
-    else:
-        stack = [
-            PolicyResource(r.type, sdk_props(r.props), r.urn, r.name, sdk_options(r.protect), None, None, [], {})
-            for r in resources
-        ]
-        built.validate(StackValidationArgs(stack), report)
-    return reported
-
+from policy.policies import SECRET, Resource
+from tests.policy.pack import changed, one, violations
 
 # --- IAM ------------------------------------------------------------------------------------------
 
