@@ -128,6 +128,52 @@ token_rejected() {
   return 1
 }
 
+# R18: gitlab-runner rotates its token only if its [[runners]] entry has a token_expires_at
+# (commands/multi.go nextRunnerToReset), which only `gitlab-runner register` writes (`verify` saves
+# nothing). This host writes config.toml itself, so it asks GitLab as register does (the call of
+# infra/facts/gitlab-api.yaml) and sets token_details to what register keeps: id, token_obtained_at,
+# token_expires_at; no dates for a token that does not expire. The token reaches curl in a 0600 file,
+# never as an argument (R1); the answer, which repeats it, reaches python3 on stdin.
+# A 403 is a rejected token, as for `gitlab-runner verify`. Any other failure leaves token_details
+# as it was and the boot goes on: the runner works, it only does not rotate until a boot gets an
+# answer. Abandoning would have the group churn through hosts against the same GitLab outage, and
+# `gitlab-runner verify` below still decides whether the host is fit (R8).
+ask_token_expiry() {
+  local url="${GITLAB_URL%/}/api/v4/runners/verify" system_id request response code status=0 answer=""
+  if [[ ! "$token" =~ ^glrt-[A-Za-z0-9._~+/=-]+$ ]]; then
+    log "POST $url not made: the runner token has characters that JSON would need escaped"
+    return 0
+  fi
+  # gitlab-runner's own system_id once its first start has made one; none before, as the API allows.
+  system_id=$(cat "$RUNNER_DIR/.runner_system_id" 2>/dev/null || true)
+  request=$(mktemp)
+  response=$(mktemp)
+  {
+    printf '{"token": "%s"' "$token"
+    if [[ "$system_id" =~ ^[sr]_[0-9a-zA-Z]{12}$ ]]; then printf ', "system_id": "%s"' "$system_id"; fi
+    printf '}\n'
+  } >"$request"
+  code=$(curl -sS --connect-timeout 10 --max-time 20 --retry 2 -H "Content-Type: application/json" \
+    -H "Accept: application/json" --data "@$request" -o "$response" -w '%{http_code}' "$url") || status=$?
+  rm -f "$request"
+  if [ "$status $code" != "0 200" ] || ! answer=$(python3 "$LIB_DIR/verify-answer.py" <"$response"); then
+    rm -f "$response"
+    if [ "$status $code" = "0 403" ]; then
+      log "POST $url: 403, GitLab does not accept the runner token"
+      token_rejected "$token_version"
+    fi
+    log "POST $url: HTTP $code, curl exit $status; no token expiry in config.toml, no rotation until a boot gets one"
+    return 0
+  fi
+  rm -f "$response"
+  token_details="$answer"
+  if [[ "$answer" == *token_expires_at* ]]; then
+    log "the runner token expires at ${answer##*token_expires_at = }; gitlab-runner rotates it at 75% of its life"
+  else
+    log "GitLab sets no expiry on the runner token: nothing for gitlab-runner to rotate"
+  fi
+}
+
 load_env
 mkdir -p "$STATE_DIR" "$RUNNER_DIR"
 instance_id=$(imds instance-id)
@@ -151,15 +197,20 @@ if [[ "$token" != glrt-* ]]; then
 fi
 # R16: gitlab-runner rotates its token into config.toml; keep that one unless the parameter has
 # changed since config.toml was written (a new runner, created by pulumi up).
-# With it go the dates gitlab-runner schedules its next rotation by (commands/multi.go
-# nextRunnerToReset: no token_expires_at, no rotation).
-token_dates=""
+# With it go its id and the dates gitlab-runner schedules its next rotation by (R18): those of its
+# [[runners]] entry, which gitlab-runner wrote with the token it rotated. GitLab is asked only for a
+# token whose dates are not known yet.
+token_details=""
 if [ -f "$CONFIG" ] && [ "$(cat "$STATE_DIR/token-version" 2>/dev/null || true)" = "$token_version" ]; then
   current=$(config_token)
   if [ -n "$current" ]; then
     token="$current"
-    token_dates=$(grep -E '^ *token_(obtained|expires)_at = ' "$CONFIG" || true)
+    token_details=$(awk '/^[[:space:]]*\[/ { entry = /^[[:space:]]*\[\[runners\]\][[:space:]]*$/; next }
+      entry && /^[[:space:]]*(id|token_obtained_at|token_expires_at) = / { print }' "$CONFIG")
   fi
+fi
+if [[ "$token_details" != *token_expires_at* ]]; then
+  ask_token_expiry
 fi
 
 # R5: the complete config.toml exists before gitlab-runner starts for the first time.
@@ -169,10 +220,13 @@ rendered="${rendered//@CONCURRENT@/$CONCURRENT}"
 rendered="${rendered//@RUNNER_NAME@/$RUNNER_NAME-$instance_id}"
 rendered="${rendered//@GITLAB_URL@/$GITLAB_URL}"
 rendered="${rendered//@PRIVILEGED@/$PRIVILEGED}"
-if [ -n "$token_dates" ]; then
-  rendered="${rendered/@TOKEN@\"/@TOKEN@\"$'\n'$token_dates}"
+# Quoted replacements: bash 5.2 (patsub_replacement) would put the matched text in place of a "&".
+if [ -n "$token_details" ]; then
+  rendered="${rendered/@TOKEN_DETAILS@/"$token_details"}"
+else
+  rendered="${rendered/@TOKEN_DETAILS@$'\n'/}"
 fi
-rendered="${rendered//@TOKEN@/$token}"
+rendered="${rendered//@TOKEN@/"$token"}"
 unset token current
 printf '%s\n' "$rendered" >"$CONFIG.new"
 unset rendered

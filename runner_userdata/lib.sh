@@ -8,6 +8,7 @@ ENV_FILE="$SHIPYARD_ROOT/etc/shipyard/runner.env"
 STATE_DIR="$SHIPYARD_ROOT/var/lib/shipyard"
 RUNNER_DIR="$SHIPYARD_ROOT/etc/gitlab-runner"
 CONFIG="$RUNNER_DIR/config.toml"
+LIB_DIR="${BASH_SOURCE[0]%/*}" # this file's folder, which also holds verify-answer.py
 IMDS="${SHIPYARD_IMDS:-http://169.254.169.254}"
 
 log() { echo "shipyard: $*" >&2; }

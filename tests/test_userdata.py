@@ -39,6 +39,25 @@ def test_rendered_cloud_config_passes_cloud_inits_own_schema(tmp_path: Path) -> 
     assert "Valid cloud-config" in result.stdout
 
 
+def test_a_missing_cloud_init_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # CI sets CI=true and installs cloud-init: there a missing one is a broken job, not a reason to skip.
+    def outcome() -> BaseException:
+        try:
+            cloud_init_schema(tmp_path / "user-data.yaml")
+        except BaseException as stopped:  # pytest's fail and skip are not Exceptions
+            return stopped
+        raise AssertionError("cloud_init_schema ran without cloud-init")
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    failed = outcome()
+    assert isinstance(failed, pytest.fail.Exception) and "cloud-init is missing" in str(failed)
+    monkeypatch.delenv("CI")
+    skipped = outcome()
+    assert isinstance(skipped, pytest.skip.Exception)
+    assert "cloud-init is not installed here (apt-get install cloud-init)" in str(skipped)
+
+
 def test_cloud_init_schema_check_rejects_a_broken_config(tmp_path: Path) -> None:
     path = tmp_path / "user-data.yaml"
     path.write_text("#cloud-config\nwrite_files: {path: 42}\nruncmd: 7\n")
@@ -57,6 +76,10 @@ def test_every_file_is_written_as_it_is_in_runner_userdata() -> None:
     # guards R18: the rotated token also reaches the parameter between boots.
     assert written["/usr/local/sbin/shipyard-token-sync"]["content"] == (USERDATA_DIR / "token-sync.sh").read_text()
     assert ["systemctl", "enable", "--now", "shipyard-token-sync.timer"] in doc["runcmd"]
+    # guards R18: the bootstrap reads GitLab's token expiry with this, next to lib.sh (LIB_DIR).
+    answer = written["/usr/local/lib/shipyard/verify-answer.py"]
+    assert answer["content"] == (USERDATA_DIR / "verify-answer.py").read_text()
+    assert "/usr/local/lib/shipyard/lib.sh" in written
 
 
 def test_the_host_downloads_what_the_release_facts_list_and_pins_gitlabs_key() -> None:  # guards R17

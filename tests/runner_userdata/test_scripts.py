@@ -1,17 +1,23 @@
 """The runner host's scripts, run for real: bash, a temporary root, real gpg and sha256sum, and stub
-`aws`, `curl`, `gitlab-runner`, `systemctl`, `dnf`, `rpm`, `uname` on PATH that record every call.
-The curl stub serves only what the gitlab-runner fact file lists (404 otherwise); the aws stub keeps
-SSM parameters as the service does."""
+`aws`, `curl`, `gitlab-runner`, `systemctl`, `dnf`, `rpm`, `uname`, `python3` on PATH that record
+every call. The curl stub serves only what the gitlab-runner fact file lists (404 otherwise) and
+answers GitLab's runner API only as infra/facts/gitlab-api.yaml describes it; the aws stub keeps SSM
+parameters as the service does."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import importlib.util
+import json
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,7 @@ STUBS = Path(__file__).resolve().parent / "stubs"
 TOKEN = "glrt-t3stT0kenValue_abcdef123"
 ROTATED = "glrt-r0tatedByRunner_987654"
 NEW = "glrt-newRunnerAfterReplace_42"
+RUNNER_ID = 4242  # the runner's id in GitLab's answers
 ROTATION_DATES = "  token_obtained_at = 2026-11-30T10:00:00Z\n  token_expires_at = 2026-12-30T10:00:00Z"
 HOST = RunnerHost(
     aws_region="eu-west-1",
@@ -43,7 +50,25 @@ HOST = RunnerHost(
     docker_version="25.0.*",
 )
 RELEASE = HOST.release
+UTC = datetime.UTC
+ROTATION_DATETIMES = (datetime.datetime(2026, 11, 30, 10, tzinfo=UTC), datetime.datetime(2026, 12, 30, 10, tzinfo=UTC))
+VERIFY_URL = HOST.gitlab_url + facts.load("gitlab-api")["verify"]["path"]
+EXPIRES = "2027-02-01T12:30:00.250Z"  # as GitLab writes times
+SYSTEM_ID = "s_0a1b2c3d4e5f"  # .runner_system_id, as gitlab-runner writes it on its first start
 GITLAB_KEY = RELEASE.signing_key_fingerprint
+
+
+def _published_urls() -> str:
+    """What the curl stub reads from the fact files before its first download (`_facts.py urls`),
+    read once here: each test host starts with it, one Python start fewer per boot."""
+    spec = importlib.util.spec_from_file_location("stub_facts", STUBS / "_facts.py")
+    assert spec and spec.loader
+    stub_facts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stub_facts)
+    return "".join(f"{url}\n" for url in stub_facts.published())
+
+
+PUBLISHED_URLS = _published_urls()
 
 
 def local_copy(root: Path, url: str) -> Path:
@@ -121,6 +146,7 @@ class Host:
         (self.root / "etc/shipyard").mkdir(parents=True)
         for folder in (self.state, self.tmp, self.ssm):
             folder.mkdir(exist_ok=True)
+        (self.state / "published-urls").write_text(PUBLISHED_URLS)
         shutil.copytree(release.downloads, self.downloads)
         # The only place the pinned fingerprint is not the fact file's: this test host's runner.env,
         # so that the throwaway key can stand in for GitLab's. The user data always carries the fact
@@ -141,6 +167,8 @@ class Host:
             "STUB_SSM": str(self.ssm),
             "STUB_DOWNLOADS": str(self.downloads),
             "STUB_PYTHON": sys.executable,
+            "STUB_RUNNER_ID": str(RUNNER_ID),
+            "STUB_GITLAB_API": json.dumps(facts.load("gitlab-api")["verify"]),
             "TMPDIR": str(self.tmp),
             "HEARTBEAT_SECONDS": "0.1",
             "TOKEN_POLL_SECONDS": "0.05",
@@ -178,13 +206,28 @@ class Host:
     def rotate(self, new: str = ROTATED) -> None:
         """What gitlab-runner does when it rotates its token: the new one and its dates, in config.toml
         only (common/reset_token.go)."""
-        text = self.config.read_text()
-        old = next(line for line in text.splitlines() if line.strip().startswith("token = "))
-        self.config.write_text(text.replace(old, f'  token = "{new}"\n{ROTATION_DATES}'))
+        lines = [line for line in self.config.read_text().splitlines() if " token_" not in line]
+        old = next(line for line in lines if line.strip().startswith("token = "))
+        self.config.write_text("\n".join(lines).replace(old, f'  token = "{new}"\n{ROTATION_DATES}') + "\n")
 
     def reject(self, *tokens: str) -> None:
         """GitLab no longer accepts these tokens (revoked, expired, runner deleted)."""
         (self.state / "rejected-tokens").write_text("".join(f"{t}\n" for t in tokens))
+
+    def expire_tokens_at(self, value: str | None) -> None:
+        """What GitLab answers as token_expires_at from now on: an RFC 3339 time, or None for null
+        (token expiry off, as without this call)."""
+        (self.state / "token-expires-at").write_text(json.dumps(value))
+
+    def runner_entry(self) -> dict:
+        """config.toml's [[runners]] entry, as gitlab-runner's TOML parser reads it."""
+        (entry,) = tomllib.loads(self.config.read_text())["runners"]
+        return entry
+
+    def verify_requests(self) -> list[str]:
+        """What the GitLab stub saw of each runners/verify call: the body file's mode, its keys, system_id."""
+        requests = self.state / "verify-requests"
+        return requests.read_text().splitlines() if requests.exists() else []
 
     def run(self, script: str, **env: str) -> Result:
         self.log.write_text("")
@@ -220,7 +263,11 @@ def abandoned(result: Result) -> bool:
 
 
 def downloads(result: Result) -> list[str]:
-    return [c.split()[-1] for c in result.calls if c.startswith("curl") and "169.254.169.254" not in c]
+    return [c.split()[-1] for c in result.calls if c.startswith("curl") and not gitlab_api(c) and "169.254" not in c]
+
+
+def gitlab_api(call: str) -> bool:
+    return call.startswith("curl") and call.split()[-1].startswith(f"{HOST.gitlab_url}/api/v4/")
 
 
 def test_bootstrap_puts_the_token_in_config_toml_and_nowhere_else(host: Host) -> None:  # guards R1
@@ -236,6 +283,61 @@ def test_bootstrap_puts_the_token_in_config_toml_and_nowhere_else(host: Host) ->
     for path, (content, _) in host.snapshot().items():
         assert path == "etc/gitlab-runner/config.toml" or TOKEN.encode() not in content, path
     assert not list(host.tmp.iterdir())  # the downloads are cleaned up
+
+
+def test_a_token_that_expires_gets_gitlabs_dates_in_config_toml(host: Host) -> None:  # guards R18
+    # gitlab-runner rotates only a token whose [[runners]] entry has token_expires_at (nextRunnerToReset).
+    host.expire_tokens_at(EXPIRES)
+    api = facts.load("gitlab-api")
+    assert re.fullmatch(api["system_id_pattern"], SYSTEM_ID)
+    (host.root / "etc/gitlab-runner").mkdir(parents=True)
+    (host.root / "etc/gitlab-runner" / api["system_id_file"]).write_text(SYSTEM_ID)
+    before = datetime.datetime.now(UTC).replace(microsecond=0)
+    result = host.run("bootstrap.sh")
+    assert result.code == 0, result.output
+    entry = host.runner_entry()
+    assert entry["token"] == TOKEN and entry["id"] == RUNNER_ID
+    assert entry["token_expires_at"] == datetime.datetime(2027, 2, 1, 12, 30, tzinfo=UTC)
+    assert before <= entry["token_obtained_at"] <= datetime.datetime.now(UTC)
+    assert stat.S_IMODE(host.config.stat().st_mode) == 0o600
+    assert "shipyard: the runner token expires at 2027-02-01T12:30:00Z" in result.output
+    # guards R1: the body went to curl as a 0600 file, the answer to python3 on stdin; no argument,
+    # no log line, no file left holds the token.
+    (call,) = [c for c in result.calls if gitlab_api(c)]
+    assert call.startswith("curl ") and " --data @" in call and call.endswith(f" {VERIFY_URL}")
+    assert host.verify_requests() == [f"mode=600 keys=system_id,token system_id={SYSTEM_ID}"]
+    assert [c for c in result.calls if c.startswith("python3 ")] == [f"python3 {USERDATA_DIR}/verify-answer.py"]
+    assert not [c for c in result.calls if TOKEN in c] and TOKEN not in result.output
+    for path, (content, _) in host.snapshot().items():
+        assert path == "etc/gitlab-runner/config.toml" or TOKEN.encode() not in content, path
+    assert not list(host.tmp.iterdir())
+
+
+def test_a_token_without_expiry_gets_no_dates(host: Host) -> None:  # guards R18
+    result = host.run("bootstrap.sh")  # GitLab answers token_expires_at: null, as with expiry off
+    assert result.code == 0, result.output
+    entry = host.runner_entry()
+    assert entry["id"] == RUNNER_ID
+    assert "token_obtained_at" not in entry and "token_expires_at" not in entry
+    assert "shipyard: GitLab sets no expiry on the runner token" in result.output
+    assert host.verify_requests() == ["mode=600 keys=token system_id=-"]  # no system_id before gitlab-runner made one
+
+
+def test_gitlab_not_answering_the_expiry_leaves_the_dates_out_and_boots(host: Host) -> None:
+    # guards R18, R8: the runner works without the dates, only it does not rotate; each boot asks again.
+    host.expire_tokens_at(EXPIRES)
+    for env, failure in (
+        ({"STUB_GITLAB_STATUS": "503"}, "HTTP 503, curl exit 0"),
+        ({"STUB_GITLAB_UNREACHABLE": "1"}, "HTTP 000, curl exit 7"),
+    ):
+        result = host.run("bootstrap.sh", **env)
+        assert result.code == 0, result.output
+        assert f"shipyard: POST {VERIFY_URL}: {failure}; no token expiry in config.toml" in result.output
+        assert [c for c in result.calls if gitlab_api(c)]
+        entry = host.runner_entry()
+        assert entry["token"] == TOKEN and "token_expires_at" not in entry
+        assert hook_calls(result)[0].endswith("CONTINUE")
+        assert not list(host.tmp.iterdir())
 
 
 def test_bootstrap_reads_the_token_with_decryption_and_completes_the_launch_hook(host: Host) -> None:
@@ -362,7 +464,9 @@ def test_a_rejected_token_says_how_to_recover_and_waits_before_abandoning(host: 
     host.reject(TOKEN)
     result = host.run("bootstrap.sh", TOKEN_POLLS="3")
     assert abandoned(result)
-    assert "is not valid" in result.output  # gitlab-runner's own answer, shown
+    # GitLab's 403 to the bootstrap's own runners/verify call, before gitlab-runner is even installed.
+    assert f"shipyard: POST {VERIFY_URL}: 403, GitLab does not accept the runner token" in result.output
+    assert "gitlab-runner verify" not in result.calls and not host.config.exists()  # guards R5
     assert "shipyard: GitLab rejects the runner token in /shipyard/staging/gitlab-runner-token (version 1)" in (
         result.output
     )
@@ -373,6 +477,19 @@ def test_a_rejected_token_says_how_to_recover_and_waits_before_abandoning(host: 
     assert len(polls) == 3 and not [c for c in polls if "--with-decryption" in c]
     assert result.calls.index(polls[-1]) < result.calls.index(hook_calls(result)[0])
     assert TOKEN not in result.output
+
+
+def test_gitlab_runner_verify_rejecting_a_token_whose_dates_are_kept_takes_the_same_path(host: Host) -> None:
+    # guards R18: a token with known dates is not asked about again, so only `gitlab-runner verify`
+    # sees that GitLab has since revoked it.
+    host.expire_tokens_at(EXPIRES)
+    assert host.run("bootstrap.sh").code == 0
+    host.reject(TOKEN)
+    result = host.run("bootstrap.sh", TOKEN_POLLS="1")
+    assert abandoned(result)
+    assert not [c for c in result.calls if gitlab_api(c)]
+    assert "is not valid" in result.output  # gitlab-runner's own answer, shown
+    assert "replace the runner: pulumi up --replace" in result.output and TOKEN not in result.output
 
 
 def test_a_new_token_during_the_wait_is_used_without_a_new_host(host: Host, tmp_path: Path) -> None:  # guards R18
@@ -428,11 +545,17 @@ def test_a_rotated_token_is_written_back_to_ssm_and_never_an_argument(host: Host
 
 
 def test_a_rotated_token_survives_a_reboot_and_reaches_the_parameter(host: Host) -> None:  # guards R16, R18
+    host.expire_tokens_at(EXPIRES)
     host.run("bootstrap.sh")
     host.rotate()
+    host.expire_tokens_at("2027-06-30T00:00:00Z")  # what GitLab would say if asked again: it must not be
     result = host.run("bootstrap.sh")
     assert result.code == 0, result.output
     assert f'token = "{ROTATED}"\n{ROTATION_DATES}\n' in host.config.read_text()  # and when to rotate next
+    entry = host.runner_entry()
+    assert (entry["token_obtained_at"], entry["token_expires_at"]) == ROTATION_DATETIMES
+    assert entry["id"] == RUNNER_ID
+    assert not [c for c in result.calls if gitlab_api(c)] and len(host.verify_requests()) == 1
     assert host.parameter() == (ROTATED, 2)
     put = next(i for i, c in enumerate(result.calls) if c.startswith("aws ssm put-parameter"))
     assert put < result.calls.index("gitlab-runner verify")
@@ -546,6 +669,30 @@ def test_no_script_traces_its_commands() -> None:  # guards R1
     for script in USERDATA_DIR.glob("*.sh"):
         for line in script.read_text().splitlines():
             assert not line.strip().startswith("set -") or "x" not in line.split()[1], f"{script.name}: {line}"
+
+
+def test_the_curl_stub_answers_gitlabs_runner_api_only_as_the_facts_say(host: Host) -> None:
+    # The stub the expiry tests rely on: 200 for the token in SSM, 403 for another, 404 elsewhere.
+    def verify(token: str, url: str = VERIFY_URL, *headers: str) -> tuple[str, str]:
+        body = host.tmp / "body.json"
+        body.write_text(json.dumps({"token": token}))
+        answer = host.tmp / "answer.json"
+        args = [*(headers or ("-H", "Content-Type: application/json")), "--data", f"@{body}", "-o", str(answer)]
+        curl = subprocess.run(
+            [str(STUBS / "curl"), *args, "-w", "%{http_code}", url], env=host.env, capture_output=True, text=True
+        )
+        assert curl.returncode == 0, curl.stderr
+        return curl.stdout, answer.read_text()
+
+    host.expire_tokens_at(EXPIRES)
+    assert verify(TOKEN) == ("200", json.dumps({"id": RUNNER_ID, "token": TOKEN, "token_expires_at": EXPIRES}))
+    assert verify(ROTATED)[0] == "403"
+    assert verify(TOKEN, f"{HOST.gitlab_url}/api/v4/runners")[0] == "404"
+    assert verify(TOKEN, VERIFY_URL, "-H", "Accept: application/json")[0] == "400"  # a form, not JSON
+    inline = subprocess.run(
+        [str(STUBS / "curl"), "--data", json.dumps({"token": TOKEN}), VERIFY_URL], env=host.env, capture_output=True
+    )
+    assert inline.returncode != 0  # a body on the command line is refused, not answered
 
 
 def test_the_aws_stub_keeps_parameters_as_ssm_does(host: Host) -> None:
