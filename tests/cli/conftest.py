@@ -31,9 +31,7 @@ def staging_plans() -> StagingPlans:
     base = run_stack(stack_document("staging"), "staging", secrets={"shipyard:herokuApiKey": CANARY_KEY_BASE})
 
     changed = stack_document("staging")
-    changed["shipyard:runner"].update(
-        instanceType="t3.xlarge", tags=["shipyard", "docker", "large"], concurrent=6
-    )
+    changed["shipyard:runner"].update(instanceType="t3.xlarge", tags=["shipyard", "docker", "large"], concurrent=6)
     changed["shipyard:heroku"]["configVars"]["FEATURE_FLAGS"] = "checkout-v2"
     changed["shipyard:heroku"]["features"] = ["preboot"]
     secrets = {
