@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infra.facts import FactError, load, path_of
+from infra.facts import FactError, load, shown
 
 FACTS = "replace-on-change"
 _INDEX = re.compile(r"\[\d+\]")
@@ -47,7 +47,7 @@ class TypeFacts:
 
 def fact_file() -> str:
     """The fact file as a repository path, for messages."""
-    return str(path_of(FACTS).relative_to(path_of(FACTS).parents[2]))
+    return shown(FACTS)
 
 
 @functools.cache
