@@ -17,6 +17,7 @@ TEMPLATE = ROOT / "ci" / "delivery.gitlab-ci.yml"
 GITLAB_DEFAULT_STAGES = [".pre", "build", "test", "deploy", ".post"]
 
 DEFAULT_BRANCH = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
+WEB = {"CI_PIPELINE_SOURCE": "web", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
 # A tag pipeline: GitLab sets CI_COMMIT_TAG and no CI_COMMIT_BRANCH.
 TAG = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_TAG": "v1.4.0", "CI_DEFAULT_BRANCH": "main"}
 # What an application adds next to the included template: a job of its own for its tags.
@@ -84,6 +85,15 @@ def test_the_template_releases_only_what_the_pipeline_built_and_staging_released
     planned = pipeline(template, DEFAULT_BRANCH)
     assert waits_for(template, planned, "shipyard-staging") == {"shipyard-build"}
     assert upstream(template, planned, "shipyard-production") == {"shipyard-build", "shipyard-staging"}
+
+
+def test_a_rollback_waits_for_nothing_in_its_pipeline(template: dict[str, Any]) -> None:
+    # guards H13: a rollback is for when something is wrong; it must not wait for a build or a
+    # release of the same pipeline (`needs: []`), even in one that also releases.
+    for variables in (WEB, WEB | {"SHIPYARD_RELEASE": "true"}):
+        planned = pipeline(template, variables)
+        for name in ("shipyard-rollback-staging", "shipyard-rollback-production"):
+            assert waits_for(template, planned, name) == set(), (name, variables)
 
 
 def test_a_tag_pipeline_runs_the_applications_tag_jobs_and_none_of_shipyards(template: dict[str, Any]) -> None:

@@ -18,23 +18,16 @@ from typing import Any
 import pytest
 
 from infra.cli.engine import Run
-from infra.components.registry import lifecycle_policy
-from tests.ci.gitlab import jobs, load, pipeline, script_lines
-from tests.conftest import ROOT
+from tests.ci.gitlab import jobs, load, pipeline, plan, script_lines
+from tests.ci.matrix import OWN, SOURCES, TEMPLATE
+from tests.conftest import ROOT, stack_document
 
-OWN = ROOT / ".gitlab-ci.yml"
-TEMPLATE = ROOT / "ci" / "delivery.gitlab-ci.yml"
 CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
 
-MERGE_REQUEST = {
-    "CI_PIPELINE_SOURCE": "merge_request_event",
-    "CI_MERGE_REQUEST_IID": "7",
-    "CI_DEFAULT_BRANCH": "main",
-    "CI_OPEN_MERGE_REQUESTS": "acme/shipyard!7",
-}
-DEFAULT_BRANCH = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
-FEATURE_BRANCH = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "add-worker", "CI_DEFAULT_BRANCH": "main"}
-SCHEDULE = {"CI_PIPELINE_SOURCE": "schedule", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
+MERGE_REQUEST = SOURCES["merge request"].variables
+DEFAULT_BRANCH = SOURCES["push, default branch"].variables
+FEATURE_BRANCH = SOURCES["push, other branch"].variables
+SCHEDULE = SOURCES["schedule, default branch"].variables
 PREVIEW_CREDENTIALS = {"PREVIEW_AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/shipyard-preview"}
 
 
@@ -127,7 +120,12 @@ def test_no_merge_request_job_can_reach_protected_credentials_or_production(own:
             assert {c for c in credentials(own, name) if not c.startswith("PREVIEW_")} == set(), name
             assert "prod" not in stacks_touched(own, name), name
             assert "pulumi up" not in repr(script_lines(own, jobs(own)[name])), name
-    assert credentials(own, "preview") == {"PREVIEW_AWS_ROLE_ARN", "PREVIEW_HEROKU_API_KEY", "PREVIEW_GITLAB_TOKEN"}
+    assert credentials(own, "preview") == {
+        "PREVIEW_AWS_ROLE_ARN",
+        "PREVIEW_HEROKU_API_KEY",
+        "PREVIEW_GITLAB_TOKEN",
+        "PREVIEW_PULUMI_ACCESS_TOKEN",
+    }
 
 
 def test_the_default_branch_deploys_staging_then_production_by_hand(own: dict[str, Any]) -> None:
@@ -213,138 +211,183 @@ def test_the_build_pushes_a_single_docker_v2_manifest_with_a_registry_cache(temp
         assert flag in command
     assert "name=$image," in command
     assert command.startswith('docker buildx build "$@"')  # the cache arguments, below
-    script = "\n".join(script_lines(template, build))
-    assert script.index("buildx imagetools inspect") < script.index("docker buildx build")  # no second build
 
 
 SHA = "0f3c2a9be41d7c6a5b8e9f00112233445566778a"
+# The release script takes ECR repository URLs only.
+RELEASE_REPOSITORY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme/storefront"
+REVIEW_REPOSITORY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme/storefront-review"
 
 
-def pushed_tag(template: dict[str, Any], variables: dict[str, str]) -> str:
-    """The tag the build job pushes, from its own script run with these pipeline variables."""
+def build_target(template: dict[str, Any], variables: dict[str, str], job_id: str = "4242") -> tuple[str, list[str]]:
+    """The image the build job pushes and the cache arguments it builds with, from its own script
+    run with the pipeline's variables and those of the rule that admitted the job."""
+    planned = plan(template, variables)["shipyard-build"]
     build = jobs(template)["shipyard-build"]
     script = next(line for line in script_lines(template, build) if "image=" in line)
-    env = {"PATH": "/usr/bin:/bin", "ECR_REPOSITORY_URL": "r.example/app", "CI_COMMIT_SHA": SHA}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ECR_REPOSITORY_URL": RELEASE_REPOSITORY,
+        "ECR_REVIEW_REPOSITORY_URL": REVIEW_REPOSITORY,
+        "ECR_CACHE_TAG": "buildcache",
+        "CI_COMMIT_SHA": SHA,
+        "CI_JOB_ID": job_id,
+    }
     run = subprocess.run(
-        ["sh", "-euc", script + '\nprintf "%s" "$image"'],
-        env=env | variables,
+        ["sh", "-euc", script + '\nprintf "%s\\n" "$image" "$@"'],
+        env=env | variables | planned.variables,
         capture_output=True,
         text=True,
         check=True,
     )
-    repository, tag = run.stdout.rsplit(":", 1)
-    assert repository == "r.example/app"
-    return tag
+    image, *arguments = run.stdout.splitlines()
+    return image, arguments
 
 
-def test_merge_requests_push_review_tags_and_only_the_default_branch_pushes_the_commit_sha(
+def test_merge_requests_push_review_images_and_only_the_default_branch_pushes_release_images(
     template: dict[str, Any],
-) -> None:  # guards G11: with immutable tags the first writer of the SHA tag decides what is released
-    assert pushed_tag(template, MERGE_REQUEST) == f"mr-7-{SHA}"
-    assert pushed_tag(template, DEFAULT_BRANCH) == SHA
-    assert pushed_tag(template, SCHEDULE) == SHA  # a schedule on the default branch builds its commit
+) -> None:  # guards G11: what a merge request builds never lands where a protected pipeline releases from
+    image, _ = build_target(template, MERGE_REQUEST)
+    assert image == f"{REVIEW_REPOSITORY}:mr-7-{SHA}"
+    image, _ = build_target(template, DEFAULT_BRANCH)
+    assert image == f"{RELEASE_REPOSITORY}:{SHA}-4242"
+    # A scheduled or started-by-hand pipeline of the default branch that asks to release builds too.
+    image, _ = build_target(template, SCHEDULE | {"SHIPYARD_RELEASE": "true"}, job_id="4243")
+    assert image == f"{RELEASE_REPOSITORY}:{SHA}-4243"
     # The build runs in no other pipeline, so no other tag is ever pushed.
-    for variables in (FEATURE_BRANCH, FEATURE_BRANCH | {"CI_OPEN_MERGE_REQUESTS": "acme/storefront!3"}):
+    for variables in (FEATURE_BRANCH, FEATURE_BRANCH | {"CI_OPEN_MERGE_REQUESTS": "acme/storefront!3"}, SCHEDULE):
         assert "shipyard-build" not in pipeline(template, variables)
 
 
-def test_the_registry_lifecycle_tells_the_two_kinds_of_image_apart(template: dict[str, Any]) -> None:
-    # The tags the template pushes, against the lifecycle rules the registry is given: a review tag
-    # is aged out by the merge-request rule and matches no release rule; the SHA tag is a release image.
-    rules = json.loads(lifecycle_policy(keep_images=30, review_image_days=7, cache_tag="buildcache"))["rules"]
+def test_the_default_branch_always_builds_and_pushes_a_tag_of_its_own_job(template: dict[str, Any]) -> None:
+    # guards G11: the default branch never releases an image it did not build itself. With immutable
+    # tags the first writer of a tag decides what it holds, so there is no "already there, skip" path
+    # and the tag is unique to the job run: a retried job pushes under its own job id.
+    script = "\n".join(script_lines(template, jobs(template)["shipyard-build"]))
+    assert "imagetools" not in script and "exit 0" not in script
+    first, _ = build_target(template, DEFAULT_BRANCH, job_id="100")
+    retried, _ = build_target(template, DEFAULT_BRANCH, job_id="101")
+    assert first != retried and {first, retried} == {
+        f"{RELEASE_REPOSITORY}:{SHA}-100",
+        f"{RELEASE_REPOSITORY}:{SHA}-101",
+    }
 
-    def selecting(tag: str) -> list[str]:
-        found = []
-        for rule in rules:
-            selection = rule["selection"]
-            if any(tag.startswith(p) for p in selection.get("tagPrefixList", [])) or any(
-                fnmatch.fnmatchcase(tag, p) for p in selection.get("tagPatternList", [])
-            ):
-                found.append(rule["description"])
-        return found
 
-    [review] = selecting(pushed_tag(template, MERGE_REQUEST))
-    assert review.startswith("Expire merge-request images")
-    [release] = selecting(pushed_tag(template, DEFAULT_BRANCH))
-    assert release.startswith("Keep the newest 30 release images")
+def test_the_registry_lifecycle_keeps_the_release_images_the_build_pushes(
+    template: dict[str, Any], plans: dict[str, Run]
+) -> None:
+    # The tag the default branch pushes, against the lifecycle rules the release repository is given:
+    # a rule that keeps the newest release images selects it, and no rule that expires by age does.
+    release_repository = stack_document("staging")["shipyard:registry"]["name"]
+    policy = next(
+        step for step in plans["staging"].resources("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+        if step.raw_inputs["repository"] == release_repository
+    )  # fmt: skip
+    image, _ = build_target(template, DEFAULT_BRANCH)
+    tag = image.rsplit(":", 1)[1]
+    selecting = []
+    for rule in json.loads(policy.raw_inputs["policy"])["rules"]:
+        selection = rule["selection"]
+        if any(tag.startswith(p) for p in selection.get("tagPrefixList", [])) or any(
+            fnmatch.fnmatchcase(tag, p) for p in selection.get("tagPatternList", [])
+        ):
+            selecting.append(selection)
+    assert selecting and all(selection["countType"] == "imageCountMoreThan" for selection in selecting)
 
 
 class Copied(Exception):
-    """Raised in place of the copy: the release script's source reference, nothing done."""
+    """Raised in place of the first registry command: the image reference it names, nothing done."""
 
 
-def released_source(template: dict[str, Any], job: str, monkeypatch: pytest.MonkeyPatch, digest: str = "") -> str:
-    """The image reference a deploy job's own command line makes the release script copy."""
+def released_source(template: dict[str, Any], job: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
+    """The image reference a deploy job's own command line makes the release script read first (the
+    signature check or the copy, whichever comes first): the first `repository@digest` or
+    `repository:tag` of the release repository on the command line of the first program it runs."""
     spec = importlib.util.spec_from_file_location("heroku_release_under_test", ROOT / "ci" / "heroku_release.py")
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    reference = re.compile(rf"(?:docker://)?({re.escape(RELEASE_REPOSITORY)}[@:][\w:.-]+)")
 
-    def copy_image(source: str, target: str, api_key: str) -> tuple[str, str]:
-        raise Copied(source)
+    def first_command(args: Any, *_: Any, **__: Any) -> Any:
+        for arg in args:
+            found = reference.fullmatch(str(arg)) or reference.search(str(arg))
+            if found:
+                raise Copied(found.group(1))
+        raise AssertionError(f"the release script ran {args} before reading the image")
 
-    monkeypatch.setattr(script, "copy_image", copy_image)
-    env = {
+    monkeypatch.setattr(subprocess, "run", first_command)
+    monkeypatch.setattr(subprocess, "Popen", first_command)
+    variables = {
         "CI_COMMIT_SHA": SHA,
-        "ECR_REPOSITORY_URL": "r.example/app",
+        "ECR_REPOSITORY_URL": RELEASE_REPOSITORY,
+        "AWS_DEFAULT_REGION": "eu-west-1",
         "HEROKU_API_KEY": "HRKU-pipelineTestKey0123456789",
         "HEROKU_APP_NAME": "acme-web",
         "HEROKU_REGISTRY_IMAGE": "registry.heroku.com/acme-web/web",
-        "SHIPYARD_IMAGE_DIGEST": digest,
+        "SHIPYARD_SIGNING_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n",
+        "SHIPYARD_SCAN_THRESHOLD": "CRITICAL",
+        **env,
     }
-    for name, value in env.items():
+    for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    [command] = jobs(template)[job]["script"]
-    argv = shlex.split(command.replace("$SHIPYARD_IMAGE_DIGEST", digest))
+    [command] = [line for line in jobs(template)[job]["script"] if line.startswith("python3 ")]
+    argv = shlex.split(re.sub(r"\$(\w+)", lambda m: variables.get(m.group(1), ""), command))
     assert argv[:2] == ["python3", "/tmp/heroku_release.py"]
     with pytest.raises(Copied) as copied:
         script.main(argv[2:])
     return str(copied.value)
 
 
-def test_the_deploy_jobs_release_only_the_commit_sha_or_the_digest_staging_released(
+def test_the_deploy_jobs_release_only_the_digest_the_build_signed_and_handed_on(
     template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Staging copies the default branch's SHA tag, production the manifest digest staging released;
-    # neither job runs in a merge-request pipeline, so neither can reach an `mr-` image.
-    assert released_source(template, "shipyard-staging", monkeypatch) == f"r.example/app:{SHA}"
+    # Staging releases the digest from the build's dotenv report, production the digest staging
+    # released (from staging's); no deploy reads a tag, and none runs in a merge-request pipeline.
     digest = "sha256:" + "ab" * 32
-    assert released_source(template, "shipyard-production", monkeypatch, digest) == f"r.example/app@{digest}"
     for name in ("shipyard-staging", "shipyard-production"):
+        source = released_source(template, name, monkeypatch, SHIPYARD_IMAGE_DIGEST=digest)
+        assert source == f"{RELEASE_REPOSITORY}@{digest}", name
         assert name not in pipeline(template, MERGE_REQUEST)
+    # A rollback releases the digest it is given, from the same repository.
+    rollback = "sha256:" + "cd" * 32
+    for name in ("shipyard-rollback-staging", "shipyard-rollback-production"):
+        source = released_source(template, name, monkeypatch, SHIPYARD_ROLLBACK_DIGEST=rollback)
+        assert source == f"{RELEASE_REPOSITORY}@{rollback}", name
 
 
 def test_only_the_default_branch_writes_the_build_cache(template: dict[str, Any]) -> None:
-    build = jobs(template)["shipyard-build"]
-    cache = next(line for line in script_lines(template, build) if "--cache-from" in line)
-    probe = cache + '\nprintf "%s\\n" "$@"'  # the arguments the build command receives
-    env = {"PATH": "/usr/bin:/bin", "ECR_REPOSITORY_URL": "r.example/app", "ECR_CACHE_TAG": "buildcache"}
-
-    def arguments(extra: dict[str, str]) -> list[str]:
-        run = subprocess.run(["sh", "-c", probe], env=env | extra, capture_output=True, text=True, check=True)
-        return run.stdout.splitlines()
-
-    main = arguments({"CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"})
-    assert main == [
+    _, release = build_target(template, DEFAULT_BRANCH)
+    assert release == [
         "--cache-from",
-        "type=registry,ref=r.example/app:buildcache",
+        f"type=registry,ref={RELEASE_REPOSITORY}:buildcache",
         "--cache-to",
-        "type=registry,ref=r.example/app:buildcache,mode=max,image-manifest=true,oci-mediatypes=true",
+        f"type=registry,ref={RELEASE_REPOSITORY}:buildcache,mode=max,image-manifest=true,oci-mediatypes=true",
     ]
-    assert arguments({"CI_DEFAULT_BRANCH": "main"}) == main[:2]  # a merge-request pipeline reads it only
+    _, review = build_target(template, MERGE_REQUEST)
+    assert review == release[:2]  # a merge-request build reads the release repository's cache only
 
 
-def test_one_deploy_definition_serves_both_environments(template: dict[str, Any]) -> None:
-    raw_jobs, resolved = template, jobs(template)
+def test_one_deploy_definition_serves_every_release_and_rollback(template: dict[str, Any]) -> None:
+    resolved = jobs(template)
+    deploys = ("shipyard-staging", "shipyard-production", "shipyard-rollback-staging", "shipyard-rollback-production")
+    for name in deploys:
+        assert template[name]["extends"][0] == ".shipyard-deploy", name
+        for key in ("image", "before_script", "variables", "artifacts", "inherit"):
+            assert resolved[name][key] == template[".shipyard-deploy"][key], (name, key)
     staging, production = resolved["shipyard-staging"], resolved["shipyard-production"]
-    assert raw_jobs["shipyard-staging"]["extends"] == raw_jobs["shipyard-production"]["extends"] == ".shipyard-deploy"
     assert (staging["environment"]["name"], staging["resource_group"]) == ("staging", "staging")
     assert (production["environment"]["name"], production["resource_group"]) == ("production", "production")
-    # Production releases the manifest digest staging released, handed over in staging's dotenv.
+    # Staging releases the digest the build handed over in its dotenv report, production the one
+    # staging released, handed over in staging's.
+    assert staging["needs"] == ["shipyard-build"]
+    assert resolved["shipyard-build"]["artifacts"]["reports"]["dotenv"] == "build.env"
     assert staging["artifacts"]["reports"]["dotenv"] == "release.env"
-    assert "--dotenv release.env" in staging["script"][0]
+    assert staging["script"] == [
+        'python3 /tmp/heroku_release.py --digest "$SHIPYARD_IMAGE_DIGEST" --dotenv release.env'
+    ]
     assert production["needs"] == [{"job": "shipyard-staging", "artifacts": True}]
-    assert '--digest "$SHIPYARD_IMAGE_DIGEST"' in production["script"][0]
+    assert production["script"] == staging["script"]
 
 
 def test_the_embedded_release_script_is_the_tested_one(template: dict[str, Any], tmp_path: Path) -> None:
@@ -362,35 +405,60 @@ def provisioned(plans: dict[str, Run]) -> set[str]:
     }
 
 
+def required_by_build(template: dict[str, Any]) -> dict[str, set[str]]:
+    """What the build job checks for, per runner it runs on (from the rules that admit it)."""
+    return {
+        rule["variables"]["SHIPYARD_BUILD_RUNNER"]: set(rule["variables"]["SHIPYARD_REQUIRED"].split())
+        for rule in jobs(template)["shipyard-build"]["rules"]
+    }
+
+
 def test_the_template_reads_only_variables_that_shipyard_provisions(
     template: dict[str, Any], plans: dict[str, Run]
 ) -> None:
     # guards G4: a variable nobody provisions would be empty in the job
-    defined = set(template["variables"]) | {"SHIPYARD_IMAGE_DIGEST"}  # the latter from staging's dotenv
     text = (
         TEMPLATE.read_text().split("# release-script:begin")[0] + TEMPLATE.read_text().split("# release-script:end")[1]
     )
+    defined = set(template["variables"]) | {"SHIPYARD_IMAGE_DIGEST"}  # the latter from the dotenv reports
     for job in jobs(template).values():
         defined |= set(job.get("variables", {}))
+        for rule in job.get("rules", []):
+            defined |= set(rule.get("variables", {}))
     used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", text))
     unknown = {name for name in used - defined - provisioned(plans) if not name.startswith("CI_")}
     assert unknown == set()
-    build_required = set(jobs(template)["shipyard-build"]["variables"]["SHIPYARD_REQUIRED"].split())
-    assert build_required <= provisioned(plans)
+    for runner, required in required_by_build(template).items():
+        assert required <= provisioned(plans), runner
     release_required = re.search(r"REQUIRED = \(([^)]*)\)", (ROOT / "ci" / "heroku_release.py").read_text())
     assert release_required is not None
     names = set(re.findall(r'"(\w+)"', release_required.group(1)))
     assert {n for n in names if not n.startswith("CI_")} <= provisioned(plans)
 
 
+def test_the_build_checks_for_what_each_kind_of_build_reads(template: dict[str, Any]) -> None:
+    # guards G4: a missing variable fails the build with its name, before anything is pushed
+    assert required_by_build(template) == {
+        "review": {"ECR_REVIEW_REPOSITORY_URL", "ECR_REPOSITORY_URL", "ECR_CACHE_TAG", "AWS_DEFAULT_REGION"},
+        "build": {"ECR_REPOSITORY_URL", "ECR_CACHE_TAG", "AWS_DEFAULT_REGION", "SHIPYARD_SIGNING_KEY"},
+    }
+    lines = script_lines(template, jobs(template)["shipyard-build"])
+    assert "SHIPYARD_REQUIRED" in lines[0]  # .shipyard-require, first
+
+
 def test_each_job_runs_on_the_runner_its_stack_provisions(template: dict[str, Any], plans: dict[str, Run]) -> None:
     resolved = jobs(template)
     for name, stack in (
-        ("shipyard-build", "staging"),
         ("shipyard-staging", "staging"),
+        ("shipyard-rollback-staging", "staging"),
         ("shipyard-production", "prod"),
+        ("shipyard-rollback-production", "prod"),
     ):
         assert set(resolved[name]["tags"]) <= set(plans[stack].outputs["runnerTags"]), name
+    release_build = plan(template, DEFAULT_BRANCH)["shipyard-build"].variables["SHIPYARD_BUILD_RUNNER"]
+    assert {"shipyard", release_build} <= set(plans["staging"].outputs["runnerTags"])
+    # Merge-request builds go to the review runner, under the contract's default tags.
+    assert plan(template, MERGE_REQUEST)["shipyard-build"].variables["SHIPYARD_BUILD_RUNNER"] == "review"
     # Production's deploy runner takes protected refs only, like its protected variables (G4).
     prod_runner = plans["prod"].one("gitlab:index/userRunner:UserRunner")
     assert prod_runner.raw_inputs["accessLevel"] == "ref_protected"
@@ -400,7 +468,12 @@ def test_each_job_reaches_the_variables_it_reads(template: dict[str, Any], plans
     # guards G5: an environment-scoped variable reaches only jobs whose `environment:` is its scope
     resolved = jobs(template)
     variables = "gitlab:index/projectVariable:ProjectVariable"
-    for name, stack in (("shipyard-staging", "staging"), ("shipyard-production", "prod")):
+    for name, stack in (
+        ("shipyard-staging", "staging"),
+        ("shipyard-rollback-staging", "staging"),
+        ("shipyard-production", "prod"),
+        ("shipyard-rollback-production", "prod"),
+    ):
         scopes = {v.raw_inputs["environmentScope"] for v in plans[stack].resources(variables)
                   if v.raw_inputs["key"].startswith("HEROKU_")}  # fmt: skip
         assert scopes == {resolved[name]["environment"]["name"]}, name
@@ -409,4 +482,5 @@ def test_each_job_reaches_the_variables_it_reads(template: dict[str, Any], plans
         v.raw_inputs["key"] for v in plans["staging"].resources(variables) if v.raw_inputs["environmentScope"] == "*"
     }
     assert "environment" not in resolved["shipyard-build"]
-    assert set(resolved["shipyard-build"]["variables"]["SHIPYARD_REQUIRED"].split()) <= unscoped
+    for runner, required in required_by_build(template).items():
+        assert required <= unscoped, runner
