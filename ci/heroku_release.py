@@ -1,16 +1,26 @@
-"""Release one image built by shipyard's build job to one Heroku app: copy the exact image from ECR
-to the app's Heroku registry image, release it through the Platform API, wait for the release.
+"""Release one image built by shipyard's build job to one Heroku app: check that the build job signed
+it and that ECR's scan found nothing that blocks it, copy the exact image from ECR to the app's
+Heroku registry image, release it through the Platform API, wait for the release.
 
-Runs in the delivery template's deploy job (python:3-alpine with skopeo); standard library only.
+Runs in the delivery template's deploy job (python:3-alpine with skopeo, cosign and the AWS CLI);
+standard library only.
 
-    heroku_release.py [--digest sha256:…] [--dotenv FILE] [--timeout SECONDS]
+    heroku_release.py [--digest sha256:…] [--dotenv FILE] [--timeout SECONDS] [--scan-timeout SECONDS]
 
-Without --digest the source is $ECR_REPOSITORY_URL:$CI_COMMIT_SHA (what the build job pushed);
-with it, $ECR_REPOSITORY_URL@<digest> (production: the manifest staging released, byte for byte).
+Without --digest the source is $ECR_REPOSITORY_URL:$CI_COMMIT_SHA, resolved to its digest first;
+with it, $ECR_REPOSITORY_URL@<digest>: for production the manifest staging released, for a
+rollback an older release image kept in ECR (Heroku deletes old releases' images, H13). --digest
+also takes the whole reference $ECR_REPOSITORY_URL@sha256:…, of that repository only.
+Nothing reaches Heroku before two checks of that digest (G11): its cosign signature, against the
+PEM public key in $SHIPYARD_SIGNING_PUBLIC_KEY; then ECR's scan findings, against
+$SHIPYARD_SCAN_THRESHOLD (CRITICAL, HIGH, MEDIUM or LOW; CRITICAL when unset): a finding of that
+severity or worse refuses the image. A scan still running is waited for, --scan-timeout at most.
 The process type released is the last part of $HEROKU_REGISTRY_IMAGE (`…/web`). ECR is read with
-the runner's instance role through docker-credential-ecr-login; Heroku's registry with the API key.
-Exit codes: 0 released; 1 the copy, the API or the release failed; 2 bad input (missing CI/CD
-variables, malformed arguments), nothing done.
+the runner's instance role (docker-credential-ecr-login, the AWS CLI); Heroku's registry with the
+API key.
+Exit codes: 0 released; 1 refused (no valid signature, blocking findings, no finished scan) or the
+copy, the API or the release failed; 2 bad input (missing CI/CD variables, malformed arguments),
+nothing done.
 """
 
 from __future__ import annotations
@@ -27,18 +37,45 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, NamedTuple
 
-REQUIRED = ("HEROKU_API_KEY", "HEROKU_APP_NAME", "HEROKU_REGISTRY_IMAGE", "ECR_REPOSITORY_URL", "CI_COMMIT_SHA")
+SIGNING_KEY = "SHIPYARD_SIGNING_PUBLIC_KEY"
+SCAN_THRESHOLD = "SHIPYARD_SCAN_THRESHOLD"
+REQUIRED = (
+    "HEROKU_API_KEY",
+    "HEROKU_APP_NAME",
+    "HEROKU_REGISTRY_IMAGE",
+    "ECR_REPOSITORY_URL",
+    "CI_COMMIT_SHA",
+    "SHIPYARD_SIGNING_PUBLIC_KEY",
+)
 # Heroku's registry takes Docker manifest v2 schema 2 only: no OCI manifest, no index (H10).
 DOCKER_V2S2 = "application/vnd.docker.distribution.manifest.v2+json"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# <account>.dkr.ecr[-fips].<region>.<partition's DNS suffix>/<repository name as ECR allows it>
+ECR_REPOSITORY = re.compile(
+    r"^(?P<registry>(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.[a-z0-9.-]+)/"
+    r"(?P<name>[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*)$"
+)
 RELEASES_API = "application/vnd.heroku+json; version=3"
 DOCKER_RELEASES_API = "application/vnd.heroku+json; version=3.docker-releases"
 
+# cosign 2.4.3 (infra/facts/cosign.yaml): the key is read from the variable, not from a file; the
+# build job signs with --tlog-upload=false, so there is no transparency-log entry to look for.
+COSIGN_VERIFY = ("cosign", "verify", "--key", f"env://{SIGNING_KEY}", "--insecure-ignore-tlog=true")
+COSIGN_REFUSALS = {10: "it has no signature", 12: f"no signature of it matches {SIGNING_KEY}"}
+# ECR's scan statuses (infra/facts/ecr-scan-findings.yaml): findings are final when COMPLETE, or
+# ACTIVE under enhanced continuous scanning (which never turns COMPLETE); worth waiting for while
+# IN_PROGRESS or PENDING; any other status means no findings will come.
+FINDINGS_FINAL = ("COMPLETE", "ACTIVE")
+SCAN_WAIT_FOR = ("IN_PROGRESS", "PENDING")
+# The thresholds, mildest first. INFORMATIONAL, UNDEFINED and UNTRIAGED rank below LOW.
+THRESHOLDS = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
+LONGEST_SCAN_POLL = 60.0
+
 
 class ReleaseError(Exception):
-    """A failure of the deploy itself; the message is the whole story for the job log."""
+    """A failure or refusal of the deploy itself; the message is the whole story for the job log."""
 
 
 class BadInput(Exception):
@@ -47,6 +84,40 @@ class BadInput(Exception):
 
 def fail(message: str) -> None:
     print(f"heroku-release: {message}", file=sys.stderr)
+
+
+class EcrRepository(NamedTuple):
+    url: str
+    registry: str
+    account: str
+    region: str
+    name: str
+
+
+def ecr_repository(url: str) -> EcrRepository | None:
+    match = ECR_REPOSITORY.match(url)
+    if not match:
+        return None
+    return EcrRepository(url, match["registry"], match["account"], match["region"], match["name"])
+
+
+def digest_argument(value: str, repository_url: str) -> tuple[str | None, str]:
+    """The digest that --digest names (bare, or as the release repository's reference), or None
+    and why not."""
+    digest = value
+    if "@" in value:
+        named, digest = value.rsplit("@", 1)
+        if named != repository_url:
+            return None, (
+                f"--digest {value!r} names an image of another repository: only images of the release "
+                f"repository $ECR_REPOSITORY_URL ({repository_url}) are released (G11)"
+            )
+    if not DIGEST.match(digest):
+        return None, (
+            f"--digest must be sha256:<64 hex> or $ECR_REPOSITORY_URL@sha256:<64 hex>, got {value!r}; it comes "
+            "from the staging job's dotenv, or from SHIPYARD_ROLLBACK_DIGEST for a rollback"
+        )
+    return digest, ""
 
 
 def check_environment(env: dict[str, str], digest: str | None) -> list[str]:
@@ -62,20 +133,47 @@ def check_environment(env: dict[str, str], digest: str | None) -> list[str]:
     image = env.get("HEROKU_REGISTRY_IMAGE", "").strip()
     if image and not re.match(r"^registry\.heroku\.com/[a-z][a-z0-9-]{1,28}[a-z0-9]/[a-z0-9_-]+$", image):
         problems.append(f"HEROKU_REGISTRY_IMAGE must be registry.heroku.com/<app>/<process>, got {image!r}")
-    if digest is not None and not DIGEST.match(digest):
-        problems.append(f"--digest must be sha256:<64 hex>, got {digest!r}; it comes from the staging job's dotenv")
+    repository = env.get("ECR_REPOSITORY_URL", "").strip()
+    if repository and not ecr_repository(repository):
+        problems.append(
+            f"ECR_REPOSITORY_URL must be <account>.dkr.ecr.<region>.amazonaws.com/<repository>, got {repository!r}"
+        )
+    key = env.get(SIGNING_KEY, "").strip()
+    if key and "-----BEGIN PUBLIC KEY-----" not in key:  # e.g. a GitLab file variable: its path
+        problems.append(
+            f"{SIGNING_KEY} must hold the signing key's PEM public key (-----BEGIN PUBLIC KEY-----…) as the "
+            "build stack provisions it, a plain variable, not a file variable"
+        )
+    threshold = env.get(SCAN_THRESHOLD, "").strip()
+    if threshold and threshold not in THRESHOLDS:
+        problems.append(f"{SCAN_THRESHOLD} must be one of {', '.join(reversed(THRESHOLDS))}, got {threshold!r}")
+    if digest is not None:
+        named, why = digest_argument(digest, repository)
+        if named is None:
+            problems.append(why)
     return problems
 
 
-# --- the registry copy (skopeo) -------------------------------------------------------------------
+# --- the registry (skopeo) ------------------------------------------------------------------------
+
+
+class Image(NamedTuple):
+    reference: str  # <repository>@<manifest digest>
+    manifest_digest: str
+    config_digest: str
 
 
 class Skopeo:
-    """skopeo with one credentials file: ECR through the credential helper (the job's instance
-    role), Heroku's registry through `skopeo login`."""
+    """skopeo with one credentials file, a Docker config.json: ECR through the credential helper
+    (the job's instance role), Heroku's registry through `skopeo login`. cosign reads the same
+    file through DOCKER_CONFIG."""
 
-    def __init__(self, auth_file: str) -> None:
-        self.env = {**os.environ, "REGISTRY_AUTH_FILE": auth_file}
+    def __init__(self, folder: str, ecr_registry: str) -> None:
+        self.folder = folder
+        self.auth_file = os.path.join(folder, "config.json")
+        with open(self.auth_file, "w") as handle:
+            json.dump({"credHelpers": {ecr_registry: "ecr-login"}}, handle)
+        self.env = {**os.environ, "REGISTRY_AUTH_FILE": self.auth_file}
 
     def run(self, *args: str, stdin: str | None = None) -> bytes:
         data = stdin.encode() if stdin else None
@@ -107,33 +205,170 @@ def releasable(ref: str, manifest: dict[str, Any]) -> str:
     return config_digest
 
 
-def copy_image(source: str, target: str, api_key: str) -> tuple[str, str]:
-    """Copy source to target unchanged; returns (manifest digest, config digest)."""
-    with tempfile.TemporaryDirectory() as folder:
-        auth_file = os.path.join(folder, "auth.json")
-        with open(auth_file, "w") as handle:
-            json.dump({"credHelpers": {source.split("/", 1)[0]: "ecr-login"}}, handle)
-        skopeo = Skopeo(auth_file)
-        raw, manifest = skopeo.manifest(source)
-        manifest_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        if "@" in source and source.rsplit("@", 1)[1] != manifest_digest:
-            raise ReleaseError(f"{source} answered with a manifest of digest {manifest_digest}: not the one asked for")
-        config_digest = releasable(source, manifest)
-        # The key goes in on stdin: a command-line argument would be visible to every process.
+def inspect_source(skopeo: Skopeo, source: str) -> Image:
+    """The image a tag or digest reference names, pinned to its manifest digest: everything after
+    this (the checks, the copy) reads the same bytes."""
+    raw, manifest = skopeo.manifest(source)
+    manifest_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    if "@" in source and source.rsplit("@", 1)[1] != manifest_digest:
+        raise ReleaseError(f"{source} answered with a manifest of digest {manifest_digest}: not the one asked for")
+    repository = source.rsplit("@", 1)[0] if "@" in source else source.rsplit(":", 1)[0]
+    return Image(f"{repository}@{manifest_digest}", manifest_digest, releasable(source, manifest))
+
+
+def copy_image(skopeo: Skopeo, image: Image, target: str, api_key: str) -> None:
+    """Copy the checked image to target unchanged."""
+    # The key goes in on stdin: a command-line argument would be visible to every process.
+    try:
+        skopeo.run("login", "--username", "_", "--password-stdin", target.split("/", 1)[0], stdin=api_key)
+    except ReleaseError as exc:
+        # The first place an expired or wrong key shows (H9).
+        raise ReleaseError(
+            f"{exc}. Heroku's registry takes HEROKU_API_KEY as its password: use a long-lived "
+            "`heroku authorizations:create` token; `heroku auth:token` expires (H9)."
+        ) from None
+    # --preserve-digests: fail rather than rewrite the manifest, so the app gets the tested bytes.
+    skopeo.run("copy", "--preserve-digests", "--retry-times", "3", f"docker://{image.reference}", f"docker://{target}")
+    copied, _ = skopeo.manifest(target)
+    if "sha256:" + hashlib.sha256(copied).hexdigest() != image.manifest_digest:
+        raise ReleaseError(f"{target} does not hold the manifest {image.manifest_digest} after the copy")
+
+
+# --- the checks before any copy: signature, then scan findings (G11) ------------------------------
+
+
+def verify_signature(image: Image, docker_config: str) -> None:
+    """cosign's verdict on the image digest with the build stack's public key; refuses on any doubt."""
+    command = [*COSIGN_VERIFY, image.reference]
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, "DOCKER_CONFIG": docker_config}
+        )
+    except FileNotFoundError:
+        raise ReleaseError(
+            f"refusing {image.reference}: cosign is not installed in the job image, so its signature cannot be checked"
+        ) from None
+    if result.returncode != 0:
+        errors = [line[len("Error: ") :] for line in result.stderr.splitlines() if line.startswith("Error: ")]
+        said = "; ".join(errors) or result.stderr.strip() or "nothing"
+        why = COSIGN_REFUSALS.get(result.returncode, "its signature could not be checked")
+        raise ReleaseError(
+            f"refusing {image.reference}: {why} (cosign exit {result.returncode}: {said}). Only the default "
+            "branch's build job signs release images (G11): release a digest that job built."
+        )
+    print(f"{image.reference}: signed with the key in {SIGNING_KEY}")
+
+
+def scan_command(repository: EcrRepository, digest: str) -> list[str]:
+    return [
+        "aws", "ecr", "describe-image-scan-findings",
+        "--registry-id", repository.account,
+        "--repository-name", repository.name,
+        "--image-id", f"imageDigest={digest}",
+        "--region", repository.region,
+        "--output", "json",
+        "--no-cli-pager",
+    ]  # fmt: skip
+
+
+def describe_scan(repository: EcrRepository, digest: str) -> dict[str, Any]:
+    reference = f"{repository.url}@{digest}"
+    try:
+        result = subprocess.run(scan_command(repository, digest), capture_output=True, text=True)
+    except FileNotFoundError:
+        raise ReleaseError(
+            f"refusing {reference}: the AWS CLI is not installed in the job image, so its scan findings cannot be read"
+        ) from None
+    said = result.stderr.strip()
+    if result.returncode == 0:
         try:
-            skopeo.run("login", "--username", "_", "--password-stdin", target.split("/", 1)[0], stdin=api_key)
-        except ReleaseError as exc:
-            # The first place an expired or wrong key shows (H9).
+            answer = json.loads(result.stdout)
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict):
+            return answer
+        raise ReleaseError(f"refusing {reference}: aws ecr describe-image-scan-findings answered no JSON object")
+    code = re.search(r"An error occurred \((\w+)\)", said)
+    if code and code.group(1) == "ScanNotFoundException":
+        raise ReleaseError(
+            f"refusing {reference}: ECR has no scan of it ({said}). The registry's scanning configuration must "
+            "scan release images on push (R21)."
+        )
+    hint = ""
+    if code and code.group(1) == "AccessDeniedException":
+        hint = " The job's role needs ecr:DescribeImageScanFindings on the release repository."
+    raise ReleaseError(
+        f"refusing {reference}: its scan findings could not be read (aws exit {result.returncode}: {said}).{hint}"
+    )
+
+
+def finished_scan(repository: EcrRepository, digest: str, timeout: float, interval: float) -> dict[str, Any]:
+    """ECR's answer once the scan's findings are final, or its last answer when the scan is not
+    going to finish (FAILED, UNSUPPORTED_IMAGE…); a scan still running after `timeout` is refused.
+    Polls with a doubling interval, as a scan on push takes seconds to minutes."""
+    deadline = time.monotonic() + timeout
+    wait = interval
+    while True:
+        answer = describe_scan(repository, digest)
+        status = (answer.get("imageScanStatus") or {}).get("status")
+        if status not in SCAN_WAIT_FOR:
+            return answer
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise ReleaseError(
-                f"{exc}. Heroku's registry takes HEROKU_API_KEY as its password: use a long-lived "
-                "`heroku authorizations:create` token; `heroku auth:token` expires (H9)."
-            ) from None
-        # --preserve-digests: fail rather than rewrite the manifest, so the app gets the tested bytes.
-        skopeo.run("copy", "--preserve-digests", "--retry-times", "3", f"docker://{source}", f"docker://{target}")
-        copied, _ = skopeo.manifest(target)
-    if "sha256:" + hashlib.sha256(copied).hexdigest() != manifest_digest:
-        raise ReleaseError(f"{target} does not hold the manifest {manifest_digest} after the copy")
-    return manifest_digest, config_digest
+                f"refusing {repository.url}@{digest}: ECR's scan of it is still {status} after {timeout:.0f} s; "
+                "run the job again once the scan has finished"
+            )
+        pause = min(wait, left)
+        print(f"ECR's scan of {digest} is {status}: asking again in {pause:.0f} s")
+        time.sleep(pause)
+        wait = min(wait * 2, LONGEST_SCAN_POLL)
+
+
+def rank(severity: str) -> int:
+    return THRESHOLDS.index(severity) if severity in THRESHOLDS else -1
+
+
+def listed_findings(findings: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, severity) of every finding: basic scanning's by CVE name, enhanced scanning's
+    (Amazon Inspector) by vulnerability id."""
+    listed = [
+        (str(f.get("name") or "an unnamed finding"), str(f.get("severity"))) for f in findings.get("findings") or []
+    ]
+    for finding in findings.get("enhancedFindings") or []:
+        vulnerability = (finding.get("packageVulnerabilityDetails") or {}).get("vulnerabilityId")
+        listed.append(
+            (str(vulnerability or finding.get("title") or "an unnamed finding"), str(finding.get("severity")))
+        )
+    return listed
+
+
+def check_findings(reference: str, answer: dict[str, Any], threshold: str) -> None:
+    """Refuses the image unless its findings are final and none is of `threshold` or worse."""
+    scan = answer.get("imageScanStatus") or {}
+    status = scan.get("status")
+    if status not in FINDINGS_FINAL:
+        description = f": {scan['description']}" if scan.get("description") else ""
+        raise ReleaseError(
+            f"refusing {reference}: ECR's scan of it is {status}{description}. An image without final scan "
+            "findings is not released."
+        )
+    findings = answer.get("imageScanFindings") or {}
+    listed = listed_findings(findings)
+    blocking = [f for f in listed if rank(f[1]) >= rank(threshold)]
+    counts = findings.get("findingSeverityCounts") or {}
+    total = max(len(blocking), sum(n for severity, n in counts.items() if rank(severity) >= rank(threshold)))
+    if total:
+        worst = ""
+        if blocking:
+            name, severity = max(blocking, key=lambda f: rank(f[1]))
+            worst = f", the worst {name} ({severity})"
+        raise ReleaseError(
+            f"refusing {reference}: ECR's scan found {total} finding{'s' if total != 1 else ''} of {threshold} or "
+            f"worse{worst}. Fix them and build again; the threshold is {SCAN_THRESHOLD} "
+            "(shipyard:registry.scanThreshold)."
+        )
+    print(f"{reference}: ECR's scan ({status}) found nothing of {threshold} or worse")
 
 
 # --- the Platform API -----------------------------------------------------------------------------
@@ -226,36 +461,55 @@ def deploy(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
     problems = check_environment(env, args.digest)
     if problems:
         raise BadInput("\n".join(problems))
-    repository = env["ECR_REPOSITORY_URL"].strip()
-    source = f"{repository}@{args.digest}" if args.digest else f"{repository}:{env['CI_COMMIT_SHA'].strip()}"
+    repository = ecr_repository(env["ECR_REPOSITORY_URL"].strip())
+    assert repository is not None  # checked above
+    threshold = env.get(SCAN_THRESHOLD, "").strip() or "CRITICAL"
+    if args.digest is not None:
+        source = f"{repository.url}@{digest_argument(args.digest, repository.url)[0]}"
+    else:
+        source = f"{repository.url}:{env['CI_COMMIT_SHA'].strip()}"
     target, app, api_key = env["HEROKU_REGISTRY_IMAGE"].strip(), env["HEROKU_APP_NAME"].strip(), env["HEROKU_API_KEY"]
 
-    print(f"copying {source} → {target}")
-    manifest_digest, config_digest = copy_image(source, target, api_key)
+    with tempfile.TemporaryDirectory() as folder:
+        skopeo = Skopeo(folder, repository.registry)
+        image = inspect_source(skopeo, source)
+        print(f"checking {image.reference} (from {source})")
+        verify_signature(image, folder)
+        scan = finished_scan(repository, image.manifest_digest, args.scan_timeout, args.scan_interval)
+        check_findings(image.reference, scan, threshold)
+        print(f"copying {image.reference} → {target}")
+        copy_image(skopeo, image, target, api_key)
     heroku = Heroku(env.get("HEROKU_API_URL", "https://api.heroku.com"), api_key, app)
     before = heroku.latest_release()
     process = target.rsplit("/", 1)[1]
-    print(f"releasing {config_digest} as {process} of {app}")
-    heroku.release(process, config_digest)
+    print(f"releasing {image.config_digest} as {process} of {app}")
+    heroku.release(process, image.config_digest)
     release = wait_for_release(heroku, int(before["version"]) if before else 0, args.timeout, args.interval)
     if release.get("status") != "succeeded":
         raise ReleaseError(
             f"release v{release['version']} of {app} {release.get('status')}:\n{heroku.output(release).rstrip()}"
         )
-    print(f"released v{release['version']} of {app}: {manifest_digest}")
+    print(f"released v{release['version']} of {app}: {image.manifest_digest}")
     return {
-        "SHIPYARD_IMAGE_DIGEST": manifest_digest,
-        "SHIPYARD_CONFIG_DIGEST": config_digest,
+        "SHIPYARD_IMAGE_DIGEST": image.manifest_digest,
+        "SHIPYARD_CONFIG_DIGEST": image.config_digest,
         "SHIPYARD_RELEASE_VERSION": str(release["version"]),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heroku-release", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--digest", help="release $ECR_REPOSITORY_URL@DIGEST instead of the commit's tag")
+    parser.add_argument(
+        "--digest",
+        help="release $ECR_REPOSITORY_URL@DIGEST (DIGEST or that whole reference) instead of the commit's tag",
+    )
     parser.add_argument("--dotenv", help="write SHIPYARD_IMAGE_DIGEST and the release version here")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds to wait for the release")
-    parser.add_argument("--interval", type=float, default=5, help="seconds between polls")
+    parser.add_argument("--interval", type=float, default=5, help="seconds between polls of the release")
+    parser.add_argument("--scan-timeout", type=float, default=600, help="seconds to wait for ECR's scan to finish")
+    parser.add_argument(
+        "--scan-interval", type=float, default=5, help="seconds before the first new look at a running scan (doubles)"
+    )
     args = parser.parse_args(argv)
     try:
         result = deploy(args, dict(os.environ))

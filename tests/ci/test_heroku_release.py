@@ -1,23 +1,30 @@
-"""ci/heroku_release.py, run for real: a stub skopeo on PATH over a registry kept as files, and a
-local HTTP server that answers like Heroku's Platform API. Both answer from
-infra/facts/heroku-registry.yaml, and share one registry: Heroku releases only an image that was
-pushed to the app. The requests the script makes are checked."""
+"""ci/heroku_release.py, run for real: stub skopeo, cosign and aws on PATH over one registry kept as
+files (tests/ci/stubs/_state.py), and a local HTTP server that answers like Heroku's Platform API.
+They answer from infra/facts/heroku-registry.yaml, cosign.yaml and ecr-scan-findings.yaml: Heroku
+releases only an image that was pushed to the app, cosign verifies only a signature stored under the
+image's `.sig` tag and made with the same key, ECR answers only the scans stored for the image. The
+requests and calls the script makes are checked."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import botocore
+import botocore.loaders
 import pytest
 
 from infra import facts
@@ -34,6 +41,20 @@ SHA = "0f3c9a1b2c3d4e5f60718293a4b5c6d7e8f90a1b"
 APP = "acme-storefront-staging"
 TARGET = HEROKU["registry"]["image"].format(app=APP, process="web")
 CONFIG_DIGEST = "sha256:" + "c0" * 32
+COSIGN = facts.load("cosign")
+SCANS = facts.load("ecr-scan-findings")
+# The build stack's signing key (its public half, as SHIPYARD_SIGNING_PUBLIC_KEY holds it) and another.
+SIGNING_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEshipyardReleaseSigningKey0000000000\n"
+    "-----END PUBLIC KEY-----\n"
+)
+OTHER_KEY = SIGNING_KEY.replace("shipyardReleaseSigningKey", "someoneElsesSigningKey000")
+REVIEW_ECR = f"{ECR}-review"
+SIGNING = "SHIPYARD_SIGNING_PUBLIC_KEY"
+
+
+COSIGN_STUB = importlib.import_module("tests.ci.stubs._cosign")  # writes signatures as cosign does
 
 
 def manifest(
@@ -173,24 +194,72 @@ def heroku(tmp_path: Path) -> Iterator[FakeHeroku]:
         yield fake
 
 
+def basic(name: str, severity: str) -> dict[str, Any]:
+    """A finding of ECR's basic scanning."""
+    uri = f"https://nvd.nist.gov/vuln/detail/{name}"
+    return {"name": name, "uri": uri, "severity": severity, "attributes": [{"key": "package_name", "value": "openssl"}]}
+
+
+def inspector(cve: str, severity: str) -> dict[str, Any]:
+    """A finding of enhanced scanning (Amazon Inspector)."""
+    return {
+        "severity": severity,
+        "title": f"{cve} - openssl",
+        "status": "ACTIVE",
+        "type": "PACKAGE_VULNERABILITY",
+        "packageVulnerabilityDetails": {"vulnerabilityId": cve, "source": "NVD"},
+    }
+
+
+def scan(
+    status: str = "COMPLETE", findings: tuple[dict[str, Any], ...] = (), enhanced: tuple[dict[str, Any], ...] = ()
+) -> dict[str, Any]:
+    """ECR's answer about a scan (the aws stub adds the ids), findings counted as ECR counts them."""
+    answer: dict[str, Any] = {"imageScanStatus": {"status": status}}
+    if status in SCANS["findings_final"]:
+        answer["imageScanFindings"] = {
+            "imageScanCompletedAt": "2026-11-30T09:00:00+00:00",
+            "vulnerabilitySourceUpdatedAt": "2026-11-30T08:00:00+00:00",
+            "findingSeverityCounts": dict(Counter(f["severity"] for f in (*findings, *enhanced))),
+            "findings": list(findings),
+            **({"enhancedFindings": list(enhanced)} if enhanced else {}),
+        }
+    return answer
+
+
 @dataclass
 class Result:
     code: int
     output: str
-    skopeo: list[dict[str, Any]]
+    calls: list[dict[str, Any]]  # skopeo's, cosign's and aws's, in order
     dotenv: dict[str, str]
     registry: dict[str, str]
+
+    @property
+    def skopeo(self) -> list[dict[str, Any]]:
+        return [c for c in self.calls if c["tool"] == "skopeo"]
+
+    def tools(self) -> list[str]:
+        return [f"{c['tool']} {c['args'][0] if c['tool'] != 'aws' else c['args'][1]}" for c in self.calls]
 
 
 class Job:
     """The deploy job's environment: what shipyard provisions, plus the fake API's address. The
     registry holds `tags` (reference → manifest, stored under the manifest's digest) and
-    `by_digest` (digest reference → bytes served for it, whatever they hash to)."""
+    `by_digest` (digest reference → bytes served for it, whatever they hash to). Every tagged image
+    is signed with `signing_key` (unless its digest is in `unsigned`; `claims` signs another digest's
+    payload for it) and has a clean finished scan (unless `scans` gives ECR's answers for its digest,
+    in turn, or its digest is in `unscanned`)."""
 
     def __init__(self, tmp: Path, heroku: FakeHeroku) -> None:
         self.tmp = tmp
         self.tags = {f"{ECR}:{SHA}": manifest()}
         self.by_digest: dict[str, str] = {}
+        self.signing_key = SIGNING_KEY
+        self.unsigned: set[str] = set()
+        self.claims: dict[str, str] = {}
+        self.scans: dict[str, list[dict[str, Any]]] = {}
+        self.unscanned: set[str] = set()
         self.env = {
             "PATH": f"{STUBS}:{os.environ['PATH']}",
             "HOME": str(tmp),
@@ -200,9 +269,11 @@ class Job:
             "ECR_REPOSITORY_URL": ECR,
             "AWS_DEFAULT_REGION": "eu-west-1",
             "CI_COMMIT_SHA": SHA,
+            "SHIPYARD_SIGNING_PUBLIC_KEY": SIGNING_KEY,
             "HEROKU_API_URL": heroku.url,
             "STUB_REGISTRY": str(heroku.registry),
-            "STUB_LOG": str(tmp / "skopeo.log"),
+            "STUB_LOG": str(tmp / "calls.log"),
+            "STUB_PYTHON": sys.executable,
             "STUB_HEROKU_API_KEY": heroku.key,
             "STUB_HEROKU_MANIFEST_TYPES": " ".join(HEROKU["registry"]["manifest_media_types"]),
         }
@@ -210,16 +281,24 @@ class Job:
     def run(self, *args: str) -> Result:
         folder = Path(self.env["STUB_REGISTRY"])
         folder.mkdir()
-        for ref, raw in self.tags.items():
-            repository, _ = ref.rsplit(":", 1)
-            stored(folder, f"{repository}@{digest_of(raw)}").write_text(raw)
-            stored(folder, ref).write_text(digest_of(raw))
+        with mock.patch.dict(os.environ, {"STUB_REGISTRY": str(folder)}):
+            for ref, raw in self.tags.items():
+                repository, _ = ref.rsplit(":", 1)
+                digest = digest_of(raw)
+                stored(folder, f"{repository}@{digest}").write_text(raw)
+                stored(folder, ref).write_text(digest)
+                if digest not in self.unsigned:
+                    COSIGN_STUB.sign(repository, digest, self.signing_key, self.claims.get(digest))
+                if digest not in self.unscanned:
+                    answers = self.scans.get(digest, [scan()])
+                    stored(folder, f"{repository}/scans@{digest}").write_text(json.dumps(answers))
         for ref, raw in self.by_digest.items():
             stored(folder, ref).write_text(raw)
         dotenv = self.tmp / "release.env"
-        argv = [sys.executable, str(SCRIPT), "--interval", "0.01", "--timeout", "10", "--dotenv", str(dotenv), *args]
+        argv = [sys.executable, str(SCRIPT), "--interval", "0.01", "--timeout", "10", "--dotenv", str(dotenv)]
+        argv += ["--scan-interval", "0.01", "--scan-timeout", "10", *args]
         proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
-        log = self.tmp / "skopeo.log"
+        log = Path(self.env["STUB_LOG"])
         calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         values = dict(line.split("=", 1) for line in dotenv.read_text().splitlines()) if dotenv.exists() else {}
         return Result(proc.returncode, proc.stdout + proc.stderr, calls, values, read_registry(folder))
@@ -250,18 +329,86 @@ def test_the_release_script_uses_what_the_facts_say_about_heroku() -> None:  # g
     default_url = re.search(r'"HEROKU_API_URL", "([^"]+)"', SCRIPT.read_text())
     assert default_url is not None and default_url.group(1) == API["base_url"]
     required = {name: "x" for name in script.REQUIRED}
-    assert script.check_environment({**required, "HEROKU_REGISTRY_IMAGE": TARGET}, None) == []
+    provisioned = {**required, "HEROKU_REGISTRY_IMAGE": TARGET, "ECR_REPOSITORY_URL": ECR, SIGNING: SIGNING_KEY}
+    assert script.check_environment(provisioned, None) == []
     elsewhere = TARGET.replace(HEROKU["registry"]["host"], "registry.example.com")
-    assert script.check_environment({**required, "HEROKU_REGISTRY_IMAGE": elsewhere}, None) != []
+    assert script.check_environment({**provisioned, "HEROKU_REGISTRY_IMAGE": elsewhere}, None) != []
 
 
-def test_release_copies_the_commit_image_and_releases_its_config_digest(job: Job, heroku: FakeHeroku) -> None:
+def test_the_release_script_runs_cosign_and_the_aws_cli_as_the_facts_say() -> None:  # guards G11
+    script = release_script()
+    digest = digest_of(manifest())
+    verify = COSIGN["verify"]
+    expected = [arg.format(variable=SIGNING, repository=ECR, digest=digest) for arg in verify["command"]]
+    assert [*script.COSIGN_VERIFY, f"{ECR}@{digest}"] == expected
+    assert set(script.COSIGN_REFUSALS) == {
+        verify["exit_codes"]["no_signature"],
+        verify["exit_codes"]["no_matching_signature"],
+    }
+    repository = script.ecr_repository(ECR)
+    names = {
+        "registry_id": "123456789012",
+        "repository_name": "acme/storefront",
+        "region": "eu-west-1",
+        "digest": digest,
+    }
+    assert script.scan_command(repository, digest) == [arg.format(**names) for arg in SCANS["command"]]
+    assert (tuple(SCANS["findings_final"]), tuple(SCANS["wait_for"])) == (script.FINDINGS_FINAL, script.SCAN_WAIT_FOR)
+    assert tuple(SCANS["threshold_order"]) == script.THRESHOLDS
+    # The repository name part of the script's ECR pattern accepts exactly what ECR's does.
+    pattern = re.compile(SCANS["repository_name_pattern"])
+    for name in ("acme/storefront", "a/b.c_d__e--f/g", "storefront", "Acme/x", "a//b", "a_/b", "-a", "a/"):
+        ecr_url = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/{name}"
+        assert (script.ecr_repository(ecr_url) is not None) == bool(pattern.fullmatch(name)), name
+
+
+def test_the_scan_facts_are_botocores_own() -> None:  # guards G11: the aws stub serves ECR's shapes only
+    loader = botocore.loaders.Loader()
+    ecr = loader.load_service_model("ecr", "service-2")
+    shapes, inspector = ecr["shapes"], loader.load_service_model("inspector2", "service-2")["shapes"]
+    assert SCANS["statuses"] == shapes["ScanStatus"]["enum"]
+    assert SCANS["finding_severities"] == shapes["FindingSeverity"]["enum"]
+    assert SCANS["enhanced_severities"] == inspector["Severity"]["enum"]
+    assert SCANS["response_members"] == list(shapes["DescribeImageScanFindingsResponse"]["members"])
+    assert SCANS["findings_members"] == list(shapes["ImageScanFindings"]["members"])
+    assert SCANS["finding_members"] == list(shapes["ImageScanFinding"]["members"])
+    assert SCANS["enhanced_finding_members"] == list(shapes["EnhancedImageScanFinding"]["members"])
+    assert SCANS["repository_name_pattern"] == shapes["RepositoryName"]["pattern"]
+    assert SCANS["registry_id_pattern"] == shapes["RegistryId"]["pattern"]
+    errors = {e["shape"] for e in ecr["operations"]["DescribeImageScanFindings"]["errors"]}
+    assert set(SCANS["errors"]) <= errors
+    assert set(SCANS["findings_final"] + SCANS["wait_for"]) <= set(SCANS["statuses"])
+    assert set(SCANS["threshold_order"]) <= set(SCANS["finding_severities"]) & set(SCANS["enhanced_severities"])
+    assert SCANS["sources"][0]["ref"].startswith(f"boto/botocore@{botocore.__version__}:")
+
+
+def test_release_checks_then_copies_the_commit_image_and_releases_its_config_digest(
+    job: Job, heroku: FakeHeroku
+) -> None:  # guards G11, H14
     result = job.run()
     assert result.code == 0, result.output
+    digest = digest_of(manifest())
+    # The tag is read once and pinned to its digest: the signature, the findings and the copy are of
+    # those bytes; nothing reaches Heroku before both checks (G11).
+    assert result.tools() == [
+        "skopeo inspect",
+        "cosign verify",
+        "aws describe-image-scan-findings",
+        "skopeo login",
+        "skopeo copy",
+        "skopeo inspect",
+    ]
+    assert result.calls[0]["args"][-1] == f"docker://{ECR}:{SHA}"
+    verify = result.calls[1]
+    assert verify["args"] == ["verify", "--key", f"env://{SIGNING}", "--insecure-ignore-tlog=true", f"{ECR}@{digest}"]
+    assert verify["docker_config"] == {"credHelpers": {ECR.split("/")[0]: "ecr-login"}}  # the instance role (R1)
+    assert result.calls[2]["args"][result.calls[2]["args"].index("--image-id") + 1] == f"imageDigest={digest}"
+    assert f"{ECR}@{digest}: signed with the key in {SIGNING}" in result.output
+    assert f"{ECR}@{digest}: ECR's scan (COMPLETE) found nothing of CRITICAL or worse" in result.output
     # The exact manifest bytes reach Heroku's registry (no rebuild, no rewrite).
     assert result.registry[f"{TARGET}:latest"] == job.tags[f"{ECR}:{SHA}"]
     copy = next(c for c in result.skopeo if c["args"][0] == "copy")
-    assert copy["args"][-2:] == [f"docker://{ECR}:{SHA}", f"docker://{TARGET}"]
+    assert copy["args"][-2:] == [f"docker://{ECR}@{digest}", f"docker://{TARGET}"]
     assert "--preserve-digests" in copy["args"]
     # ECR is read through the credential helper, never with a key (R1); only Heroku's registry has a login.
     assert copy["auth"]["credHelpers"] == {ECR.split("/")[0]: "ecr-login"}
@@ -275,7 +422,7 @@ def test_release_copies_the_commit_image_and_releases_its_config_digest(job: Job
         ("GET", f"/apps/{APP}/releases/r-42"),
     ]
     patch = heroku.requests[1]
-    # guards H10: the docker-releases API variant, the image's config digest
+    # guards H10, H14: the docker-releases API variant, the image's config digest, unchanged by the checks
     assert patch.headers["Accept"] == "application/vnd.heroku+json; version=3.docker-releases"
     assert patch.body == {"updates": [{"type": "web", "docker_image": CONFIG_DIGEST}]}
     assert all(r.headers["Authorization"] == f"Bearer {KEY}" for r in heroku.requests)
@@ -400,28 +547,45 @@ def test_an_app_heroku_does_not_know_fails_naming_it(job: Job, heroku: FakeHerok
 
 
 @pytest.mark.parametrize(
-    ("unset", "digest", "expected"),
+    ("env", "digest", "expected"),
     [
         # guards G4: a protected or environment-scoped variable absent from the job
         (
-            ["HEROKU_API_KEY", "HEROKU_APP_NAME", "ECR_REPOSITORY_URL"],
+            {"HEROKU_API_KEY": "", "HEROKU_APP_NAME": "", "ECR_REPOSITORY_URL": "", SIGNING: ""},
             None,
-            "missing CI/CD variable(s): HEROKU_API_KEY, HEROKU_APP_NAME, ECR_REPOSITORY_URL",
+            "missing CI/CD variable(s): HEROKU_API_KEY, HEROKU_APP_NAME, ECR_REPOSITORY_URL, " + SIGNING,
         ),
-        ([], "", "--digest must be sha256:<64 hex>, got ''"),  # staging's dotenv never arrived
-        ([], "sha256:ABC", "--digest must be sha256:<64 hex>"),
+        # guards G11: no key, no release; never a release without the check
+        ({SIGNING: ""}, None, f"missing CI/CD variable(s): {SIGNING}"),
+        (
+            {SIGNING: "awskms:///arn:aws:kms:eu-west-1:123456789012:key/x"},
+            None,
+            f"{SIGNING} must hold the signing key's PEM",
+        ),
+        (
+            {"SHIPYARD_SCAN_THRESHOLD": "SEVERE"},
+            None,
+            "SHIPYARD_SCAN_THRESHOLD must be one of CRITICAL, HIGH, MEDIUM, LOW",
+        ),
+        ({"ECR_REPOSITORY_URL": "r.example/app"}, None, "ECR_REPOSITORY_URL must be <account>.dkr.ecr.<region>"),
+        ({}, "", "--digest must be sha256:<64 hex> or $ECR_REPOSITORY_URL@sha256:<64 hex>, got ''"),  # no dotenv
+        # guards H13: a rollback digest typed by hand
+        ({}, "sha256:ABC", "--digest must be sha256:<64 hex>"),
+        ({}, "latest", "it comes from the staging job's dotenv, or from SHIPYARD_ROLLBACK_DIGEST for a rollback"),
+        ({}, f"{ECR}@sha256:{'ab' * 31}", "--digest must be sha256:<64 hex>"),
+        # guards G11: a merge request's image (or any other repository's) is never released
+        ({}, f"{REVIEW_ECR}@sha256:{'ab' * 32}", "names an image of another repository"),
     ],
 )
 def test_bad_input_names_every_problem_and_does_nothing(
-    job: Job, heroku: FakeHeroku, unset: list[str], digest: str | None, expected: str
+    job: Job, heroku: FakeHeroku, env: dict[str, str], digest: str | None, expected: str
 ) -> None:
-    for name in unset:
-        job.env[name] = ""  # GitLab gives an unreachable protected variable as empty
+    job.env.update(env)  # GitLab gives an unreachable protected variable as empty
     result = job.run(*(["--digest", digest] if digest is not None else []))
     assert result.code == 2
     assert expected in result.output
     assert "Traceback" not in result.output
-    assert result.skopeo == [] and heroku.requests == []
+    assert result.calls == [] and heroku.requests == []
 
 
 def test_a_registry_image_that_is_not_herokus_is_refused(job: Job, heroku: FakeHeroku) -> None:
@@ -451,3 +615,241 @@ def test_the_skopeo_stub_refuses_what_herokus_registry_refuses(job: Job) -> None
     refused = skopeo(*push)
     assert refused.returncode == 1 and "405" in refused.stderr
     assert read_registry(folder) == {}
+
+
+# --- G11: only a signed image whose findings pass reaches Heroku -----------------------------------
+
+
+def assert_nothing_reached_heroku(result: Result, heroku: FakeHeroku) -> None:
+    """A refused image: exit 1, no login to Heroku's registry, no copy, no API call."""
+    assert result.code == 1, result.output
+    assert not [c for c in result.skopeo if c["args"][0] in ("login", "copy")]
+    assert f"{TARGET}:latest" not in result.registry
+    assert heroku.requests == []
+    assert result.dotenv == {}
+    assert "Traceback" not in result.output
+
+
+def test_an_unsigned_image_is_refused_naming_its_digest(job: Job, heroku: FakeHeroku) -> None:  # guards G11
+    digest = digest_of(manifest())
+    job.unsigned.add(digest)
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert f"refusing {ECR}@{digest}: it has no signature (cosign exit 10: no signatures found)" in result.output
+    assert "Only the default branch's build job signs release images (G11)" in result.output
+    assert result.tools() == ["skopeo inspect", "cosign verify"]  # the signature before the findings
+
+
+def test_an_image_signed_with_another_key_is_refused(job: Job, heroku: FakeHeroku) -> None:  # guards G11
+    job.signing_key = OTHER_KEY  # e.g. a merge request's job signing with a key of its own
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert (
+        f"refusing {ECR}@{digest_of(manifest())}: no signature of it matches {SIGNING} (cosign exit 12: "
+        "no matching signatures: invalid signature when validating ASN.1 encoded signature)" in result.output
+    )
+
+
+def test_a_signature_made_for_another_digest_is_refused(job: Job, heroku: FakeHeroku) -> None:  # guards G11
+    other = "sha256:" + "ee" * 32  # a valid signature copied from another image's `.sig` tag
+    job.claims[digest_of(manifest())] = other
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert f"no matching signatures: invalid or missing digest in claim: {other}" in result.output
+
+
+def test_a_critical_finding_refuses_the_image_at_the_default_threshold(
+    job: Job, heroku: FakeHeroku
+) -> None:  # guards G11
+    digest = digest_of(manifest())
+    job.scans[digest] = [scan(findings=(basic("CVE-2026-0001", "HIGH"), basic("CVE-2026-1234", "CRITICAL")))]
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert (
+        f"refusing {ECR}@{digest}: ECR's scan found 1 finding of CRITICAL or worse, the worst CVE-2026-1234 "
+        "(CRITICAL). Fix them and build again; the threshold is SHIPYARD_SCAN_THRESHOLD" in result.output
+    )
+
+
+def test_a_high_finding_passes_the_default_threshold(job: Job, heroku: FakeHeroku) -> None:  # guards G11
+    job.scans[digest_of(manifest())] = [scan(findings=(basic("CVE-2026-0001", "HIGH"),))]
+    result = job.run()
+    assert result.code == 0, result.output
+    assert ("PATCH", f"/apps/{APP}/formation") in api_calls(heroku)
+
+
+def test_a_high_finding_refuses_the_image_at_threshold_high(job: Job, heroku: FakeHeroku) -> None:  # guards G11
+    findings = (basic("CVE-2026-0002", "MEDIUM"), basic("CVE-2026-0001", "HIGH"), basic("CVE-2026-0003", "HIGH"))
+    job.scans[digest_of(manifest())] = [scan(findings=findings)]
+    job.env["SHIPYARD_SCAN_THRESHOLD"] = "HIGH"
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert "ECR's scan found 2 findings of HIGH or worse, the worst CVE-2026-0001 (HIGH)" in result.output
+
+
+def test_enhanced_scanning_findings_are_checked_too(job: Job, heroku: FakeHeroku) -> None:  # guards G11
+    # Amazon Inspector's continuous scanning answers ACTIVE, its findings in enhancedFindings.
+    critical = (inspector("CVE-2026-4242", "CRITICAL"), inspector("CVE-2026-0007", "UNTRIAGED"))
+    job.scans[digest_of(manifest())] = [scan("ACTIVE", enhanced=critical)]
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert "ECR's scan found 1 finding of CRITICAL or worse, the worst CVE-2026-4242 (CRITICAL)" in result.output
+
+
+def test_an_active_continuous_scan_without_blocking_findings_passes(job: Job, heroku: FakeHeroku) -> None:
+    job.scans[digest_of(manifest())] = [scan("ACTIVE", enhanced=(inspector("CVE-2026-0007", "MEDIUM"),))]
+    result = job.run()
+    assert result.code == 0, result.output
+    assert "ECR's scan (ACTIVE) found nothing of CRITICAL or worse" in result.output
+
+
+def test_a_scan_in_progress_is_waited_for(job: Job, heroku: FakeHeroku) -> None:  # guards G11
+    job.scans[digest_of(manifest())] = [scan("PENDING"), scan("IN_PROGRESS"), scan()]
+    result = job.run()
+    assert result.code == 0, result.output
+    assert result.tools().count("aws describe-image-scan-findings") == 3
+    assert f"ECR's scan of {digest_of(manifest())} is IN_PROGRESS: asking again" in result.output
+    assert ("PATCH", f"/apps/{APP}/formation") in api_calls(heroku)
+
+
+def test_a_scan_that_never_finishes_is_refused(job: Job, heroku: FakeHeroku) -> None:  # guards G11
+    digest = digest_of(manifest())
+    job.scans[digest] = [scan("IN_PROGRESS")]
+    result = job.run("--scan-timeout", "0.2")
+    assert_nothing_reached_heroku(result, heroku)
+    assert f"refusing {ECR}@{digest}: ECR's scan of it is still IN_PROGRESS after 0 s" in result.output
+    assert result.tools().count("aws describe-image-scan-findings") >= 2
+
+
+@pytest.mark.parametrize("status", ["FAILED", "UNSUPPORTED_IMAGE", "SCAN_ELIGIBILITY_EXPIRED"])
+def test_a_scan_without_findings_refuses_the_image(job: Job, heroku: FakeHeroku, status: str) -> None:  # G11
+    answer = scan(status)
+    answer["imageScanStatus"]["description"] = "UnsupportedImageError: The operating system is not supported"
+    job.scans[digest_of(manifest())] = [answer]
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert f"ECR's scan of it is {status}: UnsupportedImageError" in result.output
+    assert result.tools().count("aws describe-image-scan-findings") == 1  # not waited for
+
+
+def test_an_image_ecr_never_scanned_is_refused(job: Job, heroku: FakeHeroku) -> None:  # guards G11, R21
+    digest = digest_of(manifest())
+    job.unscanned.add(digest)
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert f"refusing {ECR}@{digest}: ECR has no scan of it (An error occurred (ScanNotFoundException)" in result.output
+    assert "scan release images on push (R21)" in result.output
+
+
+# --- H13: a rollback re-releases a digest kept in ECR, through the same checks ---------------------
+
+
+@pytest.mark.parametrize("whole_reference", [False, True])
+def test_a_rollback_releases_an_older_digest_after_the_same_checks(
+    job: Job, heroku: FakeHeroku, whole_reference: bool
+) -> None:  # guards H13, G11
+    older = manifest(config="sha256:" + "0d" * 32)
+    job.tags[f"{ECR}:{'0' * 40}-1234"] = older  # an earlier release image, still in ECR
+    rollback = digest_of(older)
+    result = job.run("--digest", f"{ECR}@{rollback}" if whole_reference else rollback)
+    assert result.code == 0, result.output
+    assert result.tools()[:3] == ["skopeo inspect", "cosign verify", "aws describe-image-scan-findings"]
+    assert result.calls[1]["args"][-1] == f"{ECR}@{rollback}"
+    assert f"imageDigest={rollback}" in result.calls[2]["args"]
+    copy = next(c for c in result.skopeo if c["args"][0] == "copy")
+    assert copy["args"][-2] == f"docker://{ECR}@{rollback}"
+    assert result.registry[f"{TARGET}:latest"] == older
+    patch = next(r for r in heroku.requests if r.method == "PATCH")
+    assert patch.body == {"updates": [{"type": "web", "docker_image": "sha256:" + "0d" * 32}]}  # H14
+    assert result.dotenv["SHIPYARD_IMAGE_DIGEST"] == rollback
+
+
+def test_a_rollback_to_an_image_that_fails_the_checks_is_refused(job: Job, heroku: FakeHeroku) -> None:  # H13
+    older = manifest(config="sha256:" + "0d" * 32)
+    job.tags[f"{ECR}:{'0' * 40}-1234"] = older
+    job.scans[digest_of(older)] = [scan(findings=(basic("CVE-2026-9999", "CRITICAL"),))]  # found since
+    result = job.run("--digest", digest_of(older))
+    assert_nothing_reached_heroku(result, heroku)
+    assert "the worst CVE-2026-9999 (CRITICAL)" in result.output
+
+
+# --- the stubs answer as cosign and ECR do ---------------------------------------------------------
+
+
+def stub(job: Job, tool: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(STUBS / tool), *args], env={**job.env, **env}, capture_output=True, text=True)
+
+
+def test_the_cosign_stub_answers_as_cosign_does(job: Job) -> None:  # guards G11
+    folder = Path(job.env["STUB_REGISTRY"])
+    folder.mkdir()
+    raw = manifest()
+    digest = digest_of(raw)
+    stored(folder, f"{ECR}@{digest}").write_text(raw)
+    with mock.patch.dict(os.environ, {"STUB_REGISTRY": str(folder)}):
+        COSIGN_STUB.sign(ECR, digest, SIGNING_KEY)
+    assert (folder / f"{ECR}:sha256-{digest.split(':')[1]}.sig".replace("/", "%")).is_file()
+    config = job.tmp / "docker"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"credHelpers": {ECR.split("/")[0]: "ecr-login"}}))
+    verify = ["verify", "--key", f"env://{SIGNING}", "--insecure-ignore-tlog=true", f"{ECR}@{digest}"]
+    exits = COSIGN["verify"]["exit_codes"]
+
+    verified = stub(job, "cosign", *verify, DOCKER_CONFIG=str(config))
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)[0]["critical"]["image"]["docker-manifest-digest"] == digest
+    assert verified.stderr.startswith("WARNING: Skipping tlog verification is an insecure practice")
+    # The transparency log is consulted unless skipped, and a --tlog-upload=false signature is not in it.
+    in_tlog = stub(job, "cosign", *[a for a in verify if "tlog" not in a], DOCKER_CONFIG=str(config))
+    assert in_tlog.returncode == exits["no_matching_signature"]
+    assert "Error: no matching signatures: signature not found in transparency log" in in_tlog.stderr
+    # No credentials for ECR: the registry refuses.
+    anonymous = stub(job, "cosign", *verify)
+    assert anonymous.returncode == exits["other"] and "UNAUTHORIZED" in anonymous.stderr
+    unset = stub(job, "cosign", *verify, DOCKER_CONFIG=str(config), SHIPYARD_SIGNING_PUBLIC_KEY="x")
+    assert "Error: loading public key: pem to public key: PEM decoding failed" in unset.stderr
+    unsigned = stub(job, "cosign", *verify[:-1], f"{ECR}@sha256:{'ab' * 32}", DOCKER_CONFIG=str(config))
+    assert unsigned.returncode == exits["no_signature"]
+    assert "error during command execution: no signatures found" in unsigned.stderr
+
+
+def test_the_aws_stub_answers_as_ecr_and_the_cli_do(job: Job) -> None:  # guards G11
+    folder = Path(job.env["STUB_REGISTRY"])
+    folder.mkdir()
+    raw = manifest()
+    digest = digest_of(raw)
+    stored(folder, f"{ECR}@{digest}").write_text(raw)
+    codes = SCANS["return_codes"]
+
+    def describe(name: str = "acme/storefront", image: str = digest, region: str = "eu-west-1", *extra: str) -> Any:
+        args = ["ecr", "describe-image-scan-findings", "--registry-id", "123456789012", "--repository-name", name]
+        args += ["--image-id", f"imageDigest={image}", "--region", region, "--output", "json", *extra]
+        return stub(job, "aws", *args)
+
+    missing = describe("acme/storefrnt")
+    assert missing.returncode == codes["service"]
+    assert missing.stderr == (
+        "\nAn error occurred (RepositoryNotFoundException) when calling the DescribeImageScanFindings operation: "
+        "The repository with name 'acme/storefrnt' does not exist in the registry with id '123456789012'\n"
+    )
+    assert "RepositoryNotFoundException" in describe(region="eu-central-1").stderr  # ECR is regional
+    other = "sha256:" + "ab" * 32
+    assert (
+        f"(ImageNotFoundException) when calling the DescribeImageScanFindings operation: The image with imageId "
+        f"{{imageDigest:'{other}', imageTag:'null'}} does not exist" in describe(image=other).stderr
+    )
+    assert "(ScanNotFoundException)" in describe().stderr
+    assert describe("acme/storefront", digest, "eu-west-1", "--max-items", "5").returncode == codes["parameter"]
+
+    scans = stored(folder, f"{ECR}/scans@{digest}")
+    scans.write_text(json.dumps([scan("IN_PROGRESS"), scan(findings=(basic("CVE-2026-0001", "HIGH"),))]))
+    first, second, third = describe(), describe(), describe()
+    assert json.loads(first.stdout)["imageScanStatus"] == {"status": "IN_PROGRESS"}
+    answer = json.loads(second.stdout)
+    assert answer["imageScanStatus"] == {"status": "COMPLETE", "description": "The scan was completed successfully."}
+    assert (answer["registryId"], answer["repositoryName"]) == ("123456789012", "acme/storefront")
+    assert answer["imageId"] == {"imageDigest": digest}
+    assert set(answer) <= set(SCANS["response_members"])
+    assert json.loads(third.stdout) == answer  # the scan stays as it ended
+    scans.write_text(json.dumps([scan(findings=(basic("CVE-2026-0001", "SEVERE"),))]))
+    assert describe().returncode == 99  # the stub refuses to answer what ECR never answers
