@@ -200,6 +200,64 @@ def bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def ci_access(args: argparse.Namespace) -> int:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+    from infra.ops.ci_access import CiAccess, CiAccessError, Request, problems, summary, variables
+
+    request = Request(
+        project=args.project,
+        gitlab_url=args.gitlab_url,
+        audience=args.audience,
+        default_branch=args.default_branch,
+        region=args.region,
+        state_bucket=args.state_bucket,
+        staging_key=args.staging_kms_key,
+        prod_key=args.prod_kms_key,
+        role_prefix=args.role_prefix,
+        pulumi_project=args.pulumi_project,
+        staging_stack=args.staging_stack,
+        prod_stack=args.prod_stack,
+    )
+    found = problems(request)
+    if found:
+        print("\n".join(f"shipyard ci-access: {p}" for p in found), file=sys.stderr)
+        return 2
+    token = os.environ.get("GITLAB_TOKEN")
+    run = CiAccess(boto3.Session(), request, fix=args.fix, gitlab=(request.gitlab_url, token) if token else None)
+    try:
+        outcomes = run.run()
+    except (NoCredentialsError, NoRegionError) as exc:
+        print(
+            f"shipyard ci-access: no AWS credentials ({exc}); set AWS_PROFILE or the AWS_* variables", file=sys.stderr
+        )
+        return 2
+    except CiAccessError as exc:
+        print(f"shipyard ci-access: {exc}", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as exc:
+        print(f"shipyard ci-access: AWS refused: {exc}", file=sys.stderr)
+        return 1
+    console = _table(f"CI access for {request.project} ({request.provider})", ("item", "state", "detail"), outcomes)
+    lines, code = summary(outcomes, request)
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+    if code:
+        return code
+    _table(
+        f"CI/CD variables of {request.project} (Settings > CI/CD > Variables; none masked: an ARN is no secret)",
+        ("variable", "value", "protected", "environment scope"),
+        variables(run.role_arns),
+    )
+    console.print(
+        f"the jobs ask for their token with `id_tokens: AWS_ID_TOKEN: aud: {request.audience}`",
+        markup=False,
+        highlight=False,
+    )
+    return 0
+
+
 def verify(args: argparse.Namespace) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, NoCredentialsError
@@ -310,6 +368,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--kms-alias", default="alias/shipyard-pulumi", help="alias of the secrets-provider key")
     b.add_argument("--fix", action="store_true", help="set what an existing bucket or key lacks")
     b.set_defaults(func=bootstrap)
+    a = sub.add_parser(
+        "ci-access",
+        help="create or check the IAM OIDC provider for GitLab and the roles this repository's pipeline assumes "
+        "with its ID tokens; prints the CI/CD variables to set",
+    )
+    a.add_argument("--project", required=True, help="GitLab project whose pipelines may assume the roles (group/name)")
+    a.add_argument("--gitlab-url", default="https://gitlab.com", help="the GitLab instance, issuer of the ID tokens")
+    a.add_argument("--audience", default="sts.amazonaws.com", help="the `aud` the jobs ask for in `id_tokens`")
+    a.add_argument("--default-branch", default="main", help="the protected branch that deploys (default main)")
+    a.add_argument("--region", required=True, help="AWS region of the state bucket, the keys and the stacks")
+    a.add_argument("--state-bucket", required=True, help="S3 bucket of the Pulumi state (`shipyard bootstrap`)")
+    a.add_argument("--staging-kms-key", required=True, help="staging's secrets-provider key: alias/NAME or ARN")
+    a.add_argument("--prod-kms-key", required=True, help="production's secrets-provider key: alias/NAME or ARN")
+    a.add_argument("--role-prefix", default="shipyard-ci-", help="role names are PREFIX + preview, deploy-staging, …")
+    a.add_argument("--pulumi-project", default="shipyard", help="the Pulumi project name (Pulumi.yaml)")
+    a.add_argument("--staging-stack", default="staging", help="the build stack, which production reads")
+    a.add_argument("--prod-stack", default="prod", help="the production stack")
+    a.add_argument("--fix", action="store_true", help="set what existing roles or the provider lack or do differently")
+    a.set_defaults(func=ci_access)
     v = sub.add_parser("verify", help="check the live resources of a deployed stack; exit 1 on any failure")
     v.add_argument("--stack", "-s", required=True, help="stack name (its outputs, and aws:region from its file)")
     v.add_argument("--outputs", help="`pulumi stack output --json` saved in a file, instead of asking the Pulumi CLI")
