@@ -148,24 +148,54 @@ class HerokuSettings(_Strict):
     acm: bool = Field(default=False, description="Automated Certificate Management; needs paid dynos (H12).")
 
 
+EcrName = Annotated[
+    str,
+    Field(min_length=2, max_length=256),
+    _pattern(ECR_NAME, "lowercase letters and digits separated by . _ - or / (ECR)"),
+]
+# cosign's tags for the signature of image `sha256:<hex>` are `sha256-<hex>.sig`: the release
+# repository keeps them mutable and apart from the release images (infra/components/registry.py).
+SIGNATURE_TAG_PREFIX = "sha256-"
+REVIEW_NAME_SUFFIX = "-review"
+
+
+def _not_a_signature_tag(tag: str) -> str:
+    if tag.startswith(SIGNATURE_TAG_PREFIX):
+        raise ValueError(f"must not start with {SIGNATURE_TAG_PREFIX}: cosign writes its signature tags there")
+    return tag
+
+
 class RegistrySettings(_Strict):
-    name: Annotated[
-        str,
-        Field(min_length=2, max_length=256),
-        _pattern(ECR_NAME, "lowercase letters and digits separated by . _ - or / (ECR)"),
-    ] = Field(description="ECR rule: 2 to 256 lowercase letters and digits, separated by `.`, `_`, `-` or `/`.")
+    name: EcrName = Field(
+        description="ECR rule: 2 to 256 lowercase letters and digits, separated by `.`, `_`, `-` or `/`."
+    )
+    review_name: EcrName | None = Field(
+        default=None,
+        alias="reviewName",
+        description=(
+            "Repository of merge-request images (tags `mr-<iid>-<sha>`), apart from the release images so that "
+            "no merge request can write a tag a protected pipeline releases (G11); same rule as `name`, "
+            "default `<name>-review`."
+        ),
+    )
     keep_images: int = Field(
         default=30,
         ge=1,
         alias="keepImages",
         description=(
-            "Release images (default-branch builds, tagged with the commit SHA) to keep: at least the newest N. "
-            "ECR counts them per leading hex digit of the SHA, so up to 16 times N may stay; merge-request images "
-            "never count against them."
+            "Release images (default-branch builds, tagged `<commit SHA>-<job id>`) to keep, with their "
+            "signatures: at least the newest N. ECR counts them per leading hex digit of the SHA, so up to "
+            "16 times N may stay."
         ),
     )
-    cache_tag: Annotated[str, _pattern(IMAGE_TAG, "an image tag: letters, digits and . _ -, up to 128")] = Field(
-        default="buildcache", alias="cacheTag", description="Tag of the BuildKit layer cache; the one mutable tag."
+    cache_tag: Annotated[
+        str,
+        _pattern(IMAGE_TAG, "an image tag: letters, digits and . _ -, up to 128"),
+        AfterValidator(_not_a_signature_tag),
+    ] = Field(
+        default="buildcache",
+        alias="cacheTag",
+        description="Tag of the BuildKit layer cache; mutable like cosign's signature tags (`sha256-…`), never one.",
     )
     pull_principals: list[
         Annotated[str, _pattern(AWS_ACCOUNT_OR_ARN, "a 12-digit AWS account id or an IAM role ARN")]
@@ -191,6 +221,19 @@ class RegistrySettings(_Strict):
             "other's, and destroying the stack resets the registry to basic scanning without rules."
         ),
     )
+    scan_threshold: Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"] = Field(
+        default="CRITICAL",
+        alias="scanThreshold",
+        description=(
+            "A scan finding of this severity or worse blocks a release: the release script refuses the image "
+            "(the CI/CD variable SHIPYARD_SCAN_THRESHOLD)."
+        ),
+    )
+
+    @property
+    def review_repository(self) -> str:
+        """The review repository's name: `reviewName`, or the release repository's name + `-review`."""
+        return self.review_name or f"{self.name}{REVIEW_NAME_SUFFIX}"
 
 
 RUNNER_TAG = re.compile(r"^[\w.:/-]{1,255}$")
@@ -253,6 +296,30 @@ class RunnerSettings(_Strict):
     )
 
 
+def _takes_merge_requests(protected_only: bool) -> bool:
+    if protected_only:
+        raise ValueError(
+            "must be false: the review runner builds merge-request pipelines, which do not run on protected "
+            "refs, so a protected-only review runner would never pick them up (G11)"
+        )
+    return protected_only
+
+
+class ReviewRunnerSettings(RunnerSettings):
+    """The build stack's second runner: merge-request builds, which may push review images only."""
+
+    tags: list[Annotated[str, _pattern(RUNNER_TAG, "a runner tag: letters, digits and . _ : / -")]] = Field(
+        default_factory=lambda: ["shipyard", "review"],
+        min_length=1,
+        description="Runner tags in GitLab (G6); merge-request builds name them.",
+    )
+    protected_only: Annotated[bool, AfterValidator(_takes_merge_requests)] = Field(
+        default=False,
+        alias="protectedOnly",
+        description="Always false: merge-request pipelines do not run on protected refs.",
+    )
+
+
 class Settings(_Strict):
     """Everything one stack needs; built once, read everywhere."""
 
@@ -270,7 +337,21 @@ class Settings(_Strict):
     )
     heroku: HerokuSettings = Field(description="The Heroku app of this environment.")
     registry: RegistrySettings | None = Field(default=None, description="Present in the build stack only.")
-    runner: RunnerSettings | None = Field(default=None, description="Absent: no runner in this stack.")
+    runner: RunnerSettings | None = Field(
+        default=None,
+        description=(
+            "Absent: no runner in this stack. In the build stack it builds, signs and pushes the release images, "
+            "so it must be `protectedOnly` (G11)."
+        ),
+    )
+    review_runner: ReviewRunnerSettings | None = Field(
+        default=None,
+        alias="reviewRunner",
+        description=(
+            "Build stack only: the runner of merge-request builds, with `runner`'s keys; it may push to the "
+            "review repository only and read the release repository's layer cache. Never `protectedOnly`."
+        ),
+    )
     build_stack: Annotated[str, _pattern(STACK_PATH, "org/project/stack")] | None = Field(
         default=None,
         alias="buildStack",
@@ -384,7 +465,9 @@ def _suggest(loc: tuple[Any, ...]) -> str:
     close = difflib.get_close_matches(str(loc[-1]), candidates, n=1, cutoff=0.6)
     if not close:  # a nested key written at the wrong level, e.g. `instanceType` outside `runner`
         nested = [f"{k}.{sub}" for k, (m, _) in fields_of(model).items() if m is not None for sub in fields_of(m)]
-        by_leaf = {n.rsplit(".", 1)[1]: n for n in nested}
+        by_leaf: dict[str, str] = {}
+        for path in nested:  # the first model that has the key: `runner` before `reviewRunner`
+            by_leaf.setdefault(path.rsplit(".", 1)[1], path)
         leaf = difflib.get_close_matches(str(loc[-1]), list(by_leaf), n=1, cutoff=0.75)
         close = [by_leaf[leaf[0]]] if leaf else []
     return f"; did you mean `{close[0]}`?" if close else f"; allowed keys: {', '.join(sorted(candidates))}"
@@ -435,17 +518,46 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
                 f"{NAMESPACE}:heroku.acm needs paid dynos running: set it once imageReleased is true and "
                 "the formation has no eco dynos (H12)"
             )
-    runner = data.get("runner")
-    instance_type = runner.get("instanceType") if isinstance(runner, dict) else None
-    if "registry" in data and isinstance(instance_type, str) and architecture(instance_type) == "arm64":
-        # R22: Heroku runs linux/amd64 images; BuildKit's RUN steps fail on a Graviton host with
-        # "exec format error" unless QEMU emulation is set up, and emulated builds are several
-        # times slower. The build runner is therefore an x86_64 host; deploy runners may be Graviton.
+    registry = data.get("registry")
+    if isinstance(registry, dict) and isinstance(registry.get("name"), str):
+        name, review = registry["name"], registry.get("reviewName")
+        if review == name:
+            problems.append(
+                f"{NAMESPACE}:registry.reviewName must differ from {NAMESPACE}:registry.name: merge-request "
+                "images must not share the release repository (G11)"
+            )
+        if review is None and len(name) + len(REVIEW_NAME_SUFFIX) > 256:
+            problems.append(
+                f"{NAMESPACE}:registry.name is too long to add `{REVIEW_NAME_SUFFIX}` for the review repository "
+                f"(ECR allows 256 characters): set {NAMESPACE}:registry.reviewName"
+            )
+    runner, review_runner = data.get("runner"), data.get("reviewRunner")
+    if "registry" in data and isinstance(runner, dict) and runner.get("protectedOnly") is not True:
+        # G11: the build stack's runner pushes and signs the images production releases; were it to
+        # take merge-request jobs, any merge request could write them.
         problems.append(
-            f"{NAMESPACE}:runner.instanceType {instance_type} is a Graviton (arm64) type, but this stack's "
-            "runner builds the linux/amd64 images Heroku runs (R22): choose an x86_64 type such as t3.large "
-            "or m7i.large"
+            f"{NAMESPACE}:runner.protectedOnly must be true in the build stack (the one with "
+            f"{NAMESPACE}:registry): its role pushes and signs release images, and an unprotected runner also "
+            f"runs merge-request jobs, which could then write what production runs (G11). Set "
+            f"{NAMESPACE}:runner.protectedOnly to true and add {NAMESPACE}:reviewRunner for merge-request builds"
         )
+    if "reviewRunner" in data and "registry" not in data:
+        problems.append(
+            f"{NAMESPACE}:reviewRunner belongs to the build stack (the one with {NAMESPACE}:registry), where "
+            "merge-request images are built; remove it here"
+        )
+    for key, settings in (("runner", runner), ("reviewRunner", review_runner)):
+        instance_type = settings.get("instanceType") if isinstance(settings, dict) else None
+        if "registry" in data and isinstance(instance_type, str) and architecture(instance_type) == "arm64":
+            # R22: Heroku runs linux/amd64 images; BuildKit's RUN steps fail on a Graviton host with
+            # "exec format error" unless QEMU emulation is set up, and emulated builds are several
+            # times slower. The build stack's runners (release and review builds) are therefore x86_64
+            # hosts; deploy runners may be Graviton.
+            problems.append(
+                f"{NAMESPACE}:{key}.instanceType {instance_type} is a Graviton (arm64) type, but this stack's "
+                f"{key} builds the linux/amd64 images Heroku runs (R22): choose an x86_64 type such as "
+                "t3.large or m7i.large"
+            )
     api_key = data.get("herokuApiKey")
     if isinstance(api_key, str) and (problem := maskable_problem(api_key)):
         problems.append(f"{NAMESPACE}:herokuApiKey {problem}")

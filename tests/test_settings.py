@@ -114,6 +114,13 @@ MISTAKES = [
     ({"gitlabUrl": "http://gitlab.example.com"}, "shipyard:gitlabUrl", "https"),
     ({"hideSecretVariables": "sometimes"}, "shipyard:hideSecretVariables", "boolean"),
     ({"herokuApiKey": "short"}, "shipyard:herokuApiKey", "8 characters"),  # guards G2
+    ({"registry": {"reviewName": "Acme/Review"}}, "shipyard:registry.reviewName", "lowercase"),
+    ({"registry": {"reviewName": "acme/web"}}, "shipyard:registry.reviewName", "must differ"),  # guards G11
+    ({"registry": {"name": "a" * 250}}, "shipyard:registry.reviewName", "256"),
+    ({"registry": {"scanThreshold": "SEVERE"}}, "shipyard:registry.scanThreshold", "'CRITICAL', 'HIGH'"),
+    ({"registry": {"cacheTag": "sha256-cache"}}, "shipyard:registry.cacheTag", "signature"),
+    ({"reviewRunner": {"instanceTpye": "t3.large"}}, "shipyard:reviewRunner.instanceTpye", "`instanceType`"),
+    ({"reviewRunner": {"instanceType": "t3.large", "diskGb": 8}}, "shipyard:reviewRunner.diskGb", "20"),
     ({"herokuApiKey": "has a space in it"}, "shipyard:herokuApiKey", "letters, digits"),  # guards G2
 ]
 
@@ -162,7 +169,7 @@ def test_provider_credentials_set_as_secrets_are_accepted() -> None:  # guards H
 
 @pytest.mark.parametrize("seconds", [600, 86400])
 def test_maximum_timeout_accepts_both_ends_of_its_range(seconds: int) -> None:  # guards G6
-    runner = {"instanceType": "t3.small", "maximumTimeout": seconds}
+    runner = {"instanceType": "t3.small", "maximumTimeout": seconds, "protectedOnly": True}
     assert parse(base(runner=runner)).runner.maximum_timeout == seconds
 
 
@@ -205,3 +212,73 @@ def test_sensitive_config_vars_must_be_secret() -> None:  # guards H5
 )
 def test_maskable_rule_matches_gitlab(value: str, ok: bool) -> None:  # guards G2
     assert (maskable_problem(value) is None) is ok
+
+
+# --- the build stack's two runners (G11) ------------------------------------------------------------
+
+PROTECTED = {"instanceType": "t3.large", "protectedOnly": True}
+
+
+def test_the_build_runner_takes_protected_refs_only() -> None:  # guards G11
+    found = problems(base(runner={"instanceType": "t3.large"}))
+    assert any(
+        p.startswith("shipyard:runner.protectedOnly must be true in the build stack")
+        and "G11" in p
+        and "shipyard:reviewRunner" in p
+        for p in found
+    ), found
+    assert problems(base(runner={"instanceType": "t3.large", "protectedOnly": False}))
+    assert parse(base(runner=PROTECTED)).runner.protected_only
+
+
+def test_a_deploy_runner_outside_the_build_stack_may_be_unprotected() -> None:
+    settings = parse(
+        base(registry=None, buildStack="organization/shipyard/staging", runner={"instanceType": "t3.small"})
+    )
+    assert settings.runner is not None and not settings.runner.protected_only
+
+
+def test_the_review_runner_defaults_to_the_review_tags_and_unprotected() -> None:
+    settings = parse(base(runner=PROTECTED, reviewRunner={"instanceType": "t3.large"}))
+    assert settings.review_runner.tags == ["shipyard", "review"]
+    assert settings.review_runner.protected_only is False
+    assert settings.review_runner.concurrent == 2  # the rest as `runner`'s defaults
+
+
+def test_a_protected_review_runner_is_refused() -> None:  # guards G11
+    found = problems(base(runner=PROTECTED, reviewRunner={"instanceType": "t3.large", "protectedOnly": True}))
+    assert any(p.startswith("shipyard:reviewRunner.protectedOnly: must be false") for p in found), found
+
+
+def test_a_review_runner_outside_the_build_stack_is_refused() -> None:
+    config = base(registry=None, buildStack="organization/shipyard/staging", reviewRunner={"instanceType": "t3.large"})
+    found = problems(config)
+    assert any(p.startswith("shipyard:reviewRunner belongs to the build stack") for p in found), found
+
+
+@pytest.mark.parametrize("key", ["runner", "reviewRunner"])
+def test_the_build_stacks_runners_are_not_graviton(key: str) -> None:  # guards R22
+    runners = {"runner": PROTECTED, key: {**PROTECTED, "instanceType": "t4g.large"}}
+    if key == "reviewRunner":
+        runners[key] = {"instanceType": "t4g.large"}
+    found = problems(base(**runners))
+    assert any(p.startswith(f"shipyard:{key}.instanceType t4g.large is a Graviton") for p in found), found
+
+
+def test_every_runner_problem_is_reported_at_once() -> None:
+    found = problems(
+        base(runner={"instanceType": "t4g.large"}, reviewRunner={"instanceType": "m7g.large", "protectedOnly": True})
+    )
+    for start in (
+        "shipyard:runner.protectedOnly must be true",
+        "shipyard:runner.instanceType t4g.large",
+        "shipyard:reviewRunner.instanceType m7g.large",
+        "shipyard:reviewRunner.protectedOnly: must be false",
+    ):
+        assert any(p.startswith(start) for p in found), (start, found)
+
+
+def test_the_review_repository_is_named_once_in_the_settings() -> None:
+    assert parse(base()).registry.review_repository == "acme/web-review"
+    assert parse(base(registry={"reviewName": "acme/web-mr"})).registry.review_repository == "acme/web-mr"
+    assert parse(base()).registry.scan_threshold == "CRITICAL"
