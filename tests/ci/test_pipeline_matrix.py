@@ -195,6 +195,20 @@ def test_a_template_job_on_an_unprotected_ref_never_waits_for_a_protected_runner
     )
 
 
+def test_the_runners_are_protected_as_the_stacks_register_them(committed_runs: dict[str, Run]) -> None:
+    # The G11 test above relies on which runners take protected refs only: the stacks' UserRunners.
+    registered = {
+        tag: step.raw_inputs["accessLevel"]
+        for run in committed_runs.values()
+        for step in run.resources("gitlab:index/userRunner:UserRunner")
+        for tag in step.raw_inputs["tagLists"]
+        if tag in RUNNERS
+    }
+    assert registered == {
+        name: "ref_protected" if who == "protected refs" else "not_protected" for name, (who, _) in RUNNERS.items()
+    }
+
+
 def test_template_deploys_get_their_environments_key_only_on_protected_refs(
     template: dict[str, Any], committed_runs: dict[str, Run]
 ) -> None:

@@ -455,10 +455,12 @@ def test_each_job_runs_on_the_runner_its_stack_provisions(template: dict[str, An
         ("shipyard-rollback-production", "prod"),
     ):
         assert set(resolved[name]["tags"]) <= set(plans[stack].outputs["runnerTags"]), name
-    release_build = plan(template, DEFAULT_BRANCH)["shipyard-build"].variables["SHIPYARD_BUILD_RUNNER"]
-    assert {"shipyard", release_build} <= set(plans["staging"].outputs["runnerTags"])
-    # Merge-request builds go to the review runner, under the contract's default tags.
-    assert plan(template, MERGE_REQUEST)["shipyard-build"].variables["SHIPYARD_BUILD_RUNNER"] == "review"
+    # The build job's runner tag comes from the rule that admitted it: the release build runner for
+    # the default branch, the review runner for merge requests (G11).
+    for variables, output in ((DEFAULT_BRANCH, "runnerTags"), (MERGE_REQUEST, "reviewRunnerTags")):
+        runner = plan(template, variables)["shipyard-build"].variables["SHIPYARD_BUILD_RUNNER"]
+        tags = {tag.replace("$SHIPYARD_BUILD_RUNNER", runner) for tag in resolved["shipyard-build"]["tags"]}
+        assert tags <= set(plans["staging"].outputs[output]), output
     # Production's deploy runner takes protected refs only, like its protected variables (G4).
     prod_runner = plans["prod"].one("gitlab:index/userRunner:UserRunner")
     assert prod_runner.raw_inputs["accessLevel"] == "ref_protected"
