@@ -19,15 +19,16 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
-from infra.cli.bootstrap import BUCKET_NAME, DENIED, IAM_ACTIONS, KMS_ALIAS, REGION, bucket_arn
+from infra.cli.bootstrap import BUCKET_NAME, DENIED, IAM_ACTIONS, KMS_ALIAS, REGION
 from infra.facts import aws_partition, load
+from infra.ops.ci_permissions import Scope, permissions
 
 FACTS = "gitlab-oidc"
 MANAGED_BY = {"Key": "managed-by", "Value": "shipyard-ci-access"}
@@ -47,7 +48,7 @@ MISSING, UNPROTECTED, UNCHECKED = "missing", "unprotected", "unchecked"
 GITLAB_SEGMENT = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
 HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 URL_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
-AUDIENCE = re.compile(r"^[!#-)+-/0-9;-~]{1,255}$")  # printable ASCII without space, `"`, `*`, `?` or `:`
+AUDIENCE = re.compile(r"^[!#-)+->@-~]{1,255}$")  # printable ASCII without space, `"`, `*` or `?`
 ROLE_PREFIX = re.compile(r"^[\w+=,.@-]*$")
 STACK_OR_PROJECT = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]+|alias/(?!aws/)[A-Za-z0-9/_-]+)$")
@@ -174,7 +175,7 @@ def problems(request: Request) -> list[str]:
     if not AUDIENCE.match(request.audience):
         found.append(
             f"--audience {request.audience!r}: the `aud` the jobs ask for in `id_tokens`, 1 to 255 characters "
-            "without spaces, `*`, `?` or `:` (shipyard's .gitlab-ci.yml asks for sts.amazonaws.com)"
+            "without spaces, `*` or `?` (shipyard's .gitlab-ci.yml asks for sts.amazonaws.com)"
         )
     why = _branch_problem(request.default_branch)
     if why:
@@ -186,7 +187,10 @@ def problems(request: Request) -> list[str]:
             f"characters (IAM role names are at most 64, and the longest suffix is {longest})"
         )
     if not BUCKET_NAME.match(request.state_bucket):
-        found.append(f"--state-bucket {request.state_bucket!r}: the state bucket `shipyard bootstrap` created")
+        found.append(
+            f"--state-bucket {request.state_bucket!r}: S3 bucket names are 3 to 63 lowercase letters, digits, dots "
+            "and dashes (the bucket `shipyard bootstrap` created)"
+        )
     if not REGION.match(request.region):
         found.append(f"--region {request.region!r}: an AWS region such as eu-west-1")
     elif partition_of(request.region) is None:
@@ -243,389 +247,18 @@ def trust_policy(request: Request, provider_arn: str, role: Role) -> dict[str, A
             "StringEquals": {aud: request.audience},
             "StringLike": {sub_key: sub(request.project, "branch", "*")},
         }
-    return _policy(
-        {
-            "Sid": "GitlabPipelines",
-            "Effect": "Allow",
-            "Principal": {"Federated": provider_arn},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": condition,
-        }
-    )
-
-
-# --- permissions ----------------------------------------------------------------------------------
-
-# What `pulumi preview` and `--refresh` read of the stacks' AWS resources: descriptions and
-# settings, never data (no parameter value, object, image layer or secret). `Describe*` of EC2 and
-# Auto Scaling takes no resource ARN, so these statements need `Resource: "*"`.
-READ_ACTIONS = (
-    "autoscaling:Describe*",
-    "ec2:Describe*",
-    "ecr:DescribeImageScanFindings",
-    "ecr:DescribeImages",
-    "ecr:DescribeRegistry",
-    "ecr:DescribeRepositories",
-    "ecr:GetLifecyclePolicy",
-    "ecr:GetRegistryScanningConfiguration",
-    "ecr:GetRepositoryPolicy",
-    "ecr:ListTagsForResource",
-    "iam:GetInstanceProfile",
-    "iam:GetPolicy",
-    "iam:GetPolicyVersion",
-    "iam:GetRole",
-    "iam:GetRolePolicy",
-    "iam:ListAttachedRolePolicies",
-    "iam:ListInstanceProfilesForRole",
-    "iam:ListRolePolicies",
-    "iam:ListRoleTags",
-    "kms:DescribeKey",
-    "kms:GetKeyPolicy",
-    "kms:GetKeyRotationStatus",
-    "kms:GetPublicKey",
-    "kms:ListAliases",
-    "kms:ListResourceTags",
-    "ssm:DescribeParameters",
-    "ssm:ListTagsForResource",
-)
-AUTOSCALING_WRITE = (
-    "autoscaling:CreateAutoScalingGroup",
-    "autoscaling:CreateOrUpdateTags",
-    "autoscaling:DeleteAutoScalingGroup",
-    "autoscaling:DeleteLifecycleHook",
-    "autoscaling:DeleteTags",
-    "autoscaling:PutLifecycleHook",
-    "autoscaling:ResumeProcesses",
-    "autoscaling:SetInstanceProtection",
-    "autoscaling:StartInstanceRefresh",
-    "autoscaling:CancelInstanceRefresh",
-    "autoscaling:SuspendProcesses",
-    "autoscaling:UpdateAutoScalingGroup",
-)
-EC2_WRITE = (
-    "ec2:AuthorizeSecurityGroupEgress",
-    "ec2:AuthorizeSecurityGroupIngress",
-    "ec2:CreateLaunchTemplate",
-    "ec2:CreateLaunchTemplateVersion",
-    "ec2:CreateSecurityGroup",
-    "ec2:CreateTags",
-    "ec2:DeleteLaunchTemplate",
-    "ec2:DeleteLaunchTemplateVersions",
-    "ec2:DeleteSecurityGroup",
-    "ec2:DeleteTags",
-    "ec2:ModifyLaunchTemplate",
-    "ec2:ModifySecurityGroupRules",
-    "ec2:RevokeSecurityGroupEgress",
-    "ec2:RevokeSecurityGroupIngress",
-    "ec2:RunInstances",
-    "ec2:UpdateSecurityGroupRuleDescriptionsEgress",
-    "ec2:UpdateSecurityGroupRuleDescriptionsIngress",
-)
-IAM_WRITE = (
-    "iam:AddRoleToInstanceProfile",
-    "iam:CreateInstanceProfile",
-    "iam:CreateRole",
-    "iam:DeleteInstanceProfile",
-    "iam:DeleteRole",
-    "iam:DeleteRolePolicy",
-    "iam:PutRolePolicy",
-    "iam:RemoveRoleFromInstanceProfile",
-    "iam:TagInstanceProfile",
-    "iam:TagRole",
-    "iam:UntagInstanceProfile",
-    "iam:UntagRole",
-    "iam:UpdateAssumeRolePolicy",
-    "iam:UpdateRole",
-    "iam:UpdateRoleDescription",
-)
-PARAMETER_WRITE = (
-    "ssm:AddTagsToResource",
-    "ssm:DeleteParameter",
-    "ssm:GetParameter",
-    "ssm:GetParameters",
-    "ssm:PutParameter",
-    "ssm:RemoveTagsFromResource",
-)
-REGISTRY_WRITE = (
-    "ecr:CreateRepository",
-    "ecr:DeleteLifecyclePolicy",
-    "ecr:DeleteRepository",
-    "ecr:DeleteRepositoryPolicy",
-    "ecr:PutImageScanningConfiguration",
-    "ecr:PutImageTagMutability",
-    "ecr:PutLifecyclePolicy",
-    "ecr:SetRepositoryPolicy",
-    "ecr:TagResource",
-    "ecr:UntagResource",
-)
-SIGNING_KEY_ADMIN = (
-    "kms:CancelKeyDeletion",
-    "kms:CreateAlias",
-    "kms:DeleteAlias",
-    "kms:DisableKey",
-    "kms:EnableKey",
-    "kms:PutKeyPolicy",
-    "kms:ScheduleKeyDeletion",
-    "kms:TagResource",
-    "kms:UntagResource",
-    "kms:UpdateAlias",
-    "kms:UpdateKeyDescription",
-)
-ALIAS_WRITE = ("kms:CreateAlias", "kms:DeleteAlias", "kms:UpdateAlias")
-# Enhanced scanning (Amazon Inspector) as the ECR user guide lists it ("IAM permissions required for
-# enhanced scanning"), for a registry scanning configuration of type ENHANCED.
-INSPECTOR = (
-    "inspector2:Disable",
-    "inspector2:Enable",
-    "inspector2:ListAccountPermissions",
-    "inspector2:ListCoverage",
-    "inspector2:ListFindings",
-)
-
-
-@dataclass(frozen=True)
-class Account:
-    """The AWS facts every policy names: ARNs carry the partition (P9)."""
-
-    partition: str
-    account: str
-    region: str
-    dns_suffix: str
-    bucket_key: str | None  # the state bucket's SSE-KMS key, if it has one
-    staging_key: str  # key ARNs, resolved from aliases
-    prod_key: str
-
-    def arn(self, service: str, resource: str, region: bool = True, account: bool = True) -> str:
-        return (
-            f"arn:{self.partition}:{service}:{self.region if region else ''}:{self.account if account else ''}:"
-            f"{resource}"
-        )
-
-
-def _policy(*statements: dict[str, Any]) -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": list(statements)}
-
-
-def _state_objects(request: Request, stack: str) -> list[str]:
-    """A stack's objects in the DIY backend's project layout (pulumi pkg/backend/diy/store.go): the
-    checkpoint (`.json`, `.json.gz`, `.json.zst`, and `.bak` copies) and its tags file."""
-    base = f".pulumi/stacks/{request.pulumi_project}/{stack}"
-    return [f"{base}.json*", f"{base}.pulumi-tags"]
-
-
-def _state_write_objects(request: Request, stack: str) -> list[str]:
-    """What `pulumi up` writes for a stack besides the checkpoint: history, backups, the journal,
-    and the lock (`.pulumi/locks/organization/<project>/<stack>/<id>.json`, diy/lock.go), which
-    DIY backends take by default since 2026-01 (P10). A preview takes no lock (P6)."""
-    project = request.pulumi_project
-    return [
-        *_state_objects(request, stack),
-        f".pulumi/history/{project}/{stack}/*",
-        f".pulumi/backups/{project}/{stack}/*",
-        f".pulumi/journal/{project}/{stack}/*",
-        f".pulumi/locks/organization/{project}/{stack}/*",
-    ]
-
-
-def _state(request: Request, aws: Account, reads: Iterable[str], writes: Iterable[str]) -> list[dict[str, Any]]:
-    bucket = bucket_arn(aws.partition, request.state_bucket)
-    reads, writes = list(reads), list(writes)
-    objects = [f"{bucket}/.pulumi/meta.yaml"] + [f"{bucket}/{o}" for s in reads for o in _state_objects(request, s)]
-    statements: list[dict[str, Any]] = [
-        # Listing names objects, never shows them. It is also what makes S3 answer a missing object
-        # (a stack without a tags file, a first run) with 404 rather than 403, which the backend
-        # needs; s3:prefix conditions would not cover those reads.
-        {"Sid": "ListState", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket},
-        {"Sid": "ReadState", "Effect": "Allow", "Action": "s3:GetObject", "Resource": objects},
-    ]
-    if writes:
-        statements.append(
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
             {
-                "Sid": "WriteState",
+                "Sid": "GitlabPipelines",
                 "Effect": "Allow",
-                "Action": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-                "Resource": [f"{bucket}/{o}" for s in writes for o in _state_write_objects(request, s)],
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": condition,
             }
-        )
-    if aws.bucket_key:
-        # The bucket's default encryption key, usable only by S3 on this bucket's behalf: the role
-        # cannot decrypt anything else with it, even when it is a stack's secrets key.
-        statements.append(
-            {
-                "Sid": "StateBucketKey",
-                "Effect": "Allow",
-                "Action": ["kms:Decrypt", "kms:GenerateDataKey"] if writes else "kms:Decrypt",
-                "Resource": aws.bucket_key,
-                "Condition": {
-                    "StringEquals": {"kms:ViaService": f"s3.{aws.region}.{aws.dns_suffix}"},
-                    "StringLike": {"kms:EncryptionContext:aws:s3:arn": [bucket, f"{bucket}/*"]},
-                },
-            }
-        )
-    return statements
-
-
-def _secrets(*keys: str) -> dict[str, Any]:
-    # The awskms secrets provider decrypts the stack's data key once; secrets are then encrypted
-    # and decrypted locally, so no run needs kms:Encrypt (creating the data key is `stack init`'s).
-    return {"Sid": "StackSecrets", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": sorted(set(keys))}
-
-
-def _deploy(request: Request, aws: Account, stack: str, builds: bool) -> list[dict[str, Any]]:
-    """What `pulumi up` of one stack changes, scoped by the names the program gives (the runner's
-    `shipyard-<stack>-runner` group and `/shipyard/<stack>/` parameters) where AWS allows it."""
-    statements: list[dict[str, Any]] = [
-        {
-            "Sid": "StackParameters",
-            "Effect": "Allow",
-            "Action": list(PARAMETER_WRITE),
-            "Resource": aws.arn("ssm", f"parameter/shipyard/{stack}/*"),
-        },
-        {
-            # The launch template names its AMI as `resolve:ssm:` of this public parameter.
-            "Sid": "AmiParameter",
-            "Effect": "Allow",
-            "Action": ["ssm:GetParameter", "ssm:GetParameters"],
-            "Resource": aws.arn("ssm", "parameter/aws/service/ami-amazon-linux-latest/*", account=False),
-        },
-        {
-            "Sid": "StackRunnerGroup",
-            "Effect": "Allow",
-            "Action": list(AUTOSCALING_WRITE),
-            "Resource": aws.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/shipyard-{stack}-*"),
-        },
-        {
-            # Broad: security groups and launch templates are auto-named, so any of them in the
-            # region; EC2 takes no name condition on most of these actions.
-            "Sid": "Ec2InRegion",
-            "Effect": "Allow",
-            "Action": list(EC2_WRITE),
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:RequestedRegion": aws.region}},
-        },
-        {
-            # Broad, and the widest door: the program auto-names the runner's role and instance
-            # profile (`runner-role-<hex>`, `runner-profile-<hex>`, the same in every stack), and
-            # PutRolePolicy can give such a role any permission. Only a permissions boundary that
-            # the program sets on its roles would close that.
-            "Sid": "RunnerRoles",
-            "Effect": "Allow",
-            "Action": list(IAM_WRITE),
-            "Resource": [
-                aws.arn("iam", "role/*runner-role-*", region=False),
-                aws.arn("iam", "instance-profile/*runner-profile-*", region=False),
-            ],
-        },
-        {
-            "Sid": "RunnerManagedPolicy",
-            "Effect": "Allow",
-            "Action": ["iam:AttachRolePolicy", "iam:DetachRolePolicy"],
-            "Resource": aws.arn("iam", "role/*runner-role-*", region=False),
-            "Condition": {
-                "ArnEquals": {"iam:PolicyARN": f"arn:{aws.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
-            },
-        },
-        {
-            "Sid": "PassRunnerRole",
-            "Effect": "Allow",
-            "Action": "iam:PassRole",
-            "Resource": aws.arn("iam", "role/*runner-role-*", region=False),
-            "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "ec2.amazonaws.com.cn"]}},
-        },
-        {
-            "Sid": "AutoScalingServiceRole",
-            "Effect": "Allow",
-            "Action": "iam:CreateServiceLinkedRole",
-            "Resource": aws.arn(
-                "iam", "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling*", region=False
-            ),
-            "Condition": {"StringEquals": {"iam:AWSServiceName": "autoscaling.amazonaws.com"}},
-        },
-    ]
-    if builds:
-        statements += [
-            {
-                # The registry's repositories are named in the stack's settings, which this
-                # command does not read: any repository of the region.
-                "Sid": "Registry",
-                "Effect": "Allow",
-                "Action": list(REGISTRY_WRITE),
-                "Resource": aws.arn("ecr", "repository/*"),
-            },
-            {
-                "Sid": "RegistryScanning",
-                "Effect": "Allow",
-                "Action": ["ecr:PutRegistryScanningConfiguration", *INSPECTOR],
-                "Resource": "*",
-            },
-            {
-                "Sid": "InspectorServiceRole",
-                "Effect": "Allow",
-                "Action": "iam:CreateServiceLinkedRole",
-                "Resource": "*",
-                "Condition": {"StringEquals": {"iam:AWSServiceName": "inspector2.amazonaws.com"}},
-            },
-            {
-                # The release signing key: only keys for signing, so no secrets-provider key
-                # (ENCRYPT_DECRYPT) can be re-policied from here.
-                "Sid": "CreateSigningKey",
-                "Effect": "Allow",
-                "Action": ["kms:CreateKey", "kms:PutKeyPolicy", "kms:TagResource"],
-                "Resource": "*",
-                "Condition": {"StringEquals": {"kms:KeyUsage": "SIGN_VERIFY"}},
-            },
-            {
-                "Sid": "SigningKey",
-                "Effect": "Allow",
-                "Action": list(SIGNING_KEY_ADMIN),
-                "Resource": aws.arn("kms", "key/*"),
-                "Condition": {"StringEquals": {"kms:KeyUsage": "SIGN_VERIFY"}},
-            },
-            {
-                # An alias names both itself and its key: the key side is the statement above.
-                "Sid": "SigningKeyAlias",
-                "Effect": "Allow",
-                "Action": list(ALIAS_WRITE),
-                "Resource": aws.arn("kms", f"alias/shipyard-{stack}-*"),
-            },
-        ]
-    return statements
-
-
-def permissions(request: Request, aws: Account, role: Role) -> dict[str, Any]:
-    """The role's one inline policy."""
-    read = {"Sid": "ReadResources", "Effect": "Allow", "Action": list(READ_ACTIONS), "Resource": "*"}
-    staging, prod = request.staging_stack, request.prod_stack
-    if role.suffix == "preview":
-        # guards P1: merge-request code runs with these credentials: staging's state and key only
-        return _policy(read, *_state(request, aws, [staging], []), _secrets(aws.staging_key))
-    if role.suffix == "drift":
-        # A refresh reads the runner token parameters too (the provider reads a SecureString
-        # decrypted, with the aws/ssm key every principal of the account may use through SSM).
-        tokens = {
-            "Sid": "RefreshParameters",
-            "Effect": "Allow",
-            "Action": ["ssm:GetParameter", "ssm:GetParameters"],
-            "Resource": [aws.arn("ssm", f"parameter/shipyard/{s}/*") for s in (staging, prod)],
-        }
-        return _policy(
-            read, tokens, *_state(request, aws, [staging, prod], []), _secrets(aws.staging_key, aws.prod_key)
-        )
-    if role.suffix == "deploy-staging":
-        return _policy(
-            read,
-            *_state(request, aws, [staging], [staging]),
-            _secrets(aws.staging_key),
-            *_deploy(request, aws, staging, builds=True),
-        )
-    # Production reads the build stack's outputs (a StackReference): its state, and its key for
-    # any secret output.
-    return _policy(
-        read,
-        *_state(request, aws, [prod, staging], [prod]),
-        _secrets(aws.prod_key, aws.staging_key),
-        *_deploy(request, aws, prod, builds=False),
-    )
+        ],
+    }
 
 
 def canonical(value: Any) -> Any:
@@ -698,7 +331,7 @@ class CiAccess:
     def run(self) -> list[Outcome]:
         identity = self.call("identifying the caller", self.sts.get_caller_identity)
         self.caller, account = identity["Arn"], identity["Account"]
-        aws = self._account(account)
+        aws = self._scope(account)
         provider_arn = self._provider(aws)
         for role in ROLES:
             self._role(role, provider_arn, aws)
@@ -707,7 +340,7 @@ class CiAccess:
 
     # --- what exists already: keys and the state bucket --------------------------------------
 
-    def _account(self, account: str) -> Account:
+    def _scope(self, account: str) -> Scope:
         staging = self._key_arn(self.request.staging_key, "--staging-kms-key")
         prod = self._key_arn(self.request.prod_key, "--prod-kms-key")
         if staging == prod:
@@ -715,12 +348,17 @@ class CiAccess:
                 f"--staging-kms-key {self.request.staging_key} and --prod-kms-key {self.request.prod_key} name the "
                 f"same key {staging}: each stack needs its own, or merge requests could decrypt production's secrets"
             )
-        return Account(
+        request = self.request
+        return Scope(
             partition=self.partition,
             account=account,
-            region=self.request.region,
-            dns_suffix=aws_partition(self.request.region)[1],
+            region=request.region,
+            dns_suffix=aws_partition(request.region)[1],
+            bucket=request.state_bucket,
             bucket_key=self._bucket_key(account),
+            pulumi_project=request.pulumi_project,
+            staging_stack=request.staging_stack,
+            prod_stack=request.prod_stack,
             staging_key=staging,
             prod_key=prod,
         )
@@ -765,9 +403,9 @@ class CiAccess:
 
     # --- the identity provider ------------------------------------------------------------------
 
-    def _provider(self, aws: Account) -> str:
+    def _provider(self, aws: Scope) -> str:
         request = self.request
-        arn = aws.arn("iam", f"oidc-provider/{request.provider}", region=False)
+        arn = f"arn:{aws.partition}:iam::{aws.account}:oidc-provider/{request.provider}"
         item, want = f"oidc provider {request.provider}", f"accepts tokens for {request.audience}"
         try:
             found = self.call(
@@ -805,11 +443,11 @@ class CiAccess:
 
     # --- the roles --------------------------------------------------------------------------------
 
-    def _role(self, role: Role, provider_arn: str, aws: Account) -> None:
+    def _role(self, role: Role, provider_arn: str, aws: Scope) -> None:
         request = self.request
         name = role.name(request)
         trust = trust_policy(request, provider_arn, role)
-        policy = permissions(request, aws, role)
+        policy = permissions(role.suffix, aws)
         tags = [MANAGED_BY, {"Key": "gitlab-project", "Value": request.project}]
         try:
             found = self.call(f"reading the role {name}", self.iam.get_role, RoleName=name)["Role"]
