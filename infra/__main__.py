@@ -16,18 +16,57 @@ from infra.components.heroku_env import (
     HerokuPipelineArgs,
 )
 from infra.components.registry import Registry, RegistryArgs
-from infra.components.runner import GitlabRunner, GitlabRunnerArgs
-from infra.settings import load_settings
+from infra.components.runner import GitlabRunner, GitlabRunnerArgs, RunnerPurpose
+from infra.components.signing import SigningKey, SigningKeyArgs
+from infra.settings import RunnerSettings, load_settings
 
 settings = load_settings()
 # Production resources refuse deletion and replacement until someone unprotects them on purpose.
 protect = pulumi.ResourceOptions(protect=settings.is_production)
 
+
+def gitlab_runner(
+    name: str,
+    runner: RunnerSettings,
+    purpose: RunnerPurpose,
+    registry_arn: pulumi.Input[str],
+    enhanced_scanning: pulumi.Input[bool],
+    review_registry_arn: pulumi.Input[str] | None = None,
+) -> GitlabRunner:
+    return GitlabRunner(
+        name,
+        GitlabRunnerArgs(
+            stack=settings.stack,
+            gitlab_project=settings.gitlab_project,
+            gitlab_url=settings.gitlab_url,
+            region=settings.aws_region,
+            instance_type=runner.instance_type,
+            concurrent=runner.concurrent,
+            disk_gb=runner.disk_gb,
+            tags=runner.tags,
+            protected_only=runner.protected_only,
+            maximum_timeout=runner.maximum_timeout,
+            purpose=purpose,
+            repository_arn=registry_arn,
+            review_repository_arn=review_registry_arn,
+            enhanced_scanning=enhanced_scanning,
+            gitlab_runner_version=runner.gitlab_runner_version,
+            docker_version=runner.docker_version,
+            subnet_ids=runner.subnet_ids,
+        ),
+        opts=protect,
+    )
+
+
+runners: dict[str, GitlabRunner] = {}  # export prefix → runner
+unscoped: list[Variable] = []
+build_exports: dict[str, pulumi.Input[str]] = {}
 if settings.registry is not None:
     registry = Registry(
         "registry",
         RegistryArgs(
             name=settings.registry.name,
+            review_name=settings.registry.review_repository,
             keep_images=settings.registry.keep_images,
             cache_tag=settings.registry.cache_tag,
             pull_principals=settings.registry.pull_principals,
@@ -40,9 +79,65 @@ if settings.registry is not None:
         "pipeline", HerokuPipelineArgs(name=settings.heroku.pipeline, team=settings.heroku.team), opts=protect
     )
     registry_url, registry_arn, pipeline_id = registry.repository_url, registry.repository_arn, pipeline.pipeline_id
+    enhanced = settings.registry.scanning == "enhanced"
+    # Only protected refs write release images (G11): the build stack's runner builds, pushes and
+    # signs them and takes protected refs only (a settings rule); merge-request builds run on the
+    # review runner, which may push to the review repository alone.
+    if settings.runner is not None:
+        runners["runner"] = gitlab_runner("runner", settings.runner, "release", registry_arn, enhanced)
+    if settings.review_runner is not None:
+        runners["reviewRunner"] = gitlab_runner(
+            "review-runner", settings.review_runner, "review", registry_arn, enhanced, registry.review_repository_arn
+        )
+    signing = SigningKey(
+        "image-signing",
+        SigningKeyArgs(
+            stack=settings.stack, signer_role_arn=runners["runner"].role.arn if "runner" in runners else None
+        ),
+        opts=protect,
+    )
+    # Unscoped: every job of the project reads them, in merge requests too. None is a secret: ARNs
+    # and URLs grant nothing (G8), and the public key is public.
+    unscoped = [
+        Variable("ECR_REPOSITORY_URL", registry_url, description="Release images: default-branch builds (shipyard)"),
+        Variable(
+            "ECR_REVIEW_REPOSITORY_URL",
+            registry.review_repository_url,
+            description="Merge-request images, never released (shipyard)",
+        ),
+        Variable("AWS_DEFAULT_REGION", settings.aws_region, description="Region of the registry (shipyard)"),
+        Variable("ECR_CACHE_TAG", settings.registry.cache_tag, description="The build's layer-cache tag (shipyard)"),
+        Variable(
+            "SHIPYARD_SIGNING_KEY",
+            signing.signing_key_uri,
+            description="KMS key that signs release images, for cosign sign (shipyard)",
+        ),
+        # Several lines, so GitLab could not mask it, and it needs no masking. Variables are raw (no
+        # `$` expansion): the PEM reaches the job exactly as KMS gave it.
+        Variable(
+            "SHIPYARD_SIGNING_PUBLIC_KEY",
+            signing.public_key_pem,
+            description="Public key of the signing key, for cosign verify (shipyard)",
+        ),
+        Variable(
+            "SHIPYARD_SCAN_THRESHOLD",
+            settings.registry.scan_threshold,
+            description="Scan findings of this severity or worse block a release (shipyard)",
+        ),
+    ]
+    build_exports = {
+        wiring.REGISTRY_SCANNING: settings.registry.scanning,
+        "reviewRegistryUrl": registry.review_repository_url,
+        "imageSigningKeyArn": signing.key_arn,
+        "imageSigningPublicKey": signing.public_key_pem,
+    }
 else:
     build = wiring.read_build_stack(settings)
     registry_url, registry_arn, pipeline_id = build.registry_url, build.registry_arn, build.pipeline_id
+    # Any other stack's runner deploys: it pulls release images and reads their scan findings.
+    if settings.runner is not None:
+        enhanced_scanning = build.registry_scanning.apply(lambda scanning: scanning == "enhanced")
+        runners["runner"] = gitlab_runner("runner", settings.runner, "deploy", registry_arn, enhanced_scanning)
 
 heroku = HerokuEnvironment(
     settings.environment,
@@ -67,13 +162,6 @@ if heroku.formation_skipped:
         "a container app has no process types before its first release (H6)"
     )
 
-unscoped = []
-if settings.registry is not None:
-    unscoped = [
-        Variable("ECR_REPOSITORY_URL", registry_url, description="Where the runner pushes images (shipyard)"),
-        Variable("AWS_DEFAULT_REGION", settings.aws_region, description="Region of the registry (shipyard)"),
-        Variable("ECR_CACHE_TAG", settings.registry.cache_tag, description="The build's layer-cache tag (shipyard)"),
-    ]
 CiVariables(
     settings.environment,
     CiVariablesArgs(
@@ -98,31 +186,6 @@ CiVariables(
     opts=protect,
 )
 
-runner = None
-if settings.runner is not None:
-    runner = GitlabRunner(
-        "runner",
-        GitlabRunnerArgs(
-            stack=settings.stack,
-            gitlab_project=settings.gitlab_project,
-            gitlab_url=settings.gitlab_url,
-            region=settings.aws_region,
-            instance_type=settings.runner.instance_type,
-            concurrent=settings.runner.concurrent,
-            disk_gb=settings.runner.disk_gb,
-            tags=settings.runner.tags,
-            protected_only=settings.runner.protected_only,
-            maximum_timeout=settings.runner.maximum_timeout,
-            repository_arn=registry_arn,
-            # The build stack's runner builds and pushes; any other runner deploys and only pulls.
-            can_push=settings.is_build_stack,
-            gitlab_runner_version=settings.runner.gitlab_runner_version,
-            docker_version=settings.runner.docker_version,
-            subnet_ids=settings.runner.subnet_ids,
-        ),
-        opts=protect,
-    )
-
 pulumi.export(wiring.ENVIRONMENT, settings.environment)
 pulumi.export(wiring.GITLAB_PROJECT, settings.gitlab_project)
 pulumi.export(wiring.REGISTRY_URL, registry_url)
@@ -131,9 +194,11 @@ pulumi.export(wiring.PIPELINE_ID, pipeline_id)
 pulumi.export("herokuAppName", settings.heroku.app)
 pulumi.export("herokuAppUrl", heroku.web_url)
 pulumi.export("herokuRegistryImage", heroku.registry_image)
-if runner is not None:
-    pulumi.export("runnerId", runner.runner_id)
-    pulumi.export("runnerAsgName", runner.asg_name)
-    pulumi.export("runnerTokenParameter", runner.token_parameter_name)
-    pulumi.export("runnerRoleArn", runner.role.arn)
-    pulumi.export("runnerTags", runner.tags)  # what CI jobs name in `tags:`
+for name, value in build_exports.items():
+    pulumi.export(name, value)
+for prefix, runner in runners.items():
+    pulumi.export(f"{prefix}Id", runner.runner_id)
+    pulumi.export(f"{prefix}AsgName", runner.asg_name)
+    pulumi.export(f"{prefix}TokenParameter", runner.token_parameter_name)
+    pulumi.export(f"{prefix}RoleArn", runner.role.arn)
+    pulumi.export(f"{prefix}Tags", runner.tags)  # what CI jobs name in `tags:`

@@ -16,7 +16,9 @@ REGISTRY_ARN = "registryArn"
 PIPELINE_ID = "pipelineId"
 ENVIRONMENT = "environment"
 GITLAB_PROJECT = "gitlabProject"
-BUILD_STACK_OUTPUTS = (REGISTRY_URL, REGISTRY_ARN, PIPELINE_ID, ENVIRONMENT, GITLAB_PROJECT)
+# `basic` or `enhanced` (shipyard:registry.scanning): deploy runners reading enhanced findings need more.
+REGISTRY_SCANNING = "registryScanning"
+BUILD_STACK_OUTPUTS = (REGISTRY_URL, REGISTRY_ARN, PIPELINE_ID, ENVIRONMENT, GITLAB_PROJECT, REGISTRY_SCANNING)
 
 
 @dataclass
@@ -27,6 +29,7 @@ class BuildStack:
     registry_url: pulumi.Output[str]
     registry_arn: pulumi.Output[str]
     pipeline_id: pulumi.Output[str]
+    registry_scanning: pulumi.Output[str]
 
 
 def read_build_stack(settings: Settings) -> BuildStack:
@@ -59,9 +62,13 @@ def read_build_stack(settings: Settings) -> BuildStack:
         # Every value read from the build stack waits for the check, so a mismatch stops the run.
         return pulumi.Output.all(checked, ref.require_output(name)).apply(lambda values: values[1])
 
+    # A build stack deployed before it exported its scan type scanned with basic scanning: read it
+    # without requiring it, so that this stack's preview works before the build stack's next `up`.
+    scanning = pulumi.Output.all(checked, ref.get_output(REGISTRY_SCANNING)).apply(lambda values: values[1] or "basic")
     return BuildStack(
         reference=ref,
         registry_url=read(REGISTRY_URL),
         registry_arn=read(REGISTRY_ARN),
         pipeline_id=read(PIPELINE_ID),
+        registry_scanning=scanning,
     )

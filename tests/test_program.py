@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from infra import wiring
-from infra.cli.engine import Step
+from infra.cli.engine import Run, Step
 from infra.settings import SettingsError
 from infra.userdata import decode
-from tests.conftest import run_stack
+from tests.conftest import run_stack, stack_document
 
 APP = "heroku:app/app:App"
 VAR = "gitlab:index/projectVariable:ProjectVariable"
@@ -23,17 +23,25 @@ def keys(run: Any, scope: str) -> set[str]:
     return {s.raw_inputs["key"] for s in run.resources(VAR) if s.raw_inputs["environmentScope"] == scope}
 
 
-def test_staging_is_the_build_stack(staging_doc: dict[str, Any]) -> None:
-    run = run_stack(staging_doc, "staging")
-    repo = run.one("aws:ecr/repository:Repository")
-    assert repo.raw_inputs["name"] == "acme/storefront"
-    assert run.resources("aws:ecr/lifecyclePolicy:LifecyclePolicy")
+def test_staging_is_the_build_stack(committed_runs: dict[str, Run]) -> None:
+    run = committed_runs["staging"]
+    repos = {s.raw_inputs["name"] for s in run.resources("aws:ecr/repository:Repository")}
+    assert repos == {"acme/storefront", "acme/storefront-review"}
+    assert {s.raw_inputs["repository"] for s in run.resources("aws:ecr/lifecyclePolicy:LifecyclePolicy")} == repos
     assert run.one("heroku:pipeline/pipeline:Pipeline").raw_inputs["name"] == "acme-storefront"
     app = run.one(APP)
     assert (app.raw_inputs["name"], app.raw_inputs["stack"]) == ("acme-storefront-staging", "container")
     assert run.one("gitlab:index/projectEnvironment:ProjectEnvironment").raw_inputs["name"] == "staging"
     assert keys(run, "staging") == {"HEROKU_APP_NAME", "HEROKU_REGISTRY_IMAGE", "HEROKU_API_KEY"}
-    assert keys(run, "*") == {"ECR_REPOSITORY_URL", "AWS_DEFAULT_REGION", "ECR_CACHE_TAG"}
+    assert keys(run, "*") == {
+        "ECR_REPOSITORY_URL",
+        "ECR_REVIEW_REPOSITORY_URL",
+        "AWS_DEFAULT_REGION",
+        "ECR_CACHE_TAG",
+        "SHIPYARD_SIGNING_KEY",
+        "SHIPYARD_SIGNING_PUBLIC_KEY",
+        "SHIPYARD_SCAN_THRESHOLD",
+    }
     assert not run.resources("pulumi:pulumi:StackReference")
 
 
@@ -143,46 +151,84 @@ RUNNER_TYPES = {
     "aws:ec2/launchTemplate:LaunchTemplate",
     "aws:autoscaling/group:Group",
 }
+RUNNER = "gitlab:index/userRunner:UserRunner"
 
 
-def ecr_statement(run: Any) -> dict[str, Any]:
-    doc = json.loads(run.one("aws:iam/rolePolicy:RolePolicy").raw_inputs["policy"])
-    return next(s for s in doc["Statement"] if s["Sid"] == "EcrRepository")
+def runner_step(run: Run, typ: str, component: str = "runner") -> Step:
+    """The one resource of a type inside the runner component of that name."""
+    [found] = [s for s in run.resources(typ) if s.parent.endswith(f"shipyard:aws:GitlabRunner::{component}")]
+    return found
 
 
-def test_staging_has_the_build_runner(staging_doc: dict[str, Any]) -> None:
-    run = run_stack(staging_doc, "staging")
+def image_statements(run: Run, component: str = "runner") -> dict[str, dict[str, Any]]:
+    doc = json.loads(runner_step(run, "aws:iam/rolePolicy:RolePolicy", component).raw_inputs["policy"])
+    return {s["Sid"]: s for s in doc["Statement"] if s["Sid"] not in COMMON_STATEMENTS}
+
+
+COMMON_STATEMENTS = {"ReadRunnerToken", "WriteBackRotatedToken", "EcrLogin", "OwnLifecycleHooks"}
+
+
+def user_data(run: Run, component: str = "runner") -> str:
+    return decode(runner_step(run, "aws:ec2/launchTemplate:LaunchTemplate", component).raw_inputs["userData"])
+
+
+def test_staging_has_the_protected_release_build_runner(committed_runs: dict[str, Run]) -> None:
+    run = committed_runs["staging"]  # guards G11
     assert {s.type for s in run.steps} >= RUNNER_TYPES
-    assert run.one("gitlab:index/userRunner:UserRunner").raw_inputs["accessLevel"] == "not_protected"
-    assert ecr_statement(run)["Resource"] == run.outputs[wiring.REGISTRY_ARN]
-    assert "ecr:PutImage" in ecr_statement(run)["Action"]
-    assert "PRIVILEGED=true" in decode(run.one("aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["userData"])
+    assert runner_step(run, RUNNER).raw_inputs["accessLevel"] == "ref_protected"
+    statements = image_statements(run)
+    assert set(statements) == {"PushReleaseImages", "ReadScanFindings"}
+    assert statements["PushReleaseImages"]["Resource"] == run.outputs[wiring.REGISTRY_ARN]
+    assert "ecr:PutImage" in statements["PushReleaseImages"]["Action"]
+    assert "PRIVILEGED=true" in user_data(run)
 
 
-def test_prod_has_a_protected_pull_only_deploy_runner(staging_doc: dict[str, Any], prod_doc: dict[str, Any]) -> None:
-    staging = run_stack(staging_doc, "staging")
-    run = run_stack(prod_doc, "prod")
-    runner = run.one("gitlab:index/userRunner:UserRunner")
+def test_staging_has_the_review_runner_for_merge_request_builds(committed_runs: dict[str, Run]) -> None:
+    run = committed_runs["staging"]  # guards G11
+    review = runner_step(run, RUNNER, "review-runner").raw_inputs
+    assert review["accessLevel"] == "not_protected"
+    assert review["tagLists"] == ["shipyard", "review"] == run.outputs["reviewRunnerTags"]
+    statements = image_statements(run, "review-runner")
+    assert set(statements) == {"PushReviewImages", "PullReleaseLayerCache"}
+    assert statements["PushReviewImages"]["Resource"] == (
+        "arn:aws:ecr:eu-west-1:123456789012:repository/acme/storefront-review"
+    )
+    assert run.outputs["reviewRegistryUrl"].endswith("/acme/storefront-review")
+    assert statements["PullReleaseLayerCache"]["Resource"] == run.outputs[wiring.REGISTRY_ARN]
+    assert "PRIVILEGED=true" in user_data(run, "review-runner")  # it builds
+    assert run.outputs["reviewRunnerAsgName"] == "shipyard-staging-review-runner"
+    assert run.outputs["reviewRunnerTokenParameter"] == "/shipyard/staging/gitlab-review-runner-token"
+
+
+def test_prod_has_a_protected_pull_only_deploy_runner(committed_runs: dict[str, Run]) -> None:
+    staging, run = committed_runs["staging"], committed_runs["prod"]
+    runner = run.one(RUNNER)
     assert runner.raw_inputs["accessLevel"] == "ref_protected" and runner.protect
-    assert ecr_statement(run)["Resource"] == staging.outputs[wiring.REGISTRY_ARN]
-    assert "ecr:PutImage" not in ecr_statement(run)["Action"]
-    assert "PRIVILEGED=false" in decode(run.one("aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["userData"])
+    statements = image_statements(run)
+    assert set(statements) == {"PullReleaseImages", "ReadScanFindings"}
+    assert statements["PullReleaseImages"]["Resource"] == staging.outputs[wiring.REGISTRY_ARN]
+    assert statements["ReadScanFindings"]["Resource"] == staging.outputs[wiring.REGISTRY_ARN]
+    assert "ecr:PutImage" not in json.dumps(statements)
+    assert "PRIVILEGED=false" in user_data(run)
     assert run.one("aws:ssm/parameter:Parameter").raw_inputs["name"] == "/shipyard/prod/gitlab-runner-token"
+    assert not run.resources("aws:kms/key:Key")  # the build stack signs; prod only verifies
 
 
-def test_stack_outputs_name_the_runner_but_hold_no_token(staging_doc: dict[str, Any]) -> None:  # guards R1
-    run = run_stack(staging_doc, "staging")
-    token = run.one("aws:ssm/parameter:Parameter").raw_inputs["valueWo"]  # the runner's glrt- token
-    assert token.startswith("glrt-")  # the real token, so its absence below means something
+def test_stack_outputs_name_the_runners_but_hold_no_token(committed_runs: dict[str, Run]) -> None:  # guards R1
+    run = committed_runs["staging"]
+    tokens = [s.raw_inputs["valueWo"] for s in run.resources("aws:ssm/parameter:Parameter")]  # glrt- tokens
+    assert len(tokens) == 2 and all(t.startswith("glrt-") for t in tokens)  # real tokens: absence means something
     assert run.outputs["runnerTokenParameter"] == "/shipyard/staging/gitlab-runner-token"
     assert run.outputs["runnerAsgName"] == "shipyard-staging-runner"
-    assert run.outputs["runnerTags"] == staging_doc["shipyard:runner"]["tags"]
-    assert token not in json.dumps(run.outputs)
+    assert run.outputs["runnerTags"] == stack_document("staging")["shipyard:runner"]["tags"]
+    assert not any(t in json.dumps(run.outputs) for t in tokens)
     assert not run.secret_outputs
 
 
 def test_no_runner_without_runner_settings(staging_doc: dict[str, Any]) -> None:
-    del staging_doc["shipyard:runner"]
+    del staging_doc["shipyard:runner"], staging_doc["shipyard:reviewRunner"]
     run = run_stack(staging_doc, "staging")
     assert not RUNNER_TYPES & {s.type for s in run.steps}
-    assert "runnerId" not in run.outputs
+    assert "runnerId" not in run.outputs and "reviewRunnerId" not in run.outputs
+    # The key stays (its signatures verify as long as it exists), and nobody may sign with it.
+    assert "kms:Sign" not in run.one("aws:kms/key:Key").raw_inputs["policy"]

@@ -7,6 +7,7 @@ Used by `shipyard plan` and by the test harness, so tests and the plan see the s
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import hashlib
 import json
@@ -136,6 +137,51 @@ def stack_config(project: Project, config: Mapping[str, Any], source: str) -> St
 # ---------------------------------------------------------------------------------------------
 # Mocks: realistic, deterministic values for what the providers compute
 
+# NIST P-256 (SEC 2, section 2.4.2): the curve of an ECC_NIST_P256 KMS key.
+_P256_P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+_P256_A = _P256_P - 3
+_P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_G = (
+    0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+    0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
+)
+# DER SubjectPublicKeyInfo header of an uncompressed P-256 point (RFC 5480): what KMS GetPublicKey returns.
+_P256_SPKI_HEADER = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+
+
+def _p256_add(p: tuple[int, int] | None, q: tuple[int, int] | None) -> tuple[int, int] | None:
+    if p is None or q is None:
+        return p or q
+    if p[0] == q[0] and (p[1] + q[1]) % _P256_P == 0:
+        return None
+    if p == q:
+        slope = (3 * p[0] * p[0] + _P256_A) * pow(2 * p[1], -1, _P256_P)
+    else:
+        slope = (q[1] - p[1]) * pow(q[0] - p[0], -1, _P256_P)
+    x = (slope * slope - p[0] - q[0]) % _P256_P
+    return x, (slope * (p[0] - x) - p[1]) % _P256_P
+
+
+def p256_public_key_der(seed: str) -> bytes:
+    """A real P-256 public key (DER SubjectPublicKeyInfo), derived deterministically from `seed`."""
+    scalar = int(hashlib.sha256(seed.encode()).hexdigest(), 16) % (_P256_N - 1) + 1
+    point: tuple[int, int] | None = None
+    addend: tuple[int, int] | None = _P256_G
+    while scalar:
+        if scalar & 1:
+            point = _p256_add(point, addend)
+        addend = _p256_add(addend, addend)
+        scalar >>= 1
+    assert point is not None  # the scalar is in [1, n - 1]: never the point at infinity
+    return _P256_SPKI_HEADER + b"\x04" + point[0].to_bytes(32, "big") + point[1].to_bytes(32, "big")
+
+
+def pem(der: bytes, label: str = "PUBLIC KEY") -> str:
+    """PEM as Go's pem.EncodeToMemory writes it (the provider's public_key_pem): 64-column lines."""
+    text = base64.b64encode(der).decode()
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----"]) + "\n"
+
 
 class ShipyardMocks(pulumi.runtime.Mocks):
     """Provider-computed outputs (camelCase, P5) filled the way AWS, Heroku and GitLab fill them."""
@@ -204,6 +250,18 @@ class ShipyardMocks(pulumi.runtime.Mocks):
             return f"{inputs.get('project')}:{env_id}", {**inputs, "environmentId": env_id, "state": "available"}
         if typ == "gitlab:index/projectVariable:ProjectVariable":
             return f"{inputs.get('project')}:{inputs.get('key')}:{inputs.get('environmentScope', '*')}", inputs
+        if typ == "aws:kms/key:Key":
+            key_id = _uuid("kms-key", self.region, args.name)
+            return key_id, {
+                **inputs,
+                "arn": self._arn("kms", f"key/{key_id}"),
+                "keyId": key_id,
+                "isEnabled": True,
+                "multiRegion": False,
+            }
+        if typ == "aws:kms/alias:Alias":
+            target = str(inputs.get("targetKeyId"))
+            return name, {**inputs, "arn": self._arn("kms", name), "targetKeyArn": self._arn("kms", f"key/{target}")}
         if typ == "gitlab:index/userRunner:UserRunner":
             runner_id = int(_hex(6, "runner", args.name), 16) % 10_000_000
             return str(runner_id), {**inputs, "token": f"glrt-{_hex(20, 'token', args.name)}"}
@@ -239,6 +297,22 @@ class ShipyardMocks(pulumi.runtime.Mocks):
                 "targetKeyId": key,
                 "targetKeyArn": self._arn("kms", f"key/{key}"),
                 "id": self._arn("kms", str(inputs.get("name"))),
+            }
+        if token == "aws:kms/getPublicKey:getPublicKey":
+            # GetPublicKey answers with the key's ARN whatever identifier it was given; the provider
+            # sets the PEM from the DER key (terraform-provider-aws kms/public_key_data_source.go).
+            key_arn = str(inputs.get("keyId"))
+            der = p256_public_key_der(key_arn)
+            return {
+                "id": key_arn,
+                "arn": key_arn,
+                "keyId": key_arn,
+                "customerMasterKeySpec": "ECC_NIST_P256",
+                "keyUsage": "SIGN_VERIFY",
+                "publicKey": base64.b64encode(der).decode(),
+                "publicKeyPem": pem(der),
+                "signingAlgorithms": ["ECDSA_SHA_256"],
+                "encryptionAlgorithms": [],
             }
         if token == "aws:ec2/getVpc:getVpc":
             return {"id": vpc, "cidrBlock": "172.31.0.0/16", "default": True, "arn": self._arn("ec2", f"vpc/{vpc}")}

@@ -1,5 +1,9 @@
 """The GitLab runner on AWS: a self-healing Auto Scaling group of one EC2 host with Docker,
 registered once in GitLab, its token kept in SSM and read on the host, never in user data.
+
+A runner has one purpose, and its role may do what that purpose needs and nothing more: the release
+build runner pushes release images, the review build runner pushes merge-request images only, a
+deploy runner pulls (G11).
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pulumi
 import pulumi_gitlab as gitlab
@@ -44,6 +48,16 @@ PUSH_ACTIONS = [
     "ecr:PutImage",
     "ecr:UploadLayerPart",
 ]
+# The release script reads an image's scan findings before it releases the image. With enhanced
+# scanning ECR answers them from Amazon Inspector, which also checks the caller for
+# inspector2:ListFindings, an action that takes no resource ARN
+# (https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-scanning-enhanced-iam.html).
+SCAN_FINDINGS_ACTION = "ecr:DescribeImageScanFindings"
+ENHANCED_FINDINGS_ACTION = "inspector2:ListFindings"
+
+# release: builds default-branch images, pushes and signs them (protected refs only, G11);
+# review: builds merge-request images into the review repository; deploy: releases what was built.
+RunnerPurpose = Literal["release", "review", "deploy"]
 
 
 def architecture(instance_type: str) -> str:
@@ -66,11 +80,15 @@ class GitlabRunnerArgs:
     protected_only: bool
     """`ref_protected`: jobs of protected branches and tags only."""
     maximum_timeout: int
+    purpose: RunnerPurpose
     repository_arn: pulumi.Input[str]
-    can_push: bool
-    """The build runner pushes images; a deploy runner only pulls."""
+    """The release repository."""
     gitlab_runner_version: str
     docker_version: str
+    review_repository_arn: pulumi.Input[str] | None = None
+    """The review repository: where a review build runner pushes (and only there)."""
+    enhanced_scanning: pulumi.Input[bool] = False
+    """The registry scans with Amazon Inspector: reading findings needs inspector2:ListFindings."""
     subnet_ids: list[str] = field(default_factory=list)
 
 
@@ -82,6 +100,34 @@ def drain_timeout(maximum_timeout: int) -> str:
 
 def _policy(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def _allow(sid: str, actions: str | list[str], resource: str) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resource}
+
+
+def image_statements(
+    purpose: RunnerPurpose, repository: str, review_repository: str | None, enhanced_scanning: bool
+) -> list[dict[str, Any]]:
+    """What the runner may do with images, by purpose (G11). Signing is not here: the signing key's
+    own policy allows it to the release build runner's role (infra/components/signing.py)."""
+    if purpose == "review":
+        if review_repository is None:
+            raise ValueError("a review build runner needs the review repository")
+        return [
+            _allow("PushReviewImages", sorted(PULL_ACTIONS + PUSH_ACTIONS), review_repository),
+            # BuildKit reads the layer cache that release builds write; it never writes it.
+            _allow("PullReleaseLayerCache", PULL_ACTIONS, repository),
+        ]
+    statements = [
+        _allow("PushReleaseImages", sorted(PULL_ACTIONS + PUSH_ACTIONS), repository)
+        if purpose == "release"
+        else _allow("PullReleaseImages", PULL_ACTIONS, repository),
+        _allow("ReadScanFindings", SCAN_FINDINGS_ACTION, repository),
+    ]
+    if enhanced_scanning:
+        statements.append(_allow("ReadEnhancedScanFindings", ENHANCED_FINDINGS_ACTION, "*"))
+    return statements
 
 
 class GitlabRunner(pulumi.ComponentResource):
@@ -103,9 +149,12 @@ class GitlabRunner(pulumi.ComponentResource):
         super().__init__("shipyard:aws:GitlabRunner", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
-        self.asg_name = f"shipyard-{args.stack}-runner"
+        # The build stack may have two runners: the review one says so in every name the outside
+        # world sees; the stack's main runner keeps the names it always had.
+        review, review_name = ("review ", "review-") if args.purpose == "review" else ("", "")
+        self.asg_name = f"shipyard-{args.stack}-{review_name}runner"
         self.tags = args.tags
-        self.token_parameter_name = f"/shipyard/{args.stack}/gitlab-runner-token"
+        self.token_parameter_name = f"/shipyard/{args.stack}/gitlab-{review_name}runner-token"
 
         # Created once; its glrt- token is returned once and reused by every host (R2, G6).
         project_id = (
@@ -117,7 +166,7 @@ class GitlabRunner(pulumi.ComponentResource):
             name,
             runner_type="project_type",
             project_id=project_id,
-            description=f"shipyard {args.stack} runner on AWS",
+            description=f"shipyard {args.stack} {review}runner on AWS",
             tag_lists=args.tags,
             untagged=False,
             locked=True,
@@ -141,7 +190,7 @@ class GitlabRunner(pulumi.ComponentResource):
             type="SecureString",
             value_wo=self.runner.token,  # secret on both sides: the gitlab and aws SDKs mark it so
             value_wo_version=self.runner_id.apply(int),
-            description=f"GitLab runner authentication token of shipyard {args.stack}",
+            description=f"GitLab {review}runner authentication token of shipyard {args.stack}",
             # A fixed name: a replacement must not be created while the old one still holds it.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
@@ -151,7 +200,7 @@ class GitlabRunner(pulumi.ComponentResource):
             assume_role_policy=_policy(
                 {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
             ),
-            description=f"shipyard {args.stack} GitLab runner host",
+            description=f"shipyard {args.stack} GitLab {review}runner host",
             opts=child,
         )
         partition = get_partition_output(opts=invoke).partition
@@ -163,12 +212,15 @@ class GitlabRunner(pulumi.ComponentResource):
             account,
             self.asg_name,
         )
-        ecr_actions = PULL_ACTIONS + (PUSH_ACTIONS if args.can_push else [])
         self.policy = iam.RolePolicy(
             f"{name}-least-privilege",
             role=self.role.id,
             policy=pulumi.Output.all(
-                parameter=self.token_parameter.arn, repository=args.repository_arn, asg=asg_arn
+                parameter=self.token_parameter.arn,
+                repository=args.repository_arn,
+                review_repository=args.review_repository_arn,
+                enhanced=args.enhanced_scanning,
+                asg=asg_arn,
             ).apply(
                 lambda arns: _policy(
                     {
@@ -193,12 +245,9 @@ class GitlabRunner(pulumi.ComponentResource):
                     # fail a new account's first preview.
                     # The one ECR action that cannot be scoped to a repository.
                     {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-                    {
-                        "Sid": "EcrRepository",
-                        "Effect": "Allow",
-                        "Action": sorted(ecr_actions),
-                        "Resource": arns["repository"],
-                    },
+                    *image_statements(
+                        args.purpose, arns["repository"], arns["review_repository"], bool(arns["enhanced"])
+                    ),
                     {
                         "Sid": "OwnLifecycleHooks",
                         "Effect": "Allow",
@@ -239,7 +288,7 @@ class GitlabRunner(pulumi.ComponentResource):
         self.security_group = ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=vpc_id,
-            description=f"shipyard {args.stack} GitLab runner: no ingress, web egress",
+            description=f"shipyard {args.stack} GitLab {review}runner: no ingress, web egress",
             ingress=[],
             egress=[
                 ec2.SecurityGroupEgressArgs(
@@ -266,18 +315,19 @@ class GitlabRunner(pulumi.ComponentResource):
                 launch_hook=LAUNCH_HOOK,
                 terminate_hook=TERMINATE_HOOK,
                 gitlab_url=args.gitlab_url,
-                runner_name=f"shipyard-{args.stack}",
+                runner_name=f"shipyard-{args.stack}" + (f"-{review.strip()}" if review else ""),
                 concurrent=args.concurrent,
                 maximum_timeout=args.maximum_timeout,
-                privileged=args.can_push,
+                # Builds need Docker-in-Docker; deploy jobs only copy images.
+                privileged=args.purpose != "deploy",
                 gitlab_runner_version=args.gitlab_runner_version,
                 docker_version=args.docker_version,
             )
         )
-        tags = {"Name": f"shipyard-{args.stack}-runner", "shipyard:stack": args.stack}
+        tags = {"Name": self.asg_name, "shipyard:stack": args.stack}
         self.launch_template = ec2.LaunchTemplate(
             f"{name}-lt",
-            description=f"shipyard {args.stack} GitLab runner host",
+            description=f"shipyard {args.stack} GitLab {review}runner host",
             image_id=f"resolve:ssm:{AMI_PARAMETER.format(arch=architecture(args.instance_type))}",
             instance_type=args.instance_type,
             iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),

@@ -13,8 +13,9 @@ import pulumi
 import pytest
 
 from infra.cli.engine import RecordingMonitor, find_one
-from infra.components.registry import Registry, RegistryArgs, lifecycle_policy
+from infra.components.registry import IMAGES_TAG, Registry, RegistryArgs, lifecycle_policy, review_lifecycle_policy
 from infra.settings import SettingsError
+from policy import policies
 from policy.policies import registry_scans
 from tests.conftest import run_stack
 from tests.moto_aws import Aws
@@ -26,7 +27,7 @@ PULL = "aws:ecr/repositoryPolicy:RepositoryPolicy"
 
 
 def make(**overrides: Any) -> Registry:
-    args = RegistryArgs(name="acme/web", keep_images=25, cache_tag="buildcache")
+    args = RegistryArgs(name="acme/web", review_name="acme/web-review", keep_images=25, cache_tag="buildcache")
     return Registry("registry", replace(args, **overrides))
 
 
@@ -38,27 +39,57 @@ def test_repository_has_explicit_name_kms_encryption_and_no_deprecated_scan_flag
     registry = make()
 
     def check(url: str) -> None:
-        repo = find_one(mocked.steps, REPO).raw_inputs
-        assert repo["name"] == "acme/web"
+        repo = find_one(mocked.steps, REPO, name="acme/web").raw_inputs
         # guards R21: scanning is the registry's; the per-repository flag is deprecated.
         assert "imageScanningConfiguration" not in repo
         assert repo["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
         assert repo["forceDelete"] is False
+        assert repo["tags"] == {IMAGES_TAG: "release"}
         assert url == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme/web"
 
     return registry.repository_url.apply(check)
 
 
 @pulumi.runtime.test
-def test_release_tags_are_immutable_and_only_the_cache_tag_moves(mocked: RecordingMonitor) -> pulumi.Output:
+def test_release_tags_are_immutable_and_only_the_cache_and_signature_tags_move(
+    mocked: RecordingMonitor,
+) -> pulumi.Output:
     registry = make(cache_tag="layers")
 
     def check(_: str) -> None:
-        repo = find_one(mocked.steps, REPO).raw_inputs
+        repo = find_one(mocked.steps, REPO, name="acme/web").raw_inputs
         assert repo["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
-        assert repo["imageTagMutabilityExclusionFilters"] == [{"filter": "layers", "filterType": "WILDCARD"}]
+        # cosign writes `sha256-<hex>.sig` beside the image it signs, again when it signs it again.
+        assert repo["imageTagMutabilityExclusionFilters"] == [
+            {"filter": "layers", "filterType": "WILDCARD"},
+            {"filter": "sha256-*", "filterType": "WILDCARD"},
+        ]
 
     return registry.repository_arn.apply(check)
+
+
+@pulumi.runtime.test
+def test_merge_request_images_have_a_repository_of_their_own(mocked: RecordingMonitor) -> pulumi.Output:
+    registry = make()  # guards G11: nothing a merge request pushes lands where releases are read
+
+    def check(values: list[str]) -> None:
+        url, arn, _ = values
+        review = find_one(mocked.steps, REPO, name="acme/web-review")
+        inputs = review.raw_inputs
+        assert inputs["imageTagMutability"] == "IMMUTABLE"
+        assert "imageTagMutabilityExclusionFilters" not in inputs
+        assert inputs["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
+        assert inputs["forceDelete"] is True  # throwaway images never block a delete
+        # The mark the release-push-protected-only policy reads, under the name it reads it by.
+        assert inputs["tags"] == {IMAGES_TAG: "review"} and IMAGES_TAG == policies.IMAGES_TAG
+        assert url == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme/web-review"
+        assert arn == mocked.resources[review.urn].state["arn"]
+        lifecycle = find_one(mocked.steps, LIFECYCLE, repository="acme/web-review").raw_inputs["policy"]
+        assert lifecycle == review_lifecycle_policy(7)
+
+    return pulumi.Output.all(
+        registry.review_repository_url, registry.review_repository_arn, registry.review_lifecycle_policy.urn
+    ).apply(check)
 
 
 # --- registry-level scanning (R21) ---------------------------------------------------------------
@@ -82,8 +113,12 @@ def test_the_registry_scanning_configuration_covers_the_repository(
             assert config["scanType"] == scan_type
             [rule] = config["rules"]
             assert rule["scanFrequency"] == frequency
-            assert rule["repositoryFilters"] == [{"filter": "acme/web", "filterType": "WILDCARD"}]
-            assert registry_scans(config["scanType"], config["rules"], "acme/web")
+            assert rule["repositoryFilters"] == [
+                {"filter": "acme/web", "filterType": "WILDCARD"},
+                {"filter": "acme/web-review", "filterType": "WILDCARD"},
+            ]
+            for repository in ("acme/web", "acme/web-review"):
+                assert registry_scans(config["scanType"], config["rules"], repository)
 
         return registry.scanning.urn.apply(check)
 
@@ -141,6 +176,16 @@ def sha(n: int) -> str:
     return f"{n * 2654435761 % 16**40:040x}"  # 40 hex digits, spread over every leading digit
 
 
+def release(n: int, days_ago: float) -> Image:
+    """A release image: tagged `<commit SHA>-<job id>`, as the delivery template pushes it."""
+    return Image((f"{sha(n)}-{5000 + n}",), days_ago)
+
+
+def signature(n: int, days_ago: float) -> Image:
+    """cosign's signature of release image n: `sha256-<digest>.sig`."""
+    return Image((f"sha256-{sha(n)}{sha(n)[:24]}.sig",), days_ago)
+
+
 def test_the_evaluator_reproduces_the_documented_example() -> None:
     # Example A of lifecycle_policy_examples.html: only Image A is expired.
     a, b, c = Image(("beta-1", "prod-1"), 10), Image(("beta-2", "prod-2"), 9), Image(("beta-3",), 8)
@@ -152,43 +197,66 @@ def test_the_evaluator_reproduces_the_documented_example() -> None:
     assert expired(json.dumps({"rules": rules}), [a, b, c]) == {a}
 
 
-def test_a_burst_of_merge_request_images_expires_no_release_image() -> None:
-    releases = [Image((sha(n),), 30 - n) for n in range(5)]
-    reviews = [Image((f"mr-{n}-{sha(1000 + n)}",), n / 100) for n in range(200)]  # all newer
+def test_a_burst_of_signatures_expires_no_release_image() -> None:
+    # Signing every kept image again (a new key, a re-run) pushes a fresh signature for each.
+    releases = [release(n, 30 - n) for n in range(5)]
+    signatures = [signature(n, n / 100) for n in range(200)]  # all newer than every release
     cache = Image(("buildcache",), 29)
     policy = lifecycle_policy(keep_images=30, review_image_days=7, cache_tag="buildcache")
-    assert expired(policy, [*releases, *reviews, cache]) == set()
-    # The single keep-the-newest-30 rule over `*` this policy replaces loses every one of them.
+    assert not expired(policy, [*releases, *signatures, cache]) & {*releases, cache}
+    # A keep-the-newest-30 rule over `*` would count the signatures and lose every release image.
     star = {"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPatternList": ["*"],
                                              "countType": "imageCountMoreThan", "countNumber": 30}}  # fmt: skip
-    assert set(releases) <= expired(json.dumps({"rules": [star]}), [*releases, *reviews, cache])
+    assert set(releases) <= expired(json.dumps({"rules": [star]}), [*releases, *signatures, cache])
 
 
-def test_merge_request_images_expire_after_the_review_days_whatever_their_number() -> None:
+def test_the_newest_release_images_keep_their_signatures() -> None:
+    keep = 5
+    builds = 40 * keep  # one image and its signature per default-branch build, newest first
+    images = [release(n, n + 0.5) for n in range(builds)]
+    signatures = [signature(n, n + 0.4) for n in range(builds)]
+    gone = expired(lifecycle_policy(keep, 7, "buildcache"), [*images, *signatures])
+    assert not gone & {*images[:keep], *signatures[:keep]}
+    # Signatures are capped too, at as many as the release rules can keep images.
+    assert len(set(signatures) - gone) == 16 * keep
+
+
+def test_merge_request_images_left_in_the_release_repository_expire_after_the_review_days() -> None:
+    # Pushed here before the review repository existed; and anything else no rule keeps.
+    old, fresh, stray = Image(("mr-7-" + sha(1),), 8), Image(("mr-9-" + sha(2),), 6), Image(("latest",), 30)
+    kept = [release(3, 400), Image(("buildcache",), 400), signature(3, 400)]
+    assert expired(lifecycle_policy(30, 7, "buildcache"), [old, fresh, stray, *kept]) == {old, stray}
+    assert expired(lifecycle_policy(30, 10, "buildcache"), [old, fresh, *kept]) == set()
+
+
+def test_review_images_expire_after_the_review_days_whatever_their_number_or_tag() -> None:
     old, fresh = Image(("mr-7-" + sha(1),), 8), Image(("mr-9-" + sha(2),), 6)
-    assert expired(lifecycle_policy(30, 7, "buildcache"), [old, fresh]) == {old}
-    assert expired(lifecycle_policy(30, 10, "buildcache"), [old, fresh]) == set()
+    burst = [Image((f"mr-{n}-{sha(n)}",), n / 100) for n in range(500)]
+    other = Image((sha(3),), 8)  # whatever a merge request's own pipeline tags there goes too
+    assert expired(review_lifecycle_policy(7), [old, fresh, other, *burst]) == {old, other}
+    assert expired(review_lifecycle_policy(10), [old, fresh]) == set()
+    assert expired(review_lifecycle_policy(7), [Image((), 2), Image((), 0.5)]) == {Image((), 2)}
 
 
 def test_at_least_the_newest_keep_images_release_images_stay() -> None:
-    releases = [Image((sha(n),), n) for n in range(400)]  # newest first
+    releases = [release(n, n) for n in range(400)]  # newest first
     gone = expired(lifecycle_policy(keep_images=20, review_image_days=7, cache_tag="buildcache"), releases)
     assert not gone & set(releases[:20])
     assert gone and len(releases) - len(gone) <= 16 * 20
-    same_digit = [Image((f"a{n:039x}",), n) for n in range(25)]  # the newest N may share a digit
+    same_digit = [Image((f"a{n:039x}-{n}",), n) for n in range(25)]  # the newest N may share a digit
     assert expired(lifecycle_policy(20, 7, "buildcache"), same_digit) == set(same_digit[20:])
 
 
 @pytest.mark.parametrize("cache_tag", ["buildcache", "0cache", "layers"])
 def test_the_layer_cache_survives_and_costs_no_release_image_its_place(cache_tag: str) -> None:
-    # The cache tag is the one mutable tag, rewritten by every default-branch build. A hex-led one
-    # ("buildcache") is counted by the release rule of its digit, which keeps one more for it.
+    # The cache tag is rewritten by every default-branch build. A hex-led one ("buildcache") is
+    # counted by the release rule of its digit, which keeps one more for it.
     digit = cache_tag[0] if cache_tag[0] in "0123456789abcdef" else "b"
-    releases = [Image((f"{digit}{n:039x}",), n + 1) for n in range(10)]  # newest first
+    releases = [Image((f"{digit}{n:039x}-{n}",), n + 1) for n in range(10)]  # newest first
     cache = Image((cache_tag,), 0.1)
     policy = lifecycle_policy(keep_images=10, review_image_days=7, cache_tag=cache_tag)
     assert expired(policy, [*releases, cache]) == set()
-    newer = Image((f"{digit}{'f' * 39}",), 0.5)
+    newer = Image((f"{digit}{'f' * 39}-99",), 0.5)
     assert expired(policy, [*releases, newer, cache]) == {releases[-1]}
     # A cache older than every release image its digit's rule keeps is still never expired.
     stale = Image((cache_tag,), 400)
@@ -198,8 +266,11 @@ def test_the_layer_cache_survives_and_costs_no_release_image_its_place(cache_tag
 def test_untagged_images_expire_after_a_day_and_rules_come_in_ascending_priority() -> None:
     policy = lifecycle_policy(keep_images=7, review_image_days=7, cache_tag="buildcache")
     assert expired(policy, [Image((), 2), Image((), 0.5)]) == {Image((), 2)}
-    priorities = [r["rulePriority"] for r in json.loads(policy)["rules"]]
+    rules = json.loads(policy)["rules"]
+    priorities = [r["rulePriority"] for r in rules]
     assert priorities == sorted(set(priorities))  # unique, and in the order ECR returns them
+    # ECR: a rule over `any` must have the highest priority (lifecycle_policy_parameters.html).
+    assert [r["selection"]["tagStatus"] for r in rules].index("any") == len(rules) - 1
     # Lifecycle policy length quota: 30,720 characters (ECR service quotas).
     assert len(policy) <= 30720
 
@@ -209,19 +280,25 @@ def test_the_component_registers_the_lifecycle_of_its_settings(mocked: Recording
     registry = make(keep_images=7, review_image_days=3, cache_tag="layers")
 
     def check(_: str) -> None:
-        policy = find_one(mocked.steps, LIFECYCLE).raw_inputs["policy"]
+        policy = find_one(mocked.steps, LIFECYCLE, repository="acme/web").raw_inputs["policy"]
         assert policy == lifecycle_policy(7, 3, "layers")
+        review = find_one(mocked.steps, LIFECYCLE, repository="acme/web-review").raw_inputs["policy"]
+        assert review == review_lifecycle_policy(3)
 
     return registry.lifecycle_policy.urn.apply(check)
 
 
-def test_ecr_accepts_the_lifecycle_policy(aws: Aws) -> None:
+def test_ecr_accepts_the_lifecycle_policies(aws: Aws) -> None:
     # moto's server validates a policy's shape the way ECR's PutLifecyclePolicy does.
     ecr: Any = aws.client("ecr")
-    ecr.create_repository(repositoryName="acme/web")
-    policy = lifecycle_policy(keep_images=30, review_image_days=7, cache_tag="buildcache")
-    ecr.put_lifecycle_policy(repositoryName="acme/web", lifecyclePolicyText=policy)
-    assert json.loads(ecr.get_lifecycle_policy(repositoryName="acme/web")["lifecyclePolicyText"]) == json.loads(policy)
+    for repository, policy in (
+        ("acme/web", lifecycle_policy(keep_images=30, review_image_days=7, cache_tag="buildcache")),
+        ("acme/web-review", review_lifecycle_policy(7)),
+    ):
+        ecr.create_repository(repositoryName=repository)
+        ecr.put_lifecycle_policy(repositoryName=repository, lifecyclePolicyText=policy)
+        stored = ecr.get_lifecycle_policy(repositoryName=repository)["lifecyclePolicyText"]
+        assert json.loads(stored) == json.loads(policy)
 
 
 # --- the pull policy ------------------------------------------------------------------------------
@@ -271,19 +348,30 @@ def test_pull_principals_are_root_arns_of_the_stacks_partition(
 # --- settings -------------------------------------------------------------------------------------
 
 
-def review_days(policy: str) -> int:
-    [rule] = [r for r in json.loads(policy)["rules"] if r["selection"].get("tagPrefixList") == ["mr-"]]
+def review_days(run: Any, repository: str = "acme/storefront-review") -> int:
+    policy = run.one(LIFECYCLE, repository=repository).raw_inputs["policy"]
+    [rule] = [r for r in json.loads(policy)["rules"] if r["selection"]["countType"] == "sinceImagePushed"
+              and r["selection"]["tagStatus"] != "untagged"]  # fmt: skip
     return int(rule["selection"]["countNumber"])
 
 
-def test_the_program_passes_the_registry_settings_on(staging_doc: dict[str, Any]) -> None:
-    run = run_stack(staging_doc, "staging")  # defaults: seven days, basic scanning
-    assert review_days(run.one(LIFECYCLE).raw_inputs["policy"]) == 7
+def test_the_program_passes_the_registry_settings_on(
+    committed_runs: dict[str, Any], staging_doc: dict[str, Any]
+) -> None:
+    run = committed_runs["staging"]  # defaults: seven days, basic scanning, review repository named after it
+    assert review_days(run) == 7
     assert run.one(SCANNING).raw_inputs["scanType"] == "BASIC"
-    staging_doc["shipyard:registry"] |= {"reviewImageDays": 3, "scanning": "enhanced"}
+    assert {s.raw_inputs["name"] for s in run.resources(REPO)} == {"acme/storefront", "acme/storefront-review"}
+    staging_doc["shipyard:registry"] |= {
+        "reviewImageDays": 3,
+        "scanning": "enhanced",
+        "reviewName": "acme/storefront-mr",
+    }
     run = run_stack(staging_doc, "staging")
-    assert review_days(run.one(LIFECYCLE).raw_inputs["policy"]) == 3
+    assert review_days(run, "acme/storefront-mr") == 3
+    assert review_days(run, "acme/storefront") == 3  # leftovers in the release repository too
     assert run.one(SCANNING).raw_inputs["scanType"] == "ENHANCED"
+    assert {s.raw_inputs["name"] for s in run.resources(REPO)} == {"acme/storefront", "acme/storefront-mr"}
 
 
 @pytest.mark.parametrize(

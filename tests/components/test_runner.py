@@ -14,14 +14,18 @@ import pulumi
 import pytest
 
 from infra.cli.engine import SECRET, RecordingMonitor, ShipyardMocks, find_one
-from infra.components.runner import ROOT_DEVICE, GitlabRunner, GitlabRunnerArgs, architecture
+from infra.components.runner import ROOT_DEVICE, GitlabRunner, GitlabRunnerArgs, architecture, image_statements
 from infra.settings import RunnerSettings
 from infra.userdata import USERDATA_DIR, decode
 
 REPO_ARN = "arn:aws:ecr:eu-west-1:123456789012:repository/acme/web"
+REVIEW_ARN = "arn:aws:ecr:eu-west-1:123456789012:repository/acme/web-review"
 PARAMETER_ARN = "arn:aws:ssm:eu-west-1:123456789012:parameter/shipyard/staging/gitlab-runner-token"
 PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 PUSH = ["ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"]
+SCAN_FINDINGS = "ecr:DescribeImageScanFindings"
+# The statements every runner has, whatever its purpose.
+COMMON = {"ReadRunnerToken", "WriteBackRotatedToken", "EcrLogin", "OwnLifecycleHooks"}
 GROUP = "aws:autoscaling/group:Group"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 
@@ -38,8 +42,9 @@ def runner(name: str = "runner", **overrides: Any) -> GitlabRunner:
         tags=["shipyard", "docker"],
         protected_only=False,
         maximum_timeout=3600,
+        purpose="release",
         repository_arn=REPO_ARN,
-        can_push=True,
+        review_repository_arn=REVIEW_ARN,
         gitlab_runner_version="19.1.1",
         docker_version="25.0.*",
     )
@@ -123,15 +128,72 @@ def test_a_numeric_project_is_used_as_its_id(mocked: RecordingMonitor) -> pulumi
 
 
 @pulumi.runtime.test
-def test_deploy_runner_is_protected_only_and_pull_only(mocked: RecordingMonitor) -> pulumi.Output:
-    r = runner(protected_only=True, can_push=False)
+def test_deploy_runner_is_protected_only_pulls_and_reads_scan_findings(mocked: RecordingMonitor) -> pulumi.Output:
+    r = runner(protected_only=True, purpose="deploy", review_repository_arn=None)
 
     def check(_: Any) -> None:
         assert step(mocked, "gitlab:index/userRunner:UserRunner").raw_inputs["accessLevel"] == "ref_protected"
-        assert statements(mocked)["EcrRepository"]["Action"] == PULL
+        sts = statements(mocked)
+        assert set(sts) == {*COMMON, "PullReleaseImages", "ReadScanFindings"}
+        assert (sts["PullReleaseImages"]["Action"], sts["PullReleaseImages"]["Resource"]) == (PULL, REPO_ARN)
+        assert (sts["ReadScanFindings"]["Action"], sts["ReadScanFindings"]["Resource"]) == (SCAN_FINDINGS, REPO_ARN)
         assert "PRIVILEGED=false" in user_data(mocked)
 
     return settled(r).apply(check)
+
+
+def actions_on(sts: dict[str, dict[str, Any]], resource: str) -> set[str]:
+    found: set[str] = set()
+    for s in sts.values():
+        if s["Resource"] == resource:
+            found |= {s["Action"]} if isinstance(s["Action"], str) else set(s["Action"])
+    return found
+
+
+@pulumi.runtime.test
+def test_review_runner_pushes_only_the_review_repository_and_reads_the_release_cache(
+    mocked: RecordingMonitor,
+) -> pulumi.Output:
+    r = runner(purpose="review", tags=["shipyard", "review"])  # guards G11
+
+    def check(_: Any) -> None:
+        sts = statements(mocked)
+        assert set(sts) == {*COMMON, "PushReviewImages", "PullReleaseLayerCache"}
+        assert actions_on(sts, REVIEW_ARN) == set(PULL + PUSH)
+        # The release repository: read the layer cache, never write, no scan findings to act on.
+        assert actions_on(sts, REPO_ARN) == set(PULL)
+        assert not [s for s in sts.values() if any(str(a).startswith("kms:") for a in [s["Action"]])]
+        # Builds, so Docker-in-Docker; its own names wherever the outside world sees them.
+        text = user_data(mocked)
+        assert "PRIVILEGED=true" in text
+        assert r.asg_name == "shipyard-staging-review-runner"
+        assert "ASG_NAME=shipyard-staging-review-runner" in text
+        assert r.token_parameter_name == "/shipyard/staging/gitlab-review-runner-token"
+        assert step(mocked, "gitlab:index/userRunner:UserRunner").raw_inputs["description"] == (
+            "shipyard staging review runner on AWS"
+        )
+        assert "RUNNER_NAME=shipyard-staging-review\n" in text
+
+    return settled(r).apply(check)
+
+
+def test_a_review_runner_without_the_review_repository_is_a_program_error() -> None:
+    with pytest.raises(ValueError, match="review repository"):
+        image_statements("review", REPO_ARN, None, enhanced_scanning=False)
+
+
+@pytest.mark.parametrize(("purpose", "reads"), [("release", True), ("deploy", True), ("review", False)])
+def test_enhanced_scanning_findings_are_readable_where_scan_findings_are(purpose: Any, reads: bool) -> None:
+    # Amazon Inspector answers enhanced findings and checks inspector2:ListFindings, which takes no ARN.
+    sids = {s["Sid"]: s for s in image_statements(purpose, REPO_ARN, REVIEW_ARN, enhanced_scanning=True)}
+    basic = {s["Sid"] for s in image_statements(purpose, REPO_ARN, REVIEW_ARN, enhanced_scanning=False)}
+    assert ("ReadEnhancedScanFindings" in sids) is reads
+    assert ("ReadScanFindings" in basic) is reads and "ReadEnhancedScanFindings" not in basic
+    if reads:
+        assert (sids["ReadEnhancedScanFindings"]["Action"], sids["ReadEnhancedScanFindings"]["Resource"]) == (
+            "inspector2:ListFindings",
+            "*",
+        )
 
 
 @pulumi.runtime.test
@@ -169,13 +231,7 @@ def test_role_reads_and_writes_back_exactly_its_parameter_and_pushes_exactly_its
 
     def check(_: Any) -> None:
         sts = statements(mocked)
-        assert set(sts) == {
-            "ReadRunnerToken",
-            "WriteBackRotatedToken",
-            "EcrLogin",
-            "EcrRepository",
-            "OwnLifecycleHooks",
-        }
+        assert set(sts) == {*COMMON, "PushReleaseImages", "ReadScanFindings"}
         assert sts["ReadRunnerToken"] == {
             "Sid": "ReadRunnerToken",
             "Effect": "Allow",
@@ -194,8 +250,17 @@ def test_role_reads_and_writes_back_exactly_its_parameter_and_pushes_exactly_its
             "Action": "ecr:GetAuthorizationToken",
             "Resource": "*",
         }
-        assert sts["EcrRepository"]["Action"] == sorted(PULL + PUSH)
-        assert sts["EcrRepository"]["Resource"] == REPO_ARN
+        assert sts["PushReleaseImages"]["Action"] == sorted(PULL + PUSH)
+        assert sts["PushReleaseImages"]["Resource"] == REPO_ARN
+        assert sts["ReadScanFindings"] == {
+            "Sid": "ReadScanFindings",
+            "Effect": "Allow",
+            "Action": SCAN_FINDINGS,
+            "Resource": REPO_ARN,
+        }
+        # Nothing on the review repository; signing is the signing key's policy's (signing.py).
+        assert actions_on(sts, REVIEW_ARN) == set()
+        assert "kms:" not in json.dumps(sts)
         assert sts["OwnLifecycleHooks"]["Action"] == [
             "autoscaling:CompleteLifecycleAction",
             "autoscaling:RecordLifecycleActionHeartbeat",
