@@ -50,6 +50,10 @@ IAM_POLICY = "aws:iam/policy:Policy"
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
 ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 ECR_SCANNING = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
+IAM_ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+IAM_INSTANCE_PROFILE = "aws:iam/instanceProfile:InstanceProfile"
+KMS_KEY = "aws:kms/key:Key"
+GITLAB_RUNNER = "gitlab:index/userRunner:UserRunner"
 CI_VARIABLE = "gitlab:index/projectVariable:ProjectVariable"
 GITLAB_ENVIRONMENT = "gitlab:index/projectEnvironment:ProjectEnvironment"
 HEROKU_APP = "heroku:app/app:App"
@@ -58,7 +62,9 @@ HEROKU_PIPELINE = "heroku:pipeline/pipeline:Pipeline"
 HEROKU_COUPLING = "heroku:pipeline/coupling:Coupling"
 
 # Actions that take no resource ARN: `Resource: "*"` is the only way to grant them.
-UNSCOPABLE_ACTIONS = frozenset({"ecr:GetAuthorizationToken", "sts:GetCallerIdentity", "ec2:DescribeInstances"})
+UNSCOPABLE_ACTIONS = frozenset(
+    {"ecr:GetAuthorizationToken", "sts:GetCallerIdentity", "ec2:DescribeInstances", "inspector2:ListFindings"}
+)
 # Credentials by their shape: GitLab runner and personal tokens, Heroku keys, AWS access key ids.
 TOKEN_SHAPES = re.compile(
     r"glrt-[A-Za-z0-9_-]{10,}|glpat-[A-Za-z0-9_-]{10,}|HRKU-[A-Za-z0-9_-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
@@ -81,6 +87,8 @@ class Resource:
     urn: str
     props: Mapping[str, Any]
     protect: bool = False
+    parent: str = ""
+    """The URN of the component (or stack) the resource belongs to; empty where it is not known."""
 
 
 @dataclass(frozen=True)
@@ -339,6 +347,165 @@ def explicit_names(resource: Resource) -> Iterator[str]:
         yield f"{resource.type.rsplit(':', 1)[-1]} {resource.name} has no explicit name ({name!r})"
 
 
+# --- who may write release images (G11) ---------------------------------------------------------
+
+# ECR's push API, in the order a push calls it: each one writes into the repository.
+ECR_PUSH_ACTIONS = ("ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage")
+SIGN_ACTION = "kms:Sign"
+# The repository tag that marks what a repository holds (infra/components/registry.py, IMAGES_TAG).
+IMAGES_TAG = "shipyard:images"
+REVIEW_IMAGES = "review"
+PROTECTED_ACCESS_LEVEL = "ref_protected"
+# AWS managed policies that allow pushing to every repository (and, the first two, signing with every
+# key): AWS Managed Policy Reference Guide.
+PUSHING_MANAGED_POLICIES = frozenset(
+    {
+        "AdministratorAccess",
+        "PowerUserAccess",
+        "AmazonEC2ContainerRegistryFullAccess",
+        "AmazonEC2ContainerRegistryPowerUser",
+    }
+)
+ECR_REPOSITORY_ARN = re.compile(r"^arn:[^:]+:ecr:[^:]*:[^:]*:repository/(.+)$")
+
+
+def _action_matches(pattern: str, action: str) -> bool:
+    """IAM action matching: case-insensitive, `*` and `?` as wildcards."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
+    return re.fullmatch(regex, action.lower()) is not None
+
+
+def _allowed(statement: Mapping[str, Any], actions: Sequence[str]) -> list[str]:
+    """Which of `actions` an Allow statement grants, by `Action` or by `NotAction`."""
+    if statement.get("Effect") != "Allow":
+        return []
+    if "NotAction" in statement:
+        excluded = [str(a) for a in _as_list(statement.get("NotAction"))]
+        return [a for a in actions if not any(_action_matches(p, a) for p in excluded)]
+    granted = [str(a) for a in _as_list(statement.get("Action"))]
+    return [a for a in actions if any(_action_matches(p, a) for p in granted)]
+
+
+def _groups(resources: Sequence[Resource]) -> dict[str, list[Resource]]:
+    """Resources by the component they belong to. Where a document or pack does not say (no parent),
+    by shipyard's naming instead: a component's children are named after it (`runner`, `runner-role`)."""
+    runner_names = sorted({r.name for r in resources if r.type == GITLAB_RUNNER}, key=len, reverse=True)
+
+    def component(resource: Resource) -> str:
+        if resource.parent:
+            return resource.parent
+        return next((n for n in runner_names if resource.name == n or resource.name.startswith(f"{n}-")), "")
+
+    groups: dict[str, list[Resource]] = {}
+    for resource in resources:
+        groups.setdefault(component(resource), []).append(resource)
+    return groups
+
+
+def _role_documents(group: Sequence[Resource]) -> Iterator[tuple[Resource, Any]]:
+    for resource in group:
+        if resource.type in (IAM_ROLE_POLICY, IAM_POLICY):
+            yield resource, get(resource.props, "policy")
+        elif resource.type == IAM_ROLE:
+            for inline in items(get(resource.props, "inlinePolicies")):
+                yield resource, get(inline, "policy")
+
+
+def _principals(statement: Mapping[str, Any]) -> list[str]:
+    principal = statement.get("Principal")
+    if principal == "*":
+        return ["*"]
+    return [str(p) for p in _as_list(get(principal, "AWS"))] if isinstance(principal, Mapping) else []
+
+
+def _unprotected(runner: Resource) -> str:
+    return f"runner {runner.name} takes jobs of unprotected refs (accessLevel {get(runner.props, 'accessLevel')})"
+
+
+def _unprotected_runners(resources: Sequence[Resource]) -> list[tuple[Resource, list[Resource]]]:
+    """Each runner that takes jobs of unprotected refs (merge requests among them), with the resources
+    of its component: its role, the role's policies, the instance profile."""
+    found = []
+    for group in _groups(resources).values():
+        for runner in (r for r in group if r.type == GITLAB_RUNNER):
+            if get(runner.props, "accessLevel") != PROTECTED_ACCESS_LEVEL:
+                found.append((runner, group))
+    return found
+
+
+def _role_findings(runner: Resource, group: Sequence[Resource], review: set[Any]) -> Iterator[tuple[Resource, str]]:
+    who = _unprotected(runner)
+    for resource in group:
+        if resource.type == IAM_ROLE_POLICY_ATTACHMENT:
+            managed = str(get(resource.props, "policyArn")).rsplit("/", 1)[-1]
+            if managed in PUSHING_MANAGED_POLICIES:
+                yield resource, f"{who}, but its role has {managed}, which may push to every repository"
+    for resource, document in _role_documents(group):
+        for statement in _statements(document):
+            sid = statement.get("Sid") or "a statement"
+            targets = ["*"] if "NotResource" in statement else [str(t) for t in _as_list(statement.get("Resource"))]
+            pushes = _allowed(statement, ECR_PUSH_ACTIONS)
+            elsewhere = [t for t in targets if not _is_review_repository(t, review)]
+            if pushes and elsewhere:
+                where = ", ".join(elsewhere)
+                yield (
+                    resource,
+                    (
+                        f"{who}, but its role may push ({', '.join(pushes)}) to {where} ({sid}): "
+                        "only review repositories take its images"
+                    ),
+                )
+            if _allowed(statement, (SIGN_ACTION,)):
+                yield resource, f"{who}, but its role may sign with KMS ({sid})"
+
+
+def _key_findings(resources: Sequence[Resource], refused: Mapping[str, Resource]) -> Iterator[tuple[Resource, str]]:
+    """Key policies that let anyone, or the role (by name) of a runner in `refused`, sign."""
+    for key in (r for r in resources if r.type == KMS_KEY):
+        for statement in _statements(get(key.props, "policy")):
+            if not _allowed(statement, (SIGN_ACTION,)):
+                continue
+            sid = statement.get("Sid") or "a statement"
+            for principal in ["*"] if "NotPrincipal" in statement else _principals(statement):
+                runner = refused.get(principal.rsplit("/", 1)[-1])
+                if principal == "*":
+                    yield key, f"KMS key {key.name} lets any principal sign ({sid})"
+                elif runner is not None:
+                    level = get(runner.props, "accessLevel")
+                    yield (
+                        key,
+                        (
+                            f"KMS key {key.name} lets the role of runner {runner.name} sign ({sid}), a runner that "
+                            f"takes jobs of unprotected refs (accessLevel {level})"
+                        ),
+                    )
+
+
+def release_push_protected_only(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
+    """Whoever can push a tag a protected pipeline releases decides what production runs (G11): a
+    runner that also takes merge-request jobs may push only to repositories marked for review images,
+    and neither its role's policies nor any key policy may let it sign. Fails closed: a repository
+    without the review mark counts as a release repository, a wildcard as every repository."""
+    review = {
+        get(r.props, "name")
+        for r in resources
+        if r.type == ECR_REPOSITORY and get(r.props, "tags", IMAGES_TAG) == REVIEW_IMAGES
+    }
+    refused: dict[str, Resource] = {}  # role name → the unprotected runner whose role it is
+    for runner, group in _unprotected_runners(resources):
+        yield from _role_findings(runner, group, review)
+        for resource in group:
+            role = get(resource.props, "role") if resource.type in (IAM_ROLE_POLICY, IAM_INSTANCE_PROFILE) else None
+            if isinstance(role, str):
+                refused[role] = runner
+    yield from _key_findings(resources, refused)
+
+
+def _is_review_repository(arn: str, review: set[Any]) -> bool:
+    found = ECR_REPOSITORY_ARN.match(arn)
+    return found is not None and found.group(1) in review
+
+
 def production_protected(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
     production = any(
         (r.type == GITLAB_ENVIRONMENT and get(r.props, "tier") == "production")
@@ -448,6 +615,16 @@ POLICIES: tuple[Policy, ...] = (
         check=explicit_names,
     ),
     Policy(
+        "release-push-protected-only",
+        "No GitLab runner that takes jobs of unprotected refs (merge requests among them) has a role that may "
+        "push to a repository other than a review repository, or sign with a KMS key.",
+        "G11, G8",
+        "run merge-request builds on shipyard:reviewRunner, whose role pushes to the review repository only "
+        "(tagged shipyard:images=review); keep shipyard:runner protectedOnly; let only the release build "
+        "runner's role sign",
+        check_stack=release_push_protected_only,
+    ),
+    Policy(
         "production-protected",
         "Production's Heroku apps are protected against deletion and replacement.",
         "H4, P11",
@@ -494,6 +671,7 @@ def resources_of_plan(doc: Mapping[str, Any]) -> list[Resource]:
             urn=step["urn"],
             props=state.get("inputs") or {},
             protect=bool(state.get("protect")),
+            parent=str(state.get("parent") or ""),
         )
     return list(found.values())
 
@@ -502,7 +680,11 @@ def resources_of_plan(doc: Mapping[str, Any]) -> list[Resource]:
 
 
 def _from_sdk(resource: Any) -> Resource:
-    return Resource(resource.resource_type, resource.name, resource.urn, resource.props, bool(resource.opts.protect))
+    # The parent's URN is in the options; a stack policy's resources also link their parent's object.
+    parent = resource.opts.parent or getattr(getattr(resource, "parent", None), "urn", None) or ""
+    return Resource(
+        resource.resource_type, resource.name, resource.urn, resource.props, bool(resource.opts.protect), parent
+    )
 
 
 def pack_policies(policies: Sequence[Policy] = POLICIES) -> list[Any]:
