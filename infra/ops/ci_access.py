@@ -42,7 +42,7 @@ SESSION_SECONDS = 3600
 # reaches only jobs whose `environment:` matches, G5).
 STAGING_ENVIRONMENT = "infra/staging"
 PRODUCTION_ENVIRONMENT = "infra/production"
-# Outcome states that fail the run.
+# Outcome states besides bootstrap's: missing and unprotected fail the run, unchecked does not.
 MISSING, UNPROTECTED, UNCHECKED = "missing", "unprotected", "unchecked"
 
 GITLAB_SEGMENT = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
