@@ -274,7 +274,10 @@ class RunnerSettings(_Strict):
     protected_only: bool = Field(
         default=False,
         alias="protectedOnly",
-        description="Run jobs of protected branches and tags only (`ref_protected`); use it for deploy runners.",
+        description=(
+            "Run jobs of protected branches and tags only (`ref_protected`): required of the build stack's "
+            "runner (G11), advised for deploy runners."
+        ),
     )
     maximum_timeout: int = Field(
         default=3600,
