@@ -220,11 +220,16 @@ class Registry(pulumi.ComponentResource):
             tags={IMAGES_TAG: "release"},
             opts=child,
         )
+        # Every change of a lifecycle policy replaces it (`policy` is ForceNew), and deleting one deletes
+        # whatever policy its repository holds (DeleteLifecyclePolicy by repository name;
+        # terraform-provider-aws ecr/lifecycle_policy.go): the old one must go before the new one is
+        # put, or the replacement leaves the repository without any.
+        one_per_repository = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
         self.lifecycle_policy = ecr.LifecyclePolicy(
             f"{name}-lifecycle",
             repository=self.repository.name,
             policy=lifecycle_policy(args.keep_images, args.review_image_days, args.cache_tag),
-            opts=child,
+            opts=one_per_repository,
         )
         # Merge-request images (G11): a repository of their own, so that the runner of merge-request
         # jobs can be allowed to push here and nowhere a protected pipeline releases from.
@@ -244,7 +249,7 @@ class Registry(pulumi.ComponentResource):
             f"{name}-review-lifecycle",
             repository=self.review_repository.name,
             policy=review_lifecycle_policy(args.review_image_days),
-            opts=child,
+            opts=one_per_repository,
         )
         self.pull_policy = None
         if args.pull_principals:

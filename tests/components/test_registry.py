@@ -279,13 +279,16 @@ def test_untagged_images_expire_after_a_day_and_rules_come_in_ascending_priority
 def test_the_component_registers_the_lifecycle_of_its_settings(mocked: RecordingMonitor) -> pulumi.Output:
     registry = make(keep_images=7, review_image_days=3, cache_tag="layers")
 
-    def check(_: str) -> None:
-        policy = find_one(mocked.steps, LIFECYCLE, repository="acme/web").raw_inputs["policy"]
-        assert policy == lifecycle_policy(7, 3, "layers")
-        review = find_one(mocked.steps, LIFECYCLE, repository="acme/web-review").raw_inputs["policy"]
-        assert review == review_lifecycle_policy(3)
+    def check(_: list[str]) -> None:
+        release = find_one(mocked.steps, LIFECYCLE, repository="acme/web")
+        assert release.raw_inputs["policy"] == lifecycle_policy(7, 3, "layers")
+        review = find_one(mocked.steps, LIFECYCLE, repository="acme/web-review")
+        assert review.raw_inputs["policy"] == review_lifecycle_policy(3)
+        # Any change replaces a lifecycle policy, and deleting the old one after the new one is put
+        # would delete the new one too (DeleteLifecyclePolicy goes by repository).
+        assert release.delete_before_replace and review.delete_before_replace
 
-    return registry.lifecycle_policy.urn.apply(check)
+    return pulumi.Output.all(registry.lifecycle_policy.urn, registry.review_lifecycle_policy.urn).apply(check)
 
 
 def test_ecr_accepts_the_lifecycle_policies(aws: Aws) -> None:
