@@ -45,14 +45,14 @@ def test_staging_is_the_build_stack(committed_runs: dict[str, Run]) -> None:
     assert not run.resources("pulumi:pulumi:StackReference")
 
 
-def test_build_stack_couples_its_own_app_to_the_pipeline_it_creates(staging_doc: dict[str, Any]) -> None:
-    run = run_stack(staging_doc, "staging")  # guards H11: a pipeline without an app is deleted
+def test_build_stack_couples_its_own_app_to_the_pipeline_it_creates(committed_runs: dict[str, Run]) -> None:
+    run = committed_runs["staging"]  # guards H11: a pipeline without an app is deleted
     assert run.one(COUPLING).raw_inputs["pipeline"] == run.outputs[wiring.PIPELINE_ID]
     assert run.one(COUPLING).raw_inputs["stage"] == "staging"
 
 
-def test_unscoped_registry_variable_carries_the_repository_url(staging_doc: dict[str, Any]) -> None:
-    run = run_stack(staging_doc, "staging")
+def test_unscoped_registry_variable_carries_the_repository_url(committed_runs: dict[str, Run]) -> None:
+    run = committed_runs["staging"]
     url = run.one(VAR, key="ECR_REPOSITORY_URL").raw_inputs["value"]
     assert url == run.outputs[wiring.REGISTRY_URL] == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/acme/storefront"
     assert run.one(VAR, key="HEROKU_REGISTRY_IMAGE").raw_inputs["value"] == (
@@ -60,9 +60,8 @@ def test_unscoped_registry_variable_carries_the_repository_url(staging_doc: dict
     )
 
 
-def test_prod_reads_the_build_stack_and_owns_no_registry(staging_doc: dict[str, Any], prod_doc: dict[str, Any]) -> None:
-    staging = run_stack(staging_doc, "staging")
-    run = run_stack(prod_doc, "prod")
+def test_prod_reads_the_build_stack_and_owns_no_registry(committed_runs: dict[str, Run]) -> None:
+    staging, run = committed_runs["staging"], committed_runs["prod"]
     ref = run.one("pulumi:pulumi:StackReference")
     assert ref.op == "read" and ref.name == "organization/shipyard/staging"
     assert not run.resources("aws:ecr/repository:Repository")
@@ -74,17 +73,15 @@ def test_prod_reads_the_build_stack_and_owns_no_registry(staging_doc: dict[str, 
     assert run.outputs[wiring.REGISTRY_URL] == staging.outputs[wiring.REGISTRY_URL]
 
 
-def test_production_resources_are_protected_and_staging_ones_are_not(
-    staging_doc: dict[str, Any], prod_doc: dict[str, Any]
-) -> None:
-    prod = run_stack(prod_doc, "prod")
+def test_production_resources_are_protected_and_staging_ones_are_not(committed_runs: dict[str, Run]) -> None:
+    prod = committed_runs["prod"]
     created = [s for s in prod.steps if s.op == "create" and s.custom]
     assert created and all(s.protect for s in created), [s.urn for s in created if not s.protect]
-    assert not any(s.protect for s in run_stack(staging_doc, "staging").steps)
+    assert not any(s.protect for s in committed_runs["staging"].steps)
 
 
-def test_production_variables_are_protected_and_api_key_masked(prod_doc: dict[str, Any]) -> None:
-    run = run_stack(prod_doc, "prod")  # guards G4
+def test_production_variables_are_protected_and_api_key_masked(committed_runs: dict[str, Run]) -> None:
+    run = committed_runs["prod"]  # guards G4
     assert keys(run, "production") == {"HEROKU_APP_NAME", "HEROKU_REGISTRY_IMAGE", "HEROKU_API_KEY"}
     for step in run.resources(VAR):
         assert step.raw_inputs["protected"] is True
@@ -92,8 +89,8 @@ def test_production_variables_are_protected_and_api_key_masked(prod_doc: dict[st
     assert api_key.raw_inputs["masked"] and api_key.inputs["value"] == "[secret]"
 
 
-def test_production_gets_preboot(prod_doc: dict[str, Any]) -> None:
-    run = run_stack(prod_doc, "prod")
+def test_production_gets_preboot(committed_runs: dict[str, Run]) -> None:
+    run = committed_runs["prod"]
     assert run.one("heroku:app/feature:Feature").raw_inputs["name"] == "preboot"
 
 
