@@ -687,6 +687,17 @@ def test_a_high_finding_refuses_the_image_at_threshold_high(job: Job, heroku: Fa
     assert "ECR's scan found 2 findings of HIGH or worse, the worst CVE-2026-0001 (HIGH)" in result.output
 
 
+def test_the_severity_counts_refuse_an_image_whose_findings_are_not_listed(
+    job: Job, heroku: FakeHeroku
+) -> None:  # guards G11: the list may be paged or late, ECR's counts still say it
+    answer = scan()
+    answer["imageScanFindings"]["findingSeverityCounts"] = {"CRITICAL": 2, "LOW": 3}
+    job.scans[digest_of(manifest())] = [answer]
+    result = job.run()
+    assert_nothing_reached_heroku(result, heroku)
+    assert "ECR's scan found 2 findings of CRITICAL or worse. Fix them" in result.output
+
+
 def test_enhanced_scanning_findings_are_checked_too(job: Job, heroku: FakeHeroku) -> None:  # guards G11
     # Amazon Inspector's continuous scanning answers ACTIVE, its findings in enhancedFindings.
     critical = (inspector("CVE-2026-4242", "CRITICAL"), inspector("CVE-2026-0007", "UNTRIAGED"))
