@@ -236,8 +236,10 @@ class Registry(pulumi.ComponentResource):
         self.review_repository = ecr.Repository(
             f"{name}-review",
             name=args.review_name,
-            # `mr-<iid>-<sha>` names one commit of one merge request: nothing rewrites it.
-            image_tag_mutability="IMMUTABLE",
+            # Mutable: a retried or re-run merge-request build pushes the same `mr-<iid>-<sha>` again,
+            # which an immutable repository refuses (ImageTagAlreadyExistsException). Nothing is
+            # released from here, so nothing depends on a tag staying put.
+            image_tag_mutability="MUTABLE",
             encryption_configurations=[ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")],
             # Throwaway images that no release reads and the lifecycle expires within days: deleting or
             # replacing the repository may take them along instead of failing on them.

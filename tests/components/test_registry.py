@@ -76,7 +76,8 @@ def test_merge_request_images_have_a_repository_of_their_own(mocked: RecordingMo
         url, arn, _ = values
         review = find_one(mocked.steps, REPO, name="acme/web-review")
         inputs = review.raw_inputs
-        assert inputs["imageTagMutability"] == "IMMUTABLE"
+        # A re-run merge-request build pushes its tag again; nothing is released from here.
+        assert inputs["imageTagMutability"] == "MUTABLE"
         assert "imageTagMutabilityExclusionFilters" not in inputs
         assert inputs["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
         assert inputs["forceDelete"] is True  # throwaway images never block a delete
