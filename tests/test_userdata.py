@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from infra import facts
+from infra.cli.engine import Step
 from infra.userdata import MAX_USER_DATA_BYTES, USERDATA_DIR, RunnerRelease, decode, encode, render_cloud_config
 from tests.conftest import ROOT, run_stack
 from tests.runner_userdata.test_scripts import HOST, STUBS
@@ -133,18 +134,40 @@ def test_plan_user_data_decodes_to_valid_cloud_config_without_any_secret(
     staging_doc: dict, tmp_path: Path
 ) -> None:  # guards R1
     run = run_stack(staging_doc, "staging", secrets={"shipyard:herokuApiKey": CANARY_KEY})
-    inputs = run.one("aws:ssm/parameter:Parameter").raw_inputs
-    token: str = inputs["valueWo"] if "valueWo" in inputs else inputs["value"]  # write-only or not
-    assert token.startswith("glrt-")
-    lt = run.one("aws:ec2/launchTemplate:LaunchTemplate")
-    text = decode(lt.inputs["userData"])  # what the plan JSON shows
-    for secret in (token, CANARY_KEY, "offline-placeholder"):
-        assert secret not in text
-        assert secret not in json.dumps(lt.inputs)
-    assert not re.search(r"glrt-[A-Za-z0-9_-]{8,}|HRKU-[A-Za-z0-9_-]{8,}|AKIA[0-9A-Z]{16}", text)
-    path = tmp_path / "plan-user-data.yaml"
-    path.write_text(text)
-    assert cloud_init_schema(path).returncode == 0
+
+    def by_name(typ: str) -> dict[str, Step]:
+        return {step.urn.rsplit("::", 1)[1]: step for step in run.resources(typ)}
+
+    # The build stack has two runners, the release build runner and the review runner: each has its
+    # own token parameter and launch template, and no host's user data may hold either token.
+    parameters = by_name("aws:ssm/parameter:Parameter")
+    templates = by_name("aws:ec2/launchTemplate:LaunchTemplate")
+    runners = ("runner", "review-runner")
+    assert sorted(parameters) == sorted(f"{runner}-token" for runner in runners)
+    assert sorted(templates) == sorted(f"{runner}-lt" for runner in runners)
+    tokens = []
+    for parameter in parameters.values():
+        inputs = parameter.raw_inputs
+        token: str = inputs["valueWo"] if "valueWo" in inputs else inputs["value"]  # write-only or not
+        assert token.startswith("glrt-")
+        tokens.append(token)
+    texts = {}
+    for runner in runners:
+        lt = templates[f"{runner}-lt"]
+        text = decode(lt.inputs["userData"])  # what the plan JSON shows
+        for secret in (*tokens, CANARY_KEY, "offline-placeholder"):
+            assert secret not in text, runner
+            assert secret not in json.dumps(lt.inputs), runner
+            # nor in what reaches EC2, where a secret shown as [secret] in the plan is still plain
+            assert secret not in json.dumps(lt.raw_inputs, default=str), runner
+        assert not re.search(r"glrt-[A-Za-z0-9_-]{8,}|HRKU-[A-Za-z0-9_-]{8,}|AKIA[0-9A-Z]{16}", text), runner
+        # The host reads its own runner's token, by the parameter's name only.
+        assert f"TOKEN_PARAMETER={parameters[f'{runner}-token'].raw_inputs['name']}\n" in text, runner
+        texts[runner] = text
+    for runner, text in texts.items():
+        path = tmp_path / f"plan-user-data-{runner}.yaml"
+        path.write_text(text)
+        assert cloud_init_schema(path).returncode == 0, runner
 
 
 def test_every_script_passes_shellcheck() -> None:

@@ -1,6 +1,6 @@
-"""The runner on the real stack documents: no runner setting replaces the Auto Scaling group or any
-other runner resource that cannot be replaced safely (R19, P11), and every ARN the runner's role
-names carries the region's partition (P9)."""
+"""The runners on the real stack documents: no runner setting replaces the Auto Scaling group or any
+other runner resource that cannot be replaced safely (R19, P11), and every ARN the runners' roles
+name carries the region's partition (P9)."""
 
 from __future__ import annotations
 
@@ -14,32 +14,63 @@ from infra import facts
 from infra.cli.diff import value_changes
 from infra.cli.engine import Run, Step
 from infra.facts.replacements import replace_reasons
-from infra.settings import RunnerSettings
+from infra.settings import ReviewRunnerSettings, RunnerSettings, SettingsError
 from tests.conftest import run_stack, stack_document
 
-RUNNER = "shipyard:runner"
 GROUP = "aws:autoscaling/group:Group"
 FIELDS = {field.alias or name: name for name, field in RunnerSettings.model_fields.items()}
-# A valid value per runner setting, different from the staging stack's. A setting added to
+# Each runner of the committed stacks: (stack, its settings key) → the runner component's name.
+# The build stack (staging) has the protected release build runner and the review runner (G11),
+# production its deploy runner.
+RUNNERS = {
+    ("staging", "shipyard:runner"): "runner",
+    ("staging", "shipyard:reviewRunner"): "review-runner",
+    ("prod", "shipyard:runner"): "runner",
+}
+# A valid value per runner setting, different from the committed stacks' values. A setting added to
 # RunnerSettings fails test_no_runner_setting_replaces_a_runner_resource until it is given one.
 CHANGED: dict[str, Any] = {
-    "instanceType": "m6i.xlarge",  # x86_64: the build runner builds Heroku's linux/amd64 images
+    "instanceType": "m6i.xlarge",  # x86_64: the build runners build Heroku's linux/amd64 images (R22)
     "concurrent": 8,
     "diskGb": 200,
     "tags": ["shipyard", "docker", "build", "large"],
-    "protectedOnly": True,
+    "protectedOnly": False,  # production's deploy runner only: see BUILD_STACK_FIXED
     "maximumTimeout": 7200,
     "subnetIds": ["subnet-0abc1234", "subnet-0def5678"],
     "dockerVersion": "25.0.8",
 }
+# Where a runner needs its own changed value: each runner keeps tags of its own purpose.
+CHANGED_FOR: dict[tuple[str, str], dict[str, Any]] = {
+    ("staging", "shipyard:reviewRunner"): {"tags": ["shipyard", "review", "large"]},
+    ("prod", "shipyard:runner"): {"tags": ["shipyard", "deploy", "production", "large"]},
+}
+# Settings that cannot change on the build stack's runners: a settings rule (G11) requires
+# `protectedOnly: true` of the release build runner, whose role pushes and signs release images,
+# and refuses it on the review runner, which must pick up merge-request jobs. So protectedOnly is
+# exercised on production's deploy runner, where either value is valid, and
+# test_the_build_stacks_runners_cannot_change_protected_only checks that the rule exists.
+BUILD_STACK_FIXED = {"protectedOnly"}
+CASES = [
+    (stack, runner, key)
+    for (stack, runner) in RUNNERS
+    for key in sorted(FIELDS)
+    if not (stack == "staging" and key in BUILD_STACK_FIXED)
+]
 # Replacements a setting is meant to cause: a security group belongs to one VPC, and subnets of
 # another VPC move the runner there (the mock's default VPC differs from the given subnets' VPC).
 EXPECTED_REPLACEMENTS = {"subnetIds": {("aws:ec2/securityGroup:SecurityGroup", "vpcId")}}
 
 
 def runner_steps(run: Run) -> dict[str, Step]:
-    """URN → step of every resource inside the runner component."""
+    """URN → step of every resource inside any runner component."""
     return {s.urn: s for s in run.steps if "shipyard:aws:GitlabRunner$" in s.urn}
+
+
+def of_runner(urn: str, component: str) -> bool:
+    """Whether a runner component's resource belongs to the runner of this name: its children are
+    named like it (the GitLab runner) or `<component>-…` (`runner-lt`, `review-runner-lt`)."""
+    name = urn.rsplit("::", 1)[1]
+    return name == component or name.startswith(f"{component}-")
 
 
 def other_runner_release(current: str) -> str | None:
@@ -48,7 +79,9 @@ def other_runner_release(current: str) -> str | None:
     return next((v for v in releases if v != current), None)
 
 
-def changed_value(key: str, runner: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+def changed_value(
+    key: str, runner: dict[str, Any], overrides: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Any:
     if key == "gitlabRunnerVersion":
         current = runner.get(key, RunnerSettings.model_fields["gitlab_runner_version"].default)
         release = other_runner_release(current)
@@ -65,41 +98,77 @@ def changed_value(key: str, runner: dict[str, Any], monkeypatch: pytest.MonkeyPa
             )
         return release
     assert key in CHANGED, f"give the runner setting {key} a changed value in CHANGED"
-    return CHANGED[key]
+    return overrides.get(key, CHANGED[key])
 
 
-@pytest.mark.parametrize("key", sorted(FIELDS))
+def test_the_review_runner_has_the_release_runners_settings() -> None:
+    # The cases below give both build-stack runners the same settings, from RunnerSettings.
+    assert {field.alias or name for name, field in ReviewRunnerSettings.model_fields.items()} == set(FIELDS)
+
+
+@pytest.mark.parametrize(("stack", "runner", "key"), CASES)
 def test_no_runner_setting_replaces_a_runner_resource(
-    key: str, committed_runs: dict[str, Run], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    stack: str, runner: str, key: str, committed_runs: dict[str, Run], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # guards R19, P11: `protect` makes any replacement fail production's `pulumi up`.
-    doc = stack_document("staging")
-    value = changed_value(key, doc[RUNNER], monkeypatch, tmp_path)
-    assert doc[RUNNER].get(key) != value
-    doc[RUNNER] = {**doc[RUNNER], key: value}
-    before, after = runner_steps(committed_runs["staging"]), runner_steps(run_stack(doc))
+    doc = stack_document(stack)
+    value = changed_value(key, doc[runner], CHANGED_FOR.get((stack, runner), {}), monkeypatch, tmp_path)
+    assert doc[runner].get(key) != value
+    doc[runner] = {**doc[runner], key: value}
+    before, after = runner_steps(committed_runs[stack]), runner_steps(run_stack(doc, stack))
     assert before.keys() == after.keys()
+    component = RUNNERS[(stack, runner)]
     replaced, changed = set(), False
     for urn, new in after.items():
         paths = [c.path for c in value_changes(before[urn].inputs, new.inputs)]
+        if not of_runner(urn, component):
+            assert not paths, f"changing {runner}.{key} changes {urn}, a resource of another runner"
+            continue
         changed = changed or bool(paths)
         replaced |= {(new.type, path) for path in replace_reasons(new.type, paths)}
-    assert changed, f"changing {key} reaches no runner resource"
+    assert changed, f"changing {key} reaches no resource of {runner}"
     assert not {r for r in replaced if r[0] == GROUP}
     assert replaced == EXPECTED_REPLACEMENTS.get(key, set())
 
 
+@pytest.mark.parametrize(("runner", "refused", "problem"), [
+    ("shipyard:runner", False, "shipyard:runner.protectedOnly must be true in the build stack"),
+    ("shipyard:reviewRunner", True, "shipyard:reviewRunner.protectedOnly: must be false"),
+])  # fmt: skip
+def test_the_build_stacks_runners_cannot_change_protected_only(runner: str, refused: bool, problem: str) -> None:
+    # guards G11; why BUILD_STACK_FIXED leaves protectedOnly out of the build stack's cases above
+    doc = stack_document("staging")
+    assert doc[runner].get("protectedOnly", False) is not refused  # the committed value, the only valid one
+    doc[runner] = {**doc[runner], "protectedOnly": refused}
+    with pytest.raises(SettingsError, match=problem):
+        run_stack(doc)
+
+
 @pytest.mark.parametrize(("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")])
 def test_every_arn_of_the_runner_role_carries_the_region_partition(region: str, partition: str) -> None:
-    # guards P9
+    # guards P9, for each of the build stack's runners: the release build runner and the review runner
     doc = stack_document("staging")
     doc["aws:region"] = region
     run = run_stack(doc)
-    policy = run.one("aws:iam/rolePolicy:RolePolicy").raw_inputs["policy"]
-    resources = [s["Resource"] for s in json.loads(policy)["Statement"]]
-    assert "arn:aws:" not in policy
-    assert [r for r in resources if r != "*"] and all(r.startswith(f"arn:{partition}:") for r in resources if r != "*")
-    attachment = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").raw_inputs["policyArn"]
-    assert attachment == f"arn:{partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
-    profile = run.one("aws:ec2/launchTemplate:LaunchTemplate").raw_inputs["iamInstanceProfile"]["arn"]
-    assert profile.startswith(f"arn:{partition}:iam::")
+    components = [name for (stack, key), name in RUNNERS.items() if stack == "staging"]
+    assert components == ["runner", "review-runner"]
+
+    def of_each_runner(typ: str, suffix: str) -> dict[str, Step]:
+        found = {s.urn.rsplit("::", 1)[1]: s for s in run.resources(typ)}
+        # every one in the stack is a runner's: none goes unchecked
+        assert sorted(found) == sorted(f"{c}-{suffix}" for c in components), typ
+        return {c: found[f"{c}-{suffix}"] for c in components}
+
+    policies = of_each_runner("aws:iam/rolePolicy:RolePolicy", "least-privilege")
+    attachments = of_each_runner("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "session-manager")
+    templates = of_each_runner("aws:ec2/launchTemplate:LaunchTemplate", "lt")
+    for component in components:
+        policy = policies[component].raw_inputs["policy"]
+        resources = [s["Resource"] for s in json.loads(policy)["Statement"]]
+        assert "arn:aws:" not in policy, component
+        assert [r for r in resources if r != "*"], component
+        assert all(r.startswith(f"arn:{partition}:") for r in resources if r != "*"), component
+        attachment = attachments[component].raw_inputs["policyArn"]
+        assert attachment == f"arn:{partition}:iam::aws:policy/AmazonSSMManagedInstanceCore", component
+        profile = templates[component].raw_inputs["iamInstanceProfile"]["arn"]
+        assert profile.startswith(f"arn:{partition}:iam::"), component
