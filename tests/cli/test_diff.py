@@ -41,18 +41,37 @@ USER_RUNNER = "gitlab:index/userRunner:UserRunner"
 ASG = "aws:autoscaling/group:Group"
 ECR = "aws:ecr/repository:Repository"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+KMS_KEY = "aws:kms/key:Key"
 # Pulumi's secret signature value (sdk rpc._special_secret_sig).
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
 
-def changes_of(diff: Any, typ: str) -> dict[str, Change]:
-    (resource,) = [c for c in diff.changed if c.resource.type == typ]
+# Staging builds with two runners (`runner-…`, the release build runner, and `review-runner-…`) into
+# two repositories (`registry`, `registry-review`): where a type occurs twice, name the resource.
+
+
+def changes_of(diff: Any, typ: str, name: str | None = None) -> dict[str, Change]:
+    (resource,) = [c for c in diff.changed if c.resource.type == typ and name in (None, c.resource.name)]
     return {c.path: c for c in resource.inputs}
 
 
-def step(doc: dict[str, Any], typ: str) -> dict[str, Any]:
-    (found,) = [s for s in doc["steps"] if s["newState"]["type"] == typ]
+def step(doc: dict[str, Any], typ: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [
+        s for s in doc["steps"] if s["newState"]["type"] == typ and name in (None, s["urn"].rsplit("::", 1)[-1])
+    ]
     return found
+
+
+def lines_of(text: str, typ: str, name: str) -> list[str]:
+    """The input lines `render_text` shows under one changed resource."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split(" [")[0].endswith(f" {typ}  {name}"))
+    block = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("      "):
+            break
+        block.append(line)
+    return block
 
 
 def test_changed_settings_show_each_changed_input_path_with_old_and_new_values(staging_plans: StagingPlans) -> None:
@@ -84,13 +103,10 @@ def test_changed_settings_show_each_changed_input_path_with_old_and_new_values(s
 
 
 def test_long_values_are_shown_around_their_first_difference(staging_plans: StagingPlans) -> None:
-    old_user_data = step(staging_plans.base, LAUNCH_TEMPLATE)["newState"]["inputs"]["userData"]
-    new_user_data = step(staging_plans.changed, LAUNCH_TEMPLATE)["newState"]["inputs"]["userData"]
-    line = next(
-        line
-        for line in render_text(diff_plans(staging_plans.base, staging_plans.changed)).splitlines()
-        if "userData" in line
-    )
+    old_user_data = step(staging_plans.base, LAUNCH_TEMPLATE, "runner-lt")["newState"]["inputs"]["userData"]
+    new_user_data = step(staging_plans.changed, LAUNCH_TEMPLATE, "runner-lt")["newState"]["inputs"]["userData"]
+    text = render_text(diff_plans(staging_plans.base, staging_plans.changed))
+    line = next(line for line in lines_of(text, LAUNCH_TEMPLATE, "runner-lt") if "userData" in line)
     assert len(old_user_data) > 1000
     old, new = line.split(": ", 1)[1].split(" → ")
     assert old != new and old_user_data[100:140] not in line
@@ -105,9 +121,20 @@ def test_removing_the_runner_removes_its_resources_and_outputs(staging_plans: St
     removed = {r.type for r in diff.removed}
     assert {"aws:autoscaling/group:Group", LAUNCH_TEMPLATE, USER_RUNNER, "aws:ssm/parameter:Parameter"} <= removed
     assert "shipyard:aws:GitlabRunner" in removed
-    assert diff.added == [] and diff.changed == []
+    # Only the release build runner's resources: the review runner (`review-runner-…`) stays.
+    assert all(r.name == "runner" or r.name.startswith("runner-") for r in diff.removed)
+    assert diff.added == []
+    # The one change: the signing key's policy loses the statement that let the release build
+    # runner's role sign. With no release build runner nobody may sign (SigningKeyArgs), and the
+    # review runner's role is never given that statement (G11).
+    assert [(c.resource.type, c.resource.name) for c in diff.changed] == [(KMS_KEY, "image-signing")]
+    key_policy = changes_of(diff, KMS_KEY, "image-signing")["policy"]
+    old_sids, new_sids = ([s["Sid"] for s in json.loads(p)["Statement"]] for p in (key_policy.old, key_policy.new))
+    assert old_sids == ["AccountAdministersTheKey", "ReleaseBuildRunnerSigns"]
+    assert new_sids == ["AccountAdministersTheKey"]
     gone = {o.path for o in diff.outputs if o.new is ABSENT}
     assert {"runnerAsgName", "runnerId", "runnerTags", "runnerTokenParameter"} <= gone
+    assert not any(path.startswith("reviewRunner") for path in gone)
     keys = [(r.type, r.urn) for r in diff.removed]
     assert keys == sorted(keys)  # by type, then URN: the same order on every run
     assert "  - gitlab:index/userRunner:UserRunner  runner" in render_text(diff)
@@ -160,9 +187,9 @@ def test_protect_change_is_shown(staging_plans: StagingPlans) -> None:
 
 def preview_document(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
     """HEAD's offline plan in the shape `pulumi preview --json` writes when BASE is deployed: a
-    provider step, unchanged resources as `same`, the launch template replaced delete-before-create
-    (its delete-replaced step first, still carrying the old state), the ASG deleted, diagnostics as a
-    list, and the stack outputs on the stack resource only."""
+    provider step, unchanged resources as `same`, the release build runner's launch template replaced
+    delete-before-create (its delete-replaced step first, still carrying the old state), its ASG
+    deleted, diagnostics as a list, and the stack outputs on the stack resource only."""
     old = {s["urn"]: s["newState"] for s in base["steps"]}
     steps: list[dict[str, Any]] = [
         {
@@ -175,12 +202,13 @@ def preview_document(base: dict[str, Any], head: dict[str, Any]) -> dict[str, An
         state = dict(s["newState"])
         if state["type"] == "pulumi:pulumi:Stack":
             state["outputs"] = head["outputs"]
-        if state["type"] == LAUNCH_TEMPLATE:
+        name = s["urn"].rsplit("::", 1)[-1]
+        if state["type"] == LAUNCH_TEMPLATE and name == "runner-lt":
             steps.append(
                 {"op": "delete-replaced", "urn": s["urn"], "oldState": old[s["urn"]], "newState": old[s["urn"]]}
             )
             steps += [{"op": op, "urn": s["urn"], "newState": state} for op in ("replace", "create-replacement")]
-        elif state["type"] == "aws:autoscaling/group:Group":
+        elif state["type"] == "aws:autoscaling/group:Group" and name == "runner-asg":
             steps.append({"op": "delete", "urn": s["urn"], "oldState": old[s["urn"]]})
         elif s["urn"] not in old:
             steps.append({"op": "create", "urn": s["urn"], "newState": state})
@@ -201,14 +229,15 @@ def test_a_pulumi_preview_document_is_read_by_its_resulting_state(staging_plans:
     expected = diff_plans(staging_plans.base, staging_plans.changed)
 
     assert diff.added == expected.added  # the provider step is not a resource change
-    assert [r.type for r in diff.removed] == ["aws:autoscaling/group:Group"]
-    assert changes_of(diff, LAUNCH_TEMPLATE)["instanceType"].new == "t3.xlarge"  # the replacement's state
+    assert [(r.type, r.name) for r in diff.removed] == [("aws:autoscaling/group:Group", "runner-asg")]
+    assert changes_of(diff, LAUNCH_TEMPLATE, "runner-lt")["instanceType"].new == "t3.xlarge"  # the replacement's state
     assert [(c.resource, c.inputs, c.protect) for c in diff.changed] == [
         (c.resource, c.inputs, c.protect) for c in expected.changed
     ]
     assert diff.outputs == expected.outputs
     # guards P11: the preview's own replace steps count even where the facts see only an update
-    (template,) = [c for c in diff.changed if c.resource.type == LAUNCH_TEMPLATE]
+    (template,) = [c for c in diff.changed if c.resource.type == LAUNCH_TEMPLATE]  # the review runner's is `same`
+    assert template.resource.name == "runner-lt"
     assert template.replacement is not None and template.op == "delete-replace"  # delete-replaced came first
 
 
@@ -290,7 +319,9 @@ def prod_moved_to_us() -> dict[str, Any]:
 
 @functools.cache
 def staging_registry_renamed() -> dict[str, Any]:
-    """Staging after a merge request that renames the ECR repository."""
+    """Staging after a merge request that renames the release ECR repository (acme/storefront →
+    acme/shop). The review repository is named after it (`<name>-review`, shipyard:registry), so it is
+    renamed too."""
     doc = stack_document("staging")
     doc["shipyard:registry"]["name"] = "acme/shop"
     return to_preview_json(run_stack(doc, "staging"))
@@ -304,8 +335,8 @@ def with_longer_terminate_hook(plan: dict[str, Any]) -> dict[str, Any]:
     return head
 
 
-def changed_of(diff: Any, typ: str) -> ChangedResource:
-    (found,) = [c for c in diff.changed if c.resource.type == typ]
+def changed_of(diff: Any, typ: str, name: str | None = None) -> ChangedResource:
+    (found,) = [c for c in diff.changed if c.resource.type == typ and name in (None, c.resource.name)]
     return found
 
 
@@ -313,14 +344,23 @@ def test_a_change_of_a_replace_on_change_input_is_marked_replace_not_changed(com
     # guards P11: renaming the repository deletes it and creates another
     diff = diff_plans(to_preview_json(committed_runs["staging"]), staging_registry_renamed())
 
-    repository = changed_of(diff, ECR)
+    repository = changed_of(diff, ECR, "registry")
     assert repository.op == "replace" and repository.replacement is not None
     assert repository.replacement.reasons == ("name",) and not repository.replacement.protected
-    assert changed_of(diff, ROLE_POLICY).op == "changed"  # its policy names the repository: an update
+    # The review repository's name follows the release one's (`<name>-review`): it is replaced too.
+    review = changed_of(diff, ECR, "registry-review")
+    assert review.op == "replace" and review.replacement is not None and review.replacement.reasons == ("name",)
+    # Both runners' policies name the release repository (the review runner pulls its layer cache):
+    # updates, not replacements.
+    assert changed_of(diff, ROLE_POLICY, "runner-least-privilege").op == "changed"
+    assert changed_of(diff, ROLE_POLICY, "review-runner-least-privilege").op == "changed"
     text = render_text(diff)
-    assert "2 replaced" in text.splitlines()[0]
+    # Each repository and the lifecycle policy that names it: four replacements.
+    assert "4 replaced" in text.splitlines()[0]
     assert "  +- aws:ecr/repository:Repository  registry [replace]\n" in text
     assert '      name: "acme/storefront" → "acme/shop"  (forces replacement)\n' in text
+    assert "  +- aws:ecr/repository:Repository  registry-review [replace]\n" in text
+    assert '      name: "acme/storefront-review" → "acme/shop-review"  (forces replacement)\n' in text
     markdown = render_markdown(diff)
     assert "| replace | `aws:ecr/repository:Repository` | `registry` |" in markdown
     assert '`name`: `"acme/storefront"` → `"acme/shop"` **(replaces)**' in markdown
@@ -365,7 +405,7 @@ def test_a_long_value_changed_after_character_60_shows_the_difference(committed_
     # The runner's policy names the repository far into a long JSON string: cut at 60 characters,
     # old and new would look the same.
     diff = diff_plans(to_preview_json(committed_runs["staging"]), staging_registry_renamed())
-    policy = changes_of(diff, ROLE_POLICY)["policy"]
+    policy = changes_of(diff, ROLE_POLICY, "runner-least-privilege")["policy"]
     old_text, new_text = show(policy.old, None), show(policy.new, None)
     first = next(i for i, (a, b) in enumerate(zip(old_text, new_text, strict=False)) if a != b)
     assert first > 60 and show(policy.old)[:59] == show(policy.new)[:59]
@@ -373,7 +413,8 @@ def test_a_long_value_changed_after_character_60_shows_the_difference(committed_
     old, new = show_change(policy.old, policy.new)
     assert old != new and "acme/storefront" in old and "acme/shop" in new
     assert old.startswith("…") and len(old) <= 62
-    line = next(line for line in render_text(diff).splitlines() if line.startswith("      policy: "))
+    lines = lines_of(render_text(diff), ROLE_POLICY, "runner-least-privilege")
+    line = next(line for line in lines if line.startswith("      policy: "))
     assert line == f"      policy: {old} → {new}"
     assert f"`policy`: `{old}` → `{new}`" in render_markdown(diff)
 
@@ -382,7 +423,7 @@ def test_full_shows_changed_values_whole(
     committed_runs: dict[str, Run], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base, head = to_preview_json(committed_runs["staging"]), staging_registry_renamed()
-    policy = changes_of(diff_plans(base, head), ROLE_POLICY)["policy"]
+    policy = changes_of(diff_plans(base, head), ROLE_POLICY, "runner-least-privilege")["policy"]
     whole = show(policy.new, None)
     assert len(whole) > 200 and whole not in render_text(diff_plans(base, head))
     (tmp_path / "base.json").write_text(json.dumps(base))

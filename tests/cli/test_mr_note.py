@@ -33,6 +33,8 @@ TOKEN = "glpat-canaryToken0123456789"
 PROJECT, MR = "4242", "17"
 ME = {"id": 7, "username": "shipyard-bot"}
 SOMEONE_ELSE = {"id": 99, "username": "reviewer"}
+# The release build runner's role policy (staging also has the review runner's).
+RELEASE_RUNNER_POLICY = "aws:iam/rolePolicy:RolePolicy::runner-least-privilege"
 NOTES = re.compile(rf"/api/v4/projects/{PROJECT}/merge_requests/{MR}/notes(?:/(?P<note>\d+))?")
 
 
@@ -356,9 +358,12 @@ def test_the_note_shows_the_policy_verdict_before_the_details(staging_plans: Sta
                 {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/0"]}
             ]
     body = note_body("staging", broken)
-    assert "**Policy pack: 1 violations** (mandatory: this cannot be deployed)" in body
-    assert "`no-ingress-from-anywhere` on `aws:ec2/securityGroup:SecurityGroup` `runner-sg`" in body
-    assert "ingress from 0.0.0.0/0 on ports 22-22" in body
+    # Staging has two runners, each with its security group: the open ingress is in both, and the
+    # note counts and names each violation.
+    assert "**Policy pack: 2 violations** (mandatory: this cannot be deployed)" in body
+    for group in ("runner-sg", "review-runner-sg"):
+        assert f"`no-ingress-from-anywhere` on `aws:ec2/securityGroup:SecurityGroup` `{group}`" in body
+    assert body.count("ingress from 0.0.0.0/0 on ports 22-22") == 2
     assert body.index("Policy pack") < body.index("<details>")
 
 
@@ -393,7 +398,7 @@ def test_a_preview_alone_announces_its_replacements_before_the_table(committed_r
 
 def test_full_values_still_fit_the_size_cap_saying_what_was_left_out(committed_runs: dict[str, Run]) -> None:
     base, head = to_preview_json(committed_runs["staging"]), staging_registry_renamed()
-    policy = next(s for s in head["steps"] if s["newState"]["type"] == "aws:iam/rolePolicy:RolePolicy")
+    policy = next(s for s in head["steps"] if s["urn"].endswith(RELEASE_RUNNER_POLICY))
     whole = show(policy["newState"]["inputs"]["policy"], None)
 
     assert whole in note_body("staging", head, base=base, full=True)
@@ -416,5 +421,5 @@ def test_console_script_full_flag_reaches_the_note(
     assert code == 0, err
     (post,) = gitlab_api.calls("POST")
     assert '`"acme/storefront"` → `"acme/shop"` **(replaces)**' in post.body["body"]
-    policy = next(s for s in staging_registry_renamed()["steps"] if s["newState"]["type"].endswith(":RolePolicy"))
+    policy = next(s for s in staging_registry_renamed()["steps"] if s["urn"].endswith(RELEASE_RUNNER_POLICY))
     assert show(policy["newState"]["inputs"]["policy"], None) in post.body["body"]

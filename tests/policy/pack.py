@@ -25,9 +25,16 @@ from policy.policies import POLICIES, Resource, check, pack_policies
 BY_NAME = {p.name: p for p in POLICIES}
 
 
-def one(resources: list[Resource], type_: str, **props: Any) -> Resource:
-    found = [r for r in resources if r.type == type_ and all(r.props.get(k) == v for k, v in props.items())]
-    assert len(found) == 1, (type_, props, [r.name for r in found])
+def one(resources: list[Resource], type_: str, named: str | None = None, **props: Any) -> Resource:
+    """The one resource of this type (and, with `named`, this logical name, the URN's last part) whose
+    props hold these values. The staging stack has two runners (`runner-…`, `review-runner-…`) and
+    two repositories: name the one a test is about."""
+    found = [
+        r
+        for r in resources
+        if r.type == type_ and (named is None or r.name == named) and all(r.props.get(k) == v for k, v in props.items())
+    ]
+    assert len(found) == 1, (type_, named, props, [r.name for r in found])
     return found[0]
 
 
@@ -39,10 +46,12 @@ def changed(resource: Resource, protect: bool | None = None, **props: Any) -> Re
 
 def violations(policy: str, *resources: Resource) -> list[str]:
     """The policy's messages for these resources, the same on both paths: `check` over plain values
-    (plan documents) and the pack as `pulumi preview` runs it, props wrapped in the SDK's proxies."""
+    (plan documents) and the pack as `pulumi preview` runs it, props wrapped in the SDK's proxies,
+    once with each resource's parent as a preview gives it and once without."""
     found, _ = check(list(resources), [BY_NAME[policy]])
     plain = [v.message for v in found]
     assert through_the_pack(policy, resources) == plain
+    assert through_the_pack(policy, resources, parents=True) == plain
     return plain
 
 
@@ -51,11 +60,15 @@ def sdk_props(props: Any) -> Any:
     return unknown_checking_proxy(deserialize_properties(copy.deepcopy(dict(props))))
 
 
-def sdk_options(protect: bool) -> PolicyResourceOptions:
-    return PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+def sdk_options(protect: bool, parent: str | None = None) -> PolicyResourceOptions:
+    return PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], parent)
 
 
-def through_the_pack(name: str, resources: tuple[Resource, ...]) -> list[str]:
+def through_the_pack(name: str, resources: tuple[Resource, ...], parents: bool = False) -> list[str]:
+    """The policy's messages as the pack reports them. With `parents`, as `pulumi preview` hands
+    resources over: each one's options carry its parent's URN and, in a stack policy, each resource
+    links its parent's PolicyResource. Without, the pack must get by without them (the names
+    fallback of policy/policies.py `_groups`)."""
     built = {p.name: p for p in pack_policies([BY_NAME[name]])}[name]
     reported: list[str] = []
 
@@ -64,13 +77,28 @@ def through_the_pack(name: str, resources: tuple[Resource, ...]) -> list[str]:
 
     if isinstance(built, ResourceValidationPolicy):
         for r in resources:
-            args = ResourceValidationArgs(r.type, sdk_props(r.props), r.urn, r.name, sdk_options(r.protect), None)
+            options = sdk_options(r.protect, (r.parent or None) if parents else None)
+            args = ResourceValidationArgs(r.type, sdk_props(r.props), r.urn, r.name, options, None)
             with contextlib.suppress(UnknownValueError):  # the SDK's way of saying "not known until apply"
                 built.validate(args, report)
     else:
         stack = [
-            PolicyResource(r.type, sdk_props(r.props), r.urn, r.name, sdk_options(r.protect), None, None, [], {})
+            PolicyResource(
+                r.type,
+                sdk_props(r.props),
+                r.urn,
+                r.name,
+                sdk_options(r.protect, (r.parent or None) if parents else None),
+                None,
+                None,
+                [],
+                {},
+            )
             for r in resources
         ]
+        if parents:  # as the SDK links them: only to a parent that is in the stack too
+            by_urn = {linked.urn: linked for linked in stack}
+            for linked, r in zip(stack, resources, strict=True):
+                linked.parent = by_urn.get(r.parent)
         built.validate(StackValidationArgs(stack), report)
     return reported

@@ -31,16 +31,22 @@ from policy.policies import (
 from tests.conftest import ROOT
 from tests.policy.pack import BY_NAME, changed, one, through_the_pack, violations
 
+# The staging stack builds with two runners, the release build runner (`runner-…`, protected refs
+# only) and the review runner (`review-runner-…`), into two repositories, acme/storefront and
+# acme/storefront-review: the variants below start from the release runner's and repository's
+# resources, named. Both runners' resources pass in the test of the whole plans.
+
 
 def test_the_offline_plans_of_both_stacks_pass_every_policy(plans: dict[str, list[Resource]]) -> None:
     for resources in plans.values():
         assert check(resources) == ([], 0)
         for policy in POLICIES:  # and so does the pack, as `pulumi preview --policy-pack` runs it
-            assert through_the_pack(policy.name, tuple(resources)) == [], policy.name
+            assert through_the_pack(policy.name, tuple(resources), parents=True) == [], policy.name
+            assert through_the_pack(policy.name, tuple(resources)) == [], policy.name  # and without parents
 
 
 def test_imdsv2_is_required(plans: dict[str, list[Resource]]) -> None:  # guards R6
-    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate")
+    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate", named="runner-lt")
     assert violations("imdsv2-required", template) == []
     optional = changed(template, metadataOptions={"httpEndpoint": "enabled", "httpTokens": "optional"})
     assert violations("imdsv2-required", optional) == [
@@ -49,12 +55,13 @@ def test_imdsv2_is_required(plans: dict[str, list[Resource]]) -> None:  # guards
 
 
 def test_a_value_known_only_at_apply_waits_instead_of_failing(plans: dict[str, list[Resource]]) -> None:
-    template = changed(one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate"), metadataOptions=UNKNOWN)
+    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate", named="runner-lt")
+    template = changed(template, metadataOptions=UNKNOWN)
     assert check([template], [BY_NAME["imdsv2-required"]]) == ([], 1)
 
 
 def test_ebs_volumes_are_encrypted(plans: dict[str, list[Resource]]) -> None:  # guards R14
-    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate")
+    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate", named="runner-lt")
     assert violations("ebs-encrypted", template) == []
     mapping = copy.deepcopy(template.props["blockDeviceMappings"])
     mapping[0]["ebs"]["encrypted"] = "false"
@@ -68,7 +75,7 @@ def test_ebs_volumes_are_encrypted(plans: dict[str, list[Resource]]) -> None:  #
 
 
 def test_no_security_group_ingress_from_anywhere(plans: dict[str, list[Resource]]) -> None:  # guards R13
-    group = one(plans["staging"], "aws:ec2/securityGroup:SecurityGroup")
+    group = one(plans["staging"], "aws:ec2/securityGroup:SecurityGroup", named="runner-sg")
     assert violations("no-ingress-from-anywhere", group) == []  # egress to anywhere is fine
     ssh = {"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/0"]}
     assert violations("no-ingress-from-anywhere", changed(group, ingress=[ssh])) == [
@@ -83,7 +90,7 @@ def test_no_security_group_ingress_from_anywhere(plans: dict[str, list[Resource]
 
 
 def test_the_runner_token_parameter_is_a_secure_string(plans: dict[str, list[Resource]]) -> None:  # guards R1
-    parameter = one(plans["staging"], "aws:ssm/parameter:Parameter")
+    parameter = one(plans["staging"], "aws:ssm/parameter:Parameter", named="runner-token")
     assert violations("secret-parameter-is-secure-string", parameter) == []
     assert violations("secret-parameter-is-secure-string", changed(parameter, type="String")) == [
         "parameter /shipyard/staging/gitlab-runner-token holds a secret but is a String, readable without decryption"
@@ -93,7 +100,7 @@ def test_the_runner_token_parameter_is_a_secure_string(plans: dict[str, list[Res
 
 
 def test_iam_statements_name_their_actions_and_resources(plans: dict[str, list[Resource]]) -> None:  # guards R1, R7
-    policy = one(plans["staging"], "aws:iam/rolePolicy:RolePolicy")
+    policy = one(plans["staging"], "aws:iam/rolePolicy:RolePolicy", named="runner-least-privilege")
     assert violations("iam-least-privilege", policy) == []  # ecr:GetAuthorizationToken on "*" is allowed
 
     def with_statement(statement: dict[str, Any]) -> Resource:
@@ -111,7 +118,7 @@ def test_iam_statements_name_their_actions_and_resources(plans: dict[str, list[R
     ]
     deny = with_statement({"Effect": "Deny", "Action": "*", "Resource": "*"})
     assert violations("iam-least-privilege", deny) == []
-    role = one(plans["staging"], "aws:iam/role:Role")
+    role = one(plans["staging"], "aws:iam/role:Role", named="runner-role")
     assert violations("iam-least-privilege", role) == []  # the trust policy is not a grant
     inline = changed(role, inlinePolicies=[{"name": "x", "policy": everything.props["policy"]}])
     assert violations("iam-least-privilege", inline) == ["Admin allows every action (*)"]
@@ -122,7 +129,7 @@ def user_data(text: str) -> str:
 
 
 def test_user_data_holds_no_credential(plans: dict[str, list[Resource]]) -> None:  # guards R1
-    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate")
+    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate", named="runner-lt")
     assert violations("no-credential-in-user-data", template) == []
     token = "glrt-leakedRunnerToken12345"
     leaked = changed(template, userData=user_data(f"#!/bin/bash\ngitlab-runner register --token {token}\n"))
@@ -142,7 +149,7 @@ def test_pushed_images_are_scanned_by_the_registry_scanning_configuration(
     plans: dict[str, list[Resource]],
 ) -> None:  # guards R21
     scanning_type = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
-    repository = one(plans["staging"], "aws:ecr/repository:Repository")
+    repository = one(plans["staging"], "aws:ecr/repository:Repository", name="acme/storefront")
     scanning = one(plans["staging"], scanning_type)
     assert violations("ecr-scan-on-push", *plans["staging"]) == []
     assert violations("ecr-scan-on-push", *plans["prod"]) == []  # no repository, nothing to scan
@@ -170,13 +177,31 @@ def test_pushed_images_are_scanned_by_the_registry_scanning_configuration(
     for variant in (enhanced, wildcard, contains):  # a filter without `*` matches names that contain it
         assert violations("ecr-scan-on-push", repository, variant) == [], variant.props
     assert check([repository, changed(scanning, scanType=UNKNOWN)], [BY_NAME["ecr-scan-on-push"]]) == ([], 1)
+    # The review repository is scanned by the same rule, through its own filter or the release
+    # one's (a filter without `*` matches every name that contains it); the review filter alone does
+    # not cover the release repository.
+    review = one(plans["staging"], "aws:ecr/repository:Repository", name="acme/storefront-review")
+    assert violations("ecr-scan-on-push", repository, review, scanning) == []
+    review_filter = {"filter": "acme/storefront-review", "filterType": "WILDCARD"}
+    review_only = changed(scanning, rules=[{**rule, "repositoryFilters": [review_filter]}])
+    assert violations("ecr-scan-on-push", repository, review, review_only) == unscanned
 
 
 def test_every_repository_has_a_lifecycle(plans: dict[str, list[Resource]]) -> None:
     assert violations("ecr-lifecycle-policy", *plans["staging"]) == []
-    without = [r for r in plans["staging"] if r.type != "aws:ecr/lifecyclePolicy:LifecyclePolicy"]
+    lifecycle = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+    # Two repositories in staging, each with its own lifecycle: without any, both are reported.
+    without = [r for r in plans["staging"] if r.type != lifecycle]
     assert violations("ecr-lifecycle-policy", *without) == [
-        "repository acme/storefront has no lifecycle policy: images pile up"
+        "repository acme/storefront has no lifecycle policy: images pile up",
+        "repository acme/storefront-review has no lifecycle policy: images pile up",
+    ]
+    # The release repository's lifecycle does not cover the review repository: merge-request images
+    # need their own (they expire by age).
+    review_lifecycle = one(plans["staging"], lifecycle, repository="acme/storefront-review")
+    without_review = [r for r in plans["staging"] if r.urn != review_lifecycle.urn]
+    assert violations("ecr-lifecycle-policy", *without_review) == [
+        "repository acme/storefront-review has no lifecycle policy: images pile up"
     ]
 
 
@@ -265,7 +290,7 @@ def test_the_pack_runs_the_same_validators_as_mandatory_policies(plans: dict[str
     assert set(built) == set(BY_NAME)
     assert {p.enforcement_level for p in built.values()} == {EnforcementLevel.MANDATORY}
 
-    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate")
+    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate", named="runner-lt")
     options = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
     reported: list[tuple[str, Any]] = []
 

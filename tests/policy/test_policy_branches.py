@@ -17,6 +17,9 @@ import pytest
 from policy.policies import SECRET, Resource
 from tests.policy.pack import changed, one, violations
 
+# Staging has two runners, `runner-…` (release builds) and `review-runner-…`: the variants below start
+# from the release build runner's resources, named.
+
 # --- IAM ------------------------------------------------------------------------------------------
 
 
@@ -26,7 +29,7 @@ def with_statement(policy: Resource, statement: dict[str, Any], as_object: bool 
 
 
 def test_not_action_allows_every_action(plans: dict[str, list[Resource]]) -> None:  # guards R1, R7
-    policy = one(plans["staging"], "aws:iam/rolePolicy:RolePolicy")
+    policy = one(plans["staging"], "aws:iam/rolePolicy:RolePolicy", named="runner-least-privilege")
     all_but_iam = {"Sid": "AllButIam", "Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}
     assert violations("iam-least-privilege", with_statement(policy, all_but_iam)) == [
         "AllButIam allows every action (NotAction)"
@@ -37,7 +40,7 @@ def test_not_action_allows_every_action(plans: dict[str, list[Resource]]) -> Non
 
 
 def test_not_resource_allows_every_other_resource(plans: dict[str, list[Resource]]) -> None:  # guards R1
-    policy = one(plans["staging"], "aws:iam/rolePolicy:RolePolicy")
+    policy = one(plans["staging"], "aws:iam/rolePolicy:RolePolicy", named="runner-least-privilege")
     elsewhere = {
         "Sid": "AnyParameter",
         "Effect": "Allow",
@@ -50,7 +53,7 @@ def test_not_resource_allows_every_other_resource(plans: dict[str, list[Resource
 
 
 def test_a_single_statement_object_and_a_managed_policy_are_read_too(plans: dict[str, list[Resource]]) -> None:
-    policy = one(plans["staging"], "aws:iam/rolePolicy:RolePolicy")
+    policy = one(plans["staging"], "aws:iam/rolePolicy:RolePolicy", named="runner-least-privilege")
     wildcard = {"Sid": "Wide", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": ["arn:x", "*"]}
     assert violations("iam-least-privilege", with_statement(policy, wildcard, as_object=True)) == [
         'Wide allows ssm:GetParameter on every resource (`Resource: "*"`)'
@@ -66,7 +69,7 @@ def test_a_single_statement_object_and_a_managed_policy_are_read_too(plans: dict
 
 
 def test_inline_ipv6_ingress_from_anywhere(plans: dict[str, list[Resource]]) -> None:  # guards R13
-    group = one(plans["staging"], "aws:ec2/securityGroup:SecurityGroup")
+    group = one(plans["staging"], "aws:ec2/securityGroup:SecurityGroup", named="runner-sg")
     https6 = {"protocol": "tcp", "fromPort": 443, "toPort": 443, "ipv6CidrBlocks": ["2001:db8::/32", "::/0"]}
     assert violations("no-ingress-from-anywhere", changed(group, ingress=[https6])) == [
         "ingress from ::/0 on ports 443-443"
@@ -103,7 +106,7 @@ def test_an_ingress_rule_resource_from_any_ipv4_address() -> None:  # guards R13
 
 
 def test_a_parameter_holding_a_secret_value_under_a_plain_name(plans: dict[str, list[Resource]]) -> None:  # guards R1
-    parameter = one(plans["staging"], "aws:ssm/parameter:Parameter")
+    parameter = one(plans["staging"], "aws:ssm/parameter:Parameter", named="runner-token")
     database = changed(parameter, name="/shipyard/staging/database-url", type="String", value=SECRET)
     assert violations("secret-parameter-is-secure-string", database) == [
         "parameter /shipyard/staging/database-url holds a secret but is a String, readable without decryption"
@@ -150,7 +153,7 @@ def gzipped(text: str) -> str:
 def test_every_token_shape_in_launch_template_user_data(
     plans: dict[str, list[Resource]], line: str, token: str, shown: str
 ) -> None:  # guards R1
-    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate")
+    template = one(plans["staging"], "aws:ec2/launchTemplate:LaunchTemplate", named="runner-lt")
     leaked = changed(template, userData=gzipped(f"#!/bin/bash\n{line.format(token)}\n"))
     found = violations("no-credential-in-user-data", leaked)
     assert found == [f"the user data holds a credential ({shown}…)"]
