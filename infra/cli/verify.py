@@ -1,14 +1,23 @@
-"""`shipyard verify`: the live resources of a deployed stack against what the stack says — the
-runner host in service with IMDSv2 required, its token parameter a SecureString, the registry's
-scanning configuration covering the repository under a lifecycle policy, and (with a GitLab token)
-the runner online in GitLab.
+"""`shipyard verify`: the live resources of a deployed stack against what the stack says — each
+runner host (the stack's runner and, on the build stack, the review runner) in service with IMDSv2
+required and its token parameter a SecureString; the registry's scanning configuration covering the
+release and review repositories, each under a lifecycle policy; the image-signing KMS key enabled,
+ECC_NIST_P256 and SIGN_VERIFY, signable by the release runner's role alone, its public key the one
+the stack hands to CI; and (with a GitLab token) the runners online in GitLab and the CI variable
+carrying that public key.
 
-Reads only: describe and get calls, never the token's value.
+Checks whose outputs a stack does not have (a stack that is not the build stack, or one deployed
+before shipyard had them) are skipped with the reason. Reads only: describe, get and list calls,
+never the token's value.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,9 +26,18 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from policy.policies import registry_scans
+from infra.components.signing import KEY_SPEC, KEY_USAGE
+from policy.policies import SIGN_ACTION, _allowed, _as_list, _statements, registry_scans
 
 PASS, FAIL, SKIP = "pass", "FAIL", "skip"
+# Whoever may create grants on the key can grant kms:Sign to anyone (signing.py leaves it out).
+CREATE_GRANT_ACTION = "kms:CreateGrant"
+# The unscoped CI variable that carries the signing key's public key (infra/__main__.py).
+PUBLIC_KEY_VARIABLE = "SHIPYARD_SIGNING_PUBLIC_KEY"
+# Exports only the build stack has (infra/__main__.py, build_exports): with none of them, a stack is
+# either not the build stack or a build stack deployed before shipyard had them.
+BUILD_EXPORTS = ("registryScanning", "reviewRegistryUrl", "imageSigningKeyArn", "imageSigningPublicKey")
+PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
 
 
 class VerifyError(Exception):
@@ -31,6 +49,32 @@ class Check:
     name: str
     result: str  # pass | FAIL | skip
     detail: str
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One runner of the stack: the prefix of its exports (infra/__main__.py: `<prefix>AsgName`,
+    `<prefix>TokenParameter`, `<prefix>Id`) and its name in the table."""
+
+    prefix: str
+    label: str
+
+    @property
+    def asg(self) -> str:
+        return f"{self.prefix}AsgName"
+
+    @property
+    def token_parameter(self) -> str:
+        return f"{self.prefix}TokenParameter"
+
+    @property
+    def id(self) -> str:
+        return f"{self.prefix}Id"
+
+
+# The stack's own runner: the release build runner on the build stack, a deploy runner elsewhere.
+RUNNER = Runner("runner", "runner")
+REVIEW_RUNNER = Runner("reviewRunner", "review runner")
 
 
 def stack_outputs(stack: str, path: str | None) -> dict[str, Any]:
@@ -60,6 +104,50 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+def pem_der(text: Any) -> bytes | None:
+    """The DER bytes of a PEM public key (`-----BEGIN PUBLIC KEY-----`), None if `text` is not one."""
+    found = PEM_PUBLIC_KEY.search(text) if isinstance(text, str) else None
+    if found is None:
+        return None
+    try:
+        return base64.b64decode("".join(found.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def fingerprint(der: bytes) -> str:
+    return f"SHA-256 {hashlib.sha256(der).hexdigest()[:16]}"
+
+
+def _repository(url: Any) -> str:
+    return str(url).split("/", 1)[-1]
+
+
+def _principals(statement: Mapping[str, Any]) -> list[str]:
+    """Every principal a key-policy statement names, `*` for anyone; a `NotPrincipal` (everyone but
+    those listed) counts as `*`."""
+    if "NotPrincipal" in statement:
+        return ["*"]
+    principal = statement.get("Principal")
+    if principal == "*":
+        return ["*"]
+    if isinstance(principal, Mapping):
+        return [
+            str(value) if kind == "AWS" or value == "*" else f"{kind} {value}"
+            for kind, values in principal.items()
+            for value in _as_list(values)
+        ]
+    return [f"the principal {principal!r}"]
+
+
+def _who(principal: str) -> str:
+    if principal == "*":
+        return "any principal (*)"
+    if principal.endswith(":root") or principal.isdigit():
+        return f"the account {principal} (any IAM principal it allows)"
+    return principal
+
+
 class Verify:
     def __init__(self, session: boto3.Session, region: str, outputs: Mapping[str, Any]) -> None:
         self.outputs = outputs
@@ -67,6 +155,7 @@ class Verify:
         self.ec2 = session.client("ec2", region_name=region)
         self.ssm = session.client("ssm", region_name=region)
         self.ecr = session.client("ecr", region_name=region)
+        self.kms = session.client("kms", region_name=region)
         self.checks: list[Check] = []
 
     def check(self, name: str, probe: Callable[[], tuple[bool, str]]) -> None:
@@ -79,29 +168,87 @@ class Verify:
     def skip(self, name: str, why: str) -> None:
         self.checks.append(Check(name, SKIP, why))
 
+    def _absent(self, output: str, what: str, setting: str | None = None) -> str:
+        """Why a check of the build stack's `what` is skipped: its output is not there."""
+        if setting and any(self.outputs.get(name) for name in BUILD_EXPORTS):
+            return f"no {output} output: this build stack has no {what} ({setting} is not set)"
+        article = "an" if what[0] in "aeiou" else "a"
+        return f"no {output} output: not the build stack, or a build stack deployed before it had {article} {what}"
+
     def run(self, gitlab: tuple[str, str] | None) -> list[Check]:
         self.checks = []
-        if self.outputs.get("runnerAsgName"):
-            instance: dict[str, Any] = {}
-            self.check("runner instance in service", lambda: self._in_service(instance))
-            self.check("runner requires IMDSv2", lambda: self._imdsv2(instance))
-            self.check("runner token is a SecureString", self._token_parameter)
-        else:
-            for name in ("runner instance in service", "runner requires IMDSv2", "runner token is a SecureString"):
-                self.skip(name, "this stack has no runner")
-        repository = str(self.outputs["registryUrl"]).split("/", 1)[-1]
+        for runner in (RUNNER, REVIEW_RUNNER):
+            self._runner(runner)
+        repository = _repository(self.outputs["registryUrl"])
         self.check("registry scans on push", lambda: self._scan_on_push(repository))
         self.check("registry has a lifecycle policy", lambda: self._lifecycle(repository))
-        if not self.outputs.get("runnerId"):
-            self.skip("runner online in GitLab", "this stack has no runner")
-        elif gitlab is None:
-            self.skip("runner online in GitLab", "no GITLAB_TOKEN in the environment")
+        review_names = ("review repository scanned on push", "review repository has a lifecycle policy")
+        if self.outputs.get("reviewRegistryUrl"):
+            review = _repository(self.outputs["reviewRegistryUrl"])
+            self.check(review_names[0], lambda: self._scan_on_push(review))
+            self.check(review_names[1], lambda: self._lifecycle(review))
         else:
-            self.check("runner online in GitLab", lambda: self._online(*gitlab))
+            for name in review_names:
+                self.skip(name, self._absent("reviewRegistryUrl", "review repository"))
+        key = str(self.outputs.get("imageSigningKeyArn") or "")
+        public_keys: dict[str, bytes] = {}  # the key's public key, read once a round
+        key_names = (
+            f"signing key enabled, {KEY_SPEC}, {KEY_USAGE}",
+            "only the release runner may sign",
+            "signing key's public key in the outputs",
+        )
+        if key:
+            self.check(key_names[0], lambda: self._signing_key(key))
+            self.check(key_names[1], lambda: self._sign_policy(key))
+            self.check(key_names[2], lambda: self._public_key(key, public_keys))
+        else:
+            for name in key_names:
+                self.skip(name, self._absent("imageSigningKeyArn", "image-signing key"))
+        for runner in (RUNNER, REVIEW_RUNNER):
+            self._online_row(runner, gitlab)
+        variable = "signing key's public key in the CI variable"
+        if not key:
+            self.skip(variable, self._absent("imageSigningKeyArn", "image-signing key"))
+        elif gitlab is None:
+            self.skip(variable, "no GITLAB_TOKEN in the environment")
+        elif not self.outputs.get("gitlabProject"):
+            self.skip(variable, "no gitlabProject output: the GitLab project is not known")
+        else:
+            self.check(variable, lambda: self._ci_public_key(*gitlab, key, public_keys))
         return self.checks
 
-    def _in_service(self, found: dict[str, Any]) -> tuple[bool, str]:
-        name = self.outputs["runnerAsgName"]
+    def _absent_runner(self, runner: Runner, output: str) -> str:
+        if runner is RUNNER:
+            return "this stack has no runner"
+        return self._absent(output, "review runner", "shipyard:reviewRunner")
+
+    def _runner(self, runner: Runner) -> None:
+        """The same three checks for every runner host of the stack."""
+        names = (
+            f"{runner.label} instance in service",
+            f"{runner.label} requires IMDSv2",
+            f"{runner.label} token is a SecureString",
+        )
+        if not self.outputs.get(runner.asg):
+            for name in names:
+                self.skip(name, self._absent_runner(runner, runner.asg))
+            return
+        instance: dict[str, Any] = {}
+        self.check(names[0], lambda: self._in_service(runner, instance))
+        self.check(names[1], lambda: self._imdsv2(instance))
+        self.check(names[2], lambda: self._token_parameter(runner))
+
+    def _online_row(self, runner: Runner, gitlab: tuple[str, str] | None) -> None:
+        name = f"{runner.label} online in GitLab"
+        if not self.outputs.get(runner.id):
+            self.skip(name, self._absent_runner(runner, runner.id))
+        elif gitlab is None:
+            self.skip(name, "no GITLAB_TOKEN in the environment")
+        else:
+            self.check(name, lambda: self._online(runner, *gitlab))
+
+    def _in_service(self, runner: Runner, found: dict[str, Any]) -> tuple[bool, str]:
+        name = self.outputs[runner.asg]
         groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
         if not groups:
             return False, f"no Auto Scaling group {name}"
@@ -129,8 +276,10 @@ class Verify:
             return False, f"launch template {where} lets the host use IMDSv1 (HttpTokens {tokens}) (R6)"
         return True, f"launch template {where}: HttpTokens required"
 
-    def _token_parameter(self) -> tuple[bool, str]:
-        name = self.outputs.get("runnerTokenParameter", "")
+    def _token_parameter(self, runner: Runner) -> tuple[bool, str]:
+        name = self.outputs.get(runner.token_parameter)
+        if not name:
+            return False, f"no {runner.token_parameter} output: the host's token parameter is not known"
         found = self.ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Values": [name]}])["Parameters"]
         if not found:
             return False, f"parameter {name} does not exist: the host cannot read its token"
@@ -166,15 +315,106 @@ class Verify:
             raise
         return True, f"{repository} has a lifecycle policy"
 
-    def _online(self, url: str, token: str) -> tuple[bool, str]:
+    def _signing_key(self, key: str) -> tuple[bool, str]:
+        meta = self.kms.describe_key(KeyId=key)["KeyMetadata"]
+        state = meta.get("KeyState") or ("Enabled" if meta.get("Enabled") else "Disabled")
+        spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec")
+        usage = meta.get("KeyUsage")
+        problems = []
+        if state != "Enabled":
+            problems.append(f"it is {state}: KMS signs nothing with it")
+        if spec != KEY_SPEC:
+            problems.append(f"its KeySpec is {spec}, not {KEY_SPEC}")
+        if usage != KEY_USAGE:
+            problems.append(f"its KeyUsage is {usage}, not {KEY_USAGE}")
+        if problems:
+            if spec != KEY_SPEC or usage != KEY_USAGE:
+                problems.append("KeySpec and KeyUsage are fixed at creation: the key must be replaced")
+            return False, f"signing key {key}: " + "; ".join(problems)
+        return True, f"{key}: Enabled, {spec}, {usage}"
+
+    def _sign_policy(self, key: str) -> tuple[bool, str]:
+        """The key policy's Allow statements, and the key's grants, against the release runner's role:
+        no one else may kms:Sign, and no one may kms:CreateGrant (which can hand kms:Sign out).
+        Strict by design: conditions and Deny statements are not weighed, so a statement that allows
+        another principal fails even where a condition or a Deny would narrow it."""
+        signer = str(self.outputs.get("runnerRoleArn") or "") or None
+        text = self.kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"]
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return False, f"the key policy of {key} is not JSON"
+        others: list[str] = []
+        signs: list[str] = []
+        for statement in _statements(document):
+            sid = str(statement.get("Sid") or "a statement without Sid")
+            for action in _allowed(statement, (SIGN_ACTION, CREATE_GRANT_ACTION)):
+                for principal in _principals(statement):
+                    if action == SIGN_ACTION and principal == signer:
+                        signs.append(sid)
+                    else:
+                        others.append(f"the key policy lets {_who(principal)} {action} ({sid})")
+        for page in self.kms.get_paginator("list_grants").paginate(KeyId=key):
+            for grant in page.get("Grants", []):
+                grantee = grant.get("GranteePrincipal") or grant.get("GranteeServicePrincipal") or "?"
+                for operation in ("Sign", "CreateGrant"):
+                    if operation in grant.get("Operations", []) and not (operation == "Sign" and grantee == signer):
+                        others.append(f"grant {grant.get('GrantId')} lets {grantee} kms:{operation}")
+        only = f"only the release runner's role {signer}" if signer else "no principal (no release runner here)"
+        if others:
+            return False, "; ".join(others) + f": {only} may sign (G11)"
+        if signer and not signs:
+            return False, f"the key policy does not let the release runner's role {signer} sign: releases go unsigned"
+        where = f" ({', '.join(signs)})" if signs else ""
+        return True, f"{only} may {SIGN_ACTION}{where}; no grant hands it out"
+
+    def _live_public_key(self, key: str, cache: dict[str, bytes]) -> bytes:
+        if key not in cache:
+            cache[key] = bytes(self.kms.get_public_key(KeyId=key)["PublicKey"])
+        return cache[key]
+
+    def _compare(self, key: str, cache: dict[str, bytes], pem: Any, where: str) -> tuple[bool, str]:
+        try:
+            live = self._live_public_key(key, cache)
+        except ClientError as error:
+            if _code(error) == "UnsupportedOperationException":
+                return False, f"KMS has no public key for {key}: not an asymmetric key ({_code(error)})"
+            raise
+        carried = pem_der(pem)
+        if carried is None:
+            return False, f"{where} is not a PEM public key: cosign verify cannot use it"
+        if carried != live:
+            return False, (
+                f"{where} ({fingerprint(carried)}) is not the public key of {key} ({fingerprint(live)}): "
+                "cosign verify would refuse every release signature"
+            )
+        return True, f"{where} is the public key of the signing key ({fingerprint(live)})"
+
+    def _public_key(self, key: str, cache: dict[str, bytes]) -> tuple[bool, str]:
+        return self._compare(key, cache, self.outputs.get("imageSigningPublicKey"), "imageSigningPublicKey")
+
+    def _ci_public_key(self, url: str, token: str, key: str, cache: dict[str, bytes]) -> tuple[bool, str]:
         import gitlab
 
-        runner_id = int(self.outputs["runnerId"])
+        project = str(self.outputs["gitlabProject"])
+        client = gitlab.Gitlab(url=url, private_token=token, timeout=30)
+        try:  # the unscoped variable, as infra/__main__.py creates it
+            found = client.projects.get(project, lazy=True).variables.get(
+                PUBLIC_KEY_VARIABLE, filter={"environment_scope": "*"}
+            )
+        except gitlab.exceptions.GitlabError as error:
+            return False, f"GitLab at {url} answered {error.response_code} for {PUBLIC_KEY_VARIABLE} of {project}"
+        return self._compare(key, cache, getattr(found, "value", None), f"{PUBLIC_KEY_VARIABLE} in {project}")
+
+    def _online(self, runner: Runner, url: str, token: str) -> tuple[bool, str]:
+        import gitlab
+
+        runner_id = int(self.outputs[runner.id])
         try:
-            runner = gitlab.Gitlab(url=url, private_token=token, timeout=30).runners.get(runner_id)
+            found = gitlab.Gitlab(url=url, private_token=token, timeout=30).runners.get(runner_id)
         except gitlab.exceptions.GitlabError as error:
             return False, f"GitLab at {url} answered {error.response_code} for runner {runner_id}"
-        status = getattr(runner, "status", "unknown")
+        status = getattr(found, "status", "unknown")
         if status != "online":
-            return False, f"runner {runner_id} is {status} in GitLab: its host has not contacted GitLab lately"
-        return True, f"runner {runner_id} is online"
+            return False, f"{runner.label} {runner_id} is {status} in GitLab: its host has not contacted GitLab lately"
+        return True, f"{runner.label} {runner_id} is online"
