@@ -30,7 +30,7 @@ from infra.cli.engine import (
     run_program,
     stack_config,
 )
-from tests.moto_aws import aws, moto_endpoint  # noqa: F401 - fixtures for the boto3 tests
+from tests.moto_aws import aws, moto_endpoint, shared_service_models  # noqa: F401 - fixtures for the boto3 tests
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = Project.load(ROOT)

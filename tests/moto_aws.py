@@ -39,6 +39,22 @@ def _client(endpoint: str, service: str, region: str) -> Any:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_service_models() -> Iterator[None]:
+    """Every botocore session of the test process reads AWS's service models through one loader.
+
+    The code under test builds its clients afresh on every run, as a command does once per process;
+    each new session would parse the same model files again (most of a client's tenth of a second).
+    The models are read-only data, so sharing the loader changes nothing but the time."""
+    import botocore.loaders
+    import botocore.session
+
+    original = botocore.session.create_loader
+    botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)  # type: ignore[assignment]
+    yield
+    botocore.session.create_loader = original  # type: ignore[assignment]
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer  # only where a test needs it: moto is slow to import

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import copy
+import functools
 import hashlib
 import json
 import logging
@@ -48,7 +50,7 @@ def _hex(n: int, *parts: str) -> str:
 # Project and stack files
 
 
-@dataclass
+@dataclass(frozen=True)
 class Project:
     root: Path
     name: str
@@ -530,6 +532,17 @@ def find_one(steps: list[Step], typ: str, **inputs: Any) -> Step:
     return found[0]
 
 
+@functools.lru_cache(maxsize=8)
+def _referenced_outputs(project: Project, stack: str, stack_file: bytes, seen: tuple[str, ...]) -> dict[str, Any]:
+    """The outputs of a stack that another one references, by its program run; the same stack file
+    gives the same outputs, so a process that plans several stacks runs each referenced one once."""
+    # A thread of its own: the referenced run needs its own context and event loop, and this call
+    # comes from inside the referencing run's monitor.
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(run_program, project, stack, None, None, seen).result()
+    return {k: _wrap_secret(v) if k in run.secret_outputs else v for k, v in run.outputs.items()}
+
+
 def _reference_outputs(project: Project, config: StackConfig, seen: tuple[str, ...]) -> Callable[[str], Any]:
     """Outputs for a StackReference: the offline plan of that stack if its file is here (so the
     wiring is real), placeholders for the build stack's exports otherwise."""
@@ -539,11 +552,7 @@ def _reference_outputs(project: Project, config: StackConfig, seen: tuple[str, .
         parts = reference.split("/")
         stack = parts[-1]
         if len(parts) == 3 and parts[1] == project.name and project.stack_file(stack).exists() and stack not in seen:
-            # A thread of its own: the referenced run needs its own context and event loop, and
-            # this call comes from inside the referencing run's monitor.
-            with ThreadPoolExecutor(1) as pool:
-                run = pool.submit(run_program, project, stack, None, None, seen).result()
-            return {k: _wrap_secret(v) if k in run.secret_outputs else v for k, v in run.outputs.items()}
+            return copy.deepcopy(_referenced_outputs(project, stack, project.stack_file(stack).read_bytes(), seen))
         config.placeholders[f"stack reference {reference}"] = "outputs are placeholders (stack file not here)"
         placeholder = {k: f"{PLACEHOLDER_PREFIX}-{k}" for k in wiring.BUILD_STACK_OUTPUTS}
         placeholder[wiring.GITLAB_PROJECT] = config.values.get(f"{NAMESPACE}:gitlabProject", "")
