@@ -3,20 +3,32 @@ files (tests/ci/stubs/_state.py), and a local HTTP server that answers like Hero
 They answer from infra/facts/heroku-registry.yaml, cosign.yaml and ecr-scan-findings.yaml: Heroku
 releases only an image that was pushed to the app, cosign verifies only a signature stored under the
 image's `.sig` tag and made with the same key, ECR answers only the scans stored for the image. The
-requests and calls the script makes are checked."""
+requests and calls the script makes are checked.
+
+The script's main() runs in this process with os.environ replaced by the job's environment (what
+`python ci/heroku_release.py` gets), so its own subprocesses are the stubs on PATH; the full release
+also runs as a separate `python ci/heroku_release.py` process. The stubs read the facts they answer
+from as JSON written once per session ($STUB_FACTS); one fake API server serves the module, a fresh
+fake app per test; the job's files are kept in memory where the system has a tmpfs."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
+import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -55,6 +67,7 @@ SIGNING = "SHIPYARD_SIGNING_PUBLIC_KEY"
 
 
 COSIGN_STUB = importlib.import_module("tests.ci.stubs._cosign")  # writes signatures as cosign does
+STUB_STATE = importlib.import_module("tests.ci.stubs._state")
 
 
 def manifest(
@@ -181,17 +194,60 @@ class FakeHeroku:
         return 200, [{"type": u["type"], "docker_image": {"id": u.get("docker_image")}} for u in updates]
 
 
-@pytest.fixture
-def heroku(tmp_path: Path) -> Iterator[FakeHeroku]:
-    fake = FakeHeroku(registry=tmp_path / "registry")
+@dataclass
+class PlatformApi:
+    """One local server for the module; each request goes to the current test's fake app."""
+
+    url: str = ""
+    fake: FakeHeroku | None = None
+
+
+@pytest.fixture(scope="module")
+def platform_api() -> Iterator[PlatformApi]:
+    api = PlatformApi()
 
     def answer(method: str, path: str, headers: Message, body: Any) -> tuple[int, Any]:
+        fake = api.fake
+        if fake is None:  # no test is running: nothing may call the API now
+            return 503, {"id": "unavailable", "message": "no fake app between tests"}
         fake.requests.append(Request(method, path, dict(headers), body))
         return fake.answer(method, path, headers, body)
 
     with serve(answer) as url:
-        fake.url = url
-        yield fake
+        api.url = url
+        yield api
+
+
+MEMORY = Path("/dev/shm")  # a tmpfs on Linux
+
+
+@pytest.fixture
+def scratch(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The job's folder (its HOME and TMPDIR, the stubs' registry and call log, the dotenv): in
+    memory where the system has a tmpfs, as creating files on disk would be most of what these
+    tests wait for; the test's tmp_path elsewhere."""
+    if not (MEMORY.is_dir() and os.access(MEMORY, os.W_OK)):
+        yield request.getfixturevalue("tmp_path")
+        return
+    folder = Path(tempfile.mkdtemp(prefix="shipyard-heroku-release-", dir=MEMORY))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def heroku(scratch: Path, platform_api: PlatformApi) -> Iterator[FakeHeroku]:
+    fake = FakeHeroku(registry=scratch / "registry", url=platform_api.url)
+    platform_api.fake = fake
+    yield fake
+    platform_api.fake = None
+
+
+@pytest.fixture(scope="session")
+def stub_facts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the stubs answer from, read from infra/facts once: each stub call reads this JSON."""
+    return STUB_STATE.write_facts(tmp_path_factory.mktemp("stub-facts") / "facts.json")
 
 
 def basic(name: str, severity: str) -> dict[str, Any]:
@@ -251,7 +307,7 @@ class Job:
     payload for it) and has a clean finished scan (unless `scans` gives ECR's answers for its digest,
     in turn, or its digest is in `unscanned`)."""
 
-    def __init__(self, tmp: Path, heroku: FakeHeroku) -> None:
+    def __init__(self, tmp: Path, heroku: FakeHeroku, stub_facts: Path) -> None:
         self.tmp = tmp
         self.tags = {f"{ECR}:{SHA}": manifest()}
         self.by_digest: dict[str, str] = {}
@@ -263,6 +319,7 @@ class Job:
         self.env = {
             "PATH": f"{STUBS}:{os.environ['PATH']}",
             "HOME": str(tmp),
+            "TMPDIR": str(tmp),
             "HEROKU_API_KEY": KEY,
             "HEROKU_APP_NAME": APP,
             "HEROKU_REGISTRY_IMAGE": TARGET,
@@ -274,11 +331,14 @@ class Job:
             "STUB_REGISTRY": str(heroku.registry),
             "STUB_LOG": str(tmp / "calls.log"),
             "STUB_PYTHON": sys.executable,
+            "STUB_FACTS": str(stub_facts),
             "STUB_HEROKU_API_KEY": heroku.key,
             "STUB_HEROKU_MANIFEST_TYPES": " ".join(HEROKU["registry"]["manifest_media_types"]),
         }
 
-    def run(self, *args: str) -> Result:
+    def run(self, *args: str, separate_process: bool = False) -> Result:
+        """The script with `args` in the job's environment: its main() in this process, or with
+        `separate_process` as `python ci/heroku_release.py`."""
         folder = Path(self.env["STUB_REGISTRY"])
         folder.mkdir()
         with mock.patch.dict(os.environ, {"STUB_REGISTRY": str(folder)}):
@@ -295,25 +355,60 @@ class Job:
         for ref, raw in self.by_digest.items():
             stored(folder, ref).write_text(raw)
         dotenv = self.tmp / "release.env"
-        argv = [sys.executable, str(SCRIPT), "--interval", "0.01", "--timeout", "10", "--dotenv", str(dotenv)]
-        argv += ["--scan-interval", "0.01", "--scan-timeout", "10", *args]
-        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
+        argv = ["--interval", "0.001", "--timeout", "10", "--dotenv", str(dotenv)]
+        argv += ["--scan-interval", "0.001", "--scan-timeout", "10", *args]
+        if separate_process:
+            proc = subprocess.run(
+                [sys.executable, str(SCRIPT), *argv], env=self.env, capture_output=True, text=True, timeout=60
+            )
+            code, output = proc.returncode, proc.stdout + proc.stderr
+        else:
+            code, output = run_main(argv, self.env)
         log = Path(self.env["STUB_LOG"])
         calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         values = dict(line.split("=", 1) for line in dotenv.read_text().splitlines()) if dotenv.exists() else {}
-        return Result(proc.returncode, proc.stdout + proc.stderr, calls, values, read_registry(folder))
+        return Result(code, output, calls, values, read_registry(folder))
+
+
+def run_main(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """What `python ci/heroku_release.py ARGV` run with environment `env` exits with and prints (its
+    stdout, then its stderr), run in this process: os.environ is exactly `env` meanwhile, so the
+    script reads the same variables and its subprocesses (skopeo, cosign, aws) are the stubs on
+    PATH, and its temporary folder is found from `env` again (TMPDIR) as in a new process; an
+    exception it does not handle is printed with its traceback and exits 1, and a SystemExit ends
+    it, as the interpreter does with `sys.exit(main())`."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.dict(os.environ, env, clear=True),
+        mock.patch.object(tempfile, "tempdir", None),
+        redirect_stdout(out),
+        redirect_stderr(err),
+    ):
+        try:
+            code: Any = release_script().main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+    return code or 0, out.getvalue() + err.getvalue()
 
 
 @pytest.fixture
-def job(tmp_path: Path, heroku: FakeHeroku) -> Job:
-    return Job(tmp_path, heroku)
+def job(scratch: Path, heroku: FakeHeroku, stub_facts: Path) -> Job:
+    return Job(scratch, heroku, stub_facts)
 
 
 def api_calls(heroku: FakeHeroku) -> list[tuple[str, str]]:
     return [(r.method, r.path) for r in heroku.requests]
 
 
+@functools.cache
 def release_script() -> Any:
+    """ci/heroku_release.py as a module (it keeps no state between runs of main())."""
     spec = importlib.util.spec_from_file_location("heroku_release", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -385,7 +480,7 @@ def test_the_scan_facts_are_botocores_own() -> None:  # guards G11: the aws stub
 def test_release_checks_then_copies_the_commit_image_and_releases_its_config_digest(
     job: Job, heroku: FakeHeroku
 ) -> None:  # guards G11, H14
-    result = job.run()
+    result = job.run(separate_process=True)  # the script as the deploy job runs it
     assert result.code == 0, result.output
     digest = digest_of(manifest())
     # The tag is read once and pinned to its digest: the signature, the findings and the copy are of
@@ -726,7 +821,7 @@ def test_a_scan_in_progress_is_waited_for(job: Job, heroku: FakeHeroku) -> None:
 def test_a_scan_that_never_finishes_is_refused(job: Job, heroku: FakeHeroku) -> None:  # guards G11
     digest = digest_of(manifest())
     job.scans[digest] = [scan("IN_PROGRESS")]
-    result = job.run("--scan-timeout", "0.2")
+    result = job.run("--scan-timeout", "0.2", "--scan-interval", "0.05")
     assert_nothing_reached_heroku(result, heroku)
     assert f"refusing {ECR}@{digest}: ECR's scan of it is still IN_PROGRESS after 0 s" in result.output
     assert result.tools().count("aws describe-image-scan-findings") >= 2
@@ -851,6 +946,10 @@ def test_the_aws_stub_answers_as_ecr_and_the_cli_do(job: Job) -> None:  # guards
     )
     assert "(ScanNotFoundException)" in describe().stderr
     assert describe("acme/storefront", digest, "eu-west-1", "--max-items", "5").returncode == codes["parameter"]
+    # The stub reads the facts as JSON ($STUB_FACTS) and finds a region's partition as infra.facts does.
+    assert json.loads(Path(job.env["STUB_FACTS"]).read_text()) == STUB_STATE.from_facts()
+    for region in ("eu-west-1", "cn-north-1", "us-gov-west-1", "us-isob-east-1", "eusc-de-east-1", "xx-nowhere-1"):
+        assert STUB_STATE.aws_partition(region) == facts.aws_partition(region), region
 
     scans = stored(folder, f"{ECR}/scans@{digest}")
     scans.write_text(json.dumps([scan("IN_PROGRESS"), scan(findings=(basic("CVE-2026-0001", "HIGH"),))]))

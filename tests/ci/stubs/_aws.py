@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+sys.path.insert(0, os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 
-from tests.ci.stubs._state import facts, log, path_of, repository_exists
+from tests.ci.stubs._state import aws_partition, facts, is_file, log, read, repository_exists, write
 
-SCANS = facts.load("ecr-scan-findings")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+SCANS = facts("ecr-scan-findings")
 CODES = SCANS["return_codes"]
 OPTIONS = ("--registry-id", "--repository-name", "--image-id", "--region", "--output")
 
@@ -67,18 +69,18 @@ def describe_image_scan_findings(args: list[str]) -> int:
     region = given.get("--region", os.environ.get("AWS_DEFAULT_REGION", ""))
     name = given.get("--repository-name", "")
     digest = given.get("--image-id", "").removeprefix("imageDigest=")
-    repository = f"{registry_id}.dkr.ecr.{region}.{facts.aws_partition(region)[1]}/{name}"
+    repository = f"{registry_id}.dkr.ecr.{region}.{aws_partition(region)[1]}/{name}"
     names = {"repository_name": name, "registry_id": registry_id, "digest": digest}
     if not repository_exists(repository):
         return client_error("RepositoryNotFoundException", **names)
-    if not path_of(f"{repository}@{digest}").is_file():
+    if not is_file(f"{repository}@{digest}"):
         return client_error("ImageNotFoundException", **names)
-    scans = path_of(f"{repository}/scans@{digest}")
-    if not scans.is_file():
+    scans = f"{repository}/scans@{digest}"
+    if not is_file(scans):
         return client_error("ScanNotFoundException", **names)
-    answers = json.loads(scans.read_text())
+    answers = json.loads(read(scans))
     if len(answers) > 1:  # the scan moves on: the next call gets the next answer
-        scans.write_text(json.dumps(answers[1:]))
+        write(scans, json.dumps(answers[1:]))
     answer = answers[0]
     if problem := invalid(answer):
         sys.stderr.write(f"stub: ECR never answers this ({problem})\n")

@@ -16,14 +16,16 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+sys.path.insert(0, os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 
-from tests.ci.stubs._state import facts, log, path_of
+from tests.ci.stubs._state import facts, is_file, log, read, write
 
-COSIGN = facts.load("cosign")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+COSIGN = facts("cosign")
 VERIFY = COSIGN["verify"]
 MESSAGES = VERIFY["messages"]
 EXIT = VERIFY["exit_codes"]
@@ -51,7 +53,7 @@ def sign(repository: str, digest: str, public_key: str, claimed: str | None = No
     """Store a signature of repository@digest made with the key whose public half is `public_key`,
     as `cosign sign` does; `claimed` puts another digest in the signed payload."""
     signed = payload(repository, claimed or digest)
-    path_of(f"{repository}/blobs@{sha256(signed)}").write_bytes(signed)
+    write(f"{repository}/blobs@{sha256(signed)}", signed)
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -66,8 +68,8 @@ def sign(repository: str, digest: str, public_key: str, claimed: str | None = No
         ],
     }
     raw = json.dumps(manifest).encode()
-    path_of(f"{repository}@{sha256(raw)}").write_bytes(raw)
-    path_of(f"{repository}:{signature_tag(digest)}").write_text(sha256(raw))
+    write(f"{repository}@{sha256(raw)}", raw)
+    write(f"{repository}:{signature_tag(digest)}", sha256(raw))
 
 
 def fail(message: str, code: int) -> int:
@@ -77,23 +79,31 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+def read_json(path: str) -> Any:
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def credentials() -> dict[str, Any]:
     """The registry credentials cosign's default keychain reads (go-containerregistry)."""
-    home = Path(os.environ.get("HOME", "/nonexistent")) / ".docker" / "config.json"
+    home = os.path.join(os.environ.get("HOME", "/nonexistent"), ".docker", "config.json")
     docker_config = os.environ.get("DOCKER_CONFIG", "")
-    if home.is_file() or (docker_config and (Path(docker_config) / "config.json").is_file()):
-        path = Path(docker_config) / "config.json" if docker_config else home
-    elif os.environ.get("REGISTRY_AUTH_FILE") and Path(os.environ["REGISTRY_AUTH_FILE"]).is_file():
-        path = Path(os.environ["REGISTRY_AUTH_FILE"])
+    if os.path.isfile(home) or (docker_config and os.path.isfile(os.path.join(docker_config, "config.json"))):
+        path = os.path.join(docker_config, "config.json") if docker_config else home
+    elif os.environ.get("REGISTRY_AUTH_FILE") and os.path.isfile(os.environ["REGISTRY_AUTH_FILE"]):
+        path = os.environ["REGISTRY_AUTH_FILE"]
     else:
         return {}
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if os.path.isfile(path) else {}
 
 
 def public_key(ref: str) -> str | None:
     if ref.startswith("env://"):
         return os.environ.get(ref[len("env://") :])
-    return Path(ref).read_text() if Path(ref).is_file() else None
+    if not os.path.isfile(ref):
+        return None
+    with open(ref) as handle:
+        return handle.read()
 
 
 def verify(args: list[str]) -> int:
@@ -129,13 +139,13 @@ def verify(args: list[str]) -> int:
         if registry not in known.get("auths", {}) and not known.get("credHelpers", {}).get(registry):
             message = VERIFY["registry_unauthorized"].format(registry=registry, name=name, tag=tag)
             return fail(message, EXIT["other"])
-        tagged = path_of(f"{repository}:{tag}")
-        if not tagged.is_file():
+        tagged = f"{repository}:{tag}"
+        if not is_file(tagged):
             return fail(MESSAGES["no_signature"], EXIT["no_signature"])
-        manifest = json.loads(path_of(f"{repository}@{tagged.read_text()}").read_text())
+        manifest = json.loads(read(f"{repository}@{read(tagged).decode()}"))
         reasons, verified = [], []
         for layer in manifest["layers"]:
-            signed = path_of(f"{repository}/blobs@{layer['digest']}").read_bytes()
+            signed = read(f"{repository}/blobs@{layer['digest']}")
             claimed = json.loads(signed)["critical"]["image"]["docker-manifest-digest"]
             if not ignore_tlog:
                 reasons.append(MESSAGES["not_in_tlog"])
@@ -154,8 +164,8 @@ def verify(args: list[str]) -> int:
 
 
 def main(args: list[str]) -> int:
-    config = Path(os.environ.get("DOCKER_CONFIG", "/nonexistent")) / "config.json"
-    log("cosign", args, docker_config=json.loads(config.read_text()) if config.is_file() else None)
+    config = os.path.join(os.environ.get("DOCKER_CONFIG", "/nonexistent"), "config.json")
+    log("cosign", args, docker_config=read_json(config) if os.path.isfile(config) else None)
     if not args or args[0] != "verify":
         return fail(f'unknown command "{args[0] if args else ""}" for "cosign"', EXIT["other"])
     return verify(args[1:])
