@@ -2,10 +2,12 @@
 `aws`, `curl`, `gitlab-runner`, `systemctl`, `dnf`, `rpm`, `uname`, `python3` on PATH that record
 every call. The curl stub serves only what the gitlab-runner fact file lists (404 otherwise) and
 answers GitLab's runner API only as infra/facts/gitlab-api.yaml describes it; the aws stub keeps SSM
-parameters as the service does."""
+parameters as the service does. The stubs are bash, reading what the fact files say from a folder
+written once per session (stubs/_facts.py), so that no stub call starts Python."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 import importlib.util
@@ -19,7 +21,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,19 +58,40 @@ VERIFY_URL = HOST.gitlab_url + facts.load("gitlab-api")["verify"]["path"]
 EXPIRES = "2027-02-01T12:30:00.250Z"  # as GitLab writes times
 SYSTEM_ID = "s_0a1b2c3d4e5f"  # .runner_system_id, as gitlab-runner writes it on its first start
 GITLAB_KEY = RELEASE.signing_key_fingerprint
+FIRST_BOOT_ARCH = "x86_64"  # what `uname -m` answers on the hosts of `booted`, as the uname stub does by default
 
 
-def _published_urls() -> str:
-    """What the curl stub reads from the fact files before its first download (`_facts.py urls`),
-    read once here: each test host starts with it, one Python start fewer per boot."""
+@dataclass
+class Stubs:
+    bin: Path
+    """The stubs as this session runs them: those of stubs/, each `#!/usr/bin/env bash` naming the bash
+    that env would find instead, one exec fewer per call."""
+    facts: Path
+    """$STUB_FACTS: what the fact files say, as the stubs read it, written by stubs/_facts.py from
+    infra/facts once per session instead of by a Python start per stub call."""
+
+
+@pytest.fixture(scope="session")
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> Stubs:
+    """The stubs and what they read, set up once per session."""
+    base = tmp_path_factory.mktemp("stubs")
+    bash = shutil.which("bash")
+    assert bash, "no bash on PATH"
+    (base / "bin").mkdir()
+    for stub in STUBS.iterdir():
+        if stub.is_file() and stub.suffix != ".py":
+            text = stub.read_text()
+            if text.startswith("#!/usr/bin/env bash\n"):
+                text = f"#!{bash}\n" + text.removeprefix("#!/usr/bin/env bash\n")
+            (base / "bin" / stub.name).write_text(text)
+            (base / "bin" / stub.name).chmod(stat.S_IMODE(stub.stat().st_mode))
     spec = importlib.util.spec_from_file_location("stub_facts", STUBS / "_facts.py")
     assert spec and spec.loader
-    stub_facts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stub_facts)
-    return "".join(f"{url}\n" for url in stub_facts.published())
-
-
-PUBLISHED_URLS = _published_urls()
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (base / "facts").mkdir()
+    module.write(base / "facts")
+    return Stubs(base / "bin", base / "facts")
 
 
 def local_copy(root: Path, url: str) -> Path:
@@ -120,7 +143,10 @@ def signed_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedR
         key = local_copy(downloads, RELEASE.signing_key_url)
         key.parent.mkdir(parents=True)
         key.write_bytes(subprocess.run([*gpg, "--armor", "--export", fingerprint], capture_output=True).stdout)
+        published = {p: p.read_bytes() for p in downloads.rglob("*") if p.is_file()}
         yield SignedRelease(downloads, fingerprint)
+        # The hosts serve these files until a test changes one (Host.release_file gives that test its own copy).
+        assert {p: p.read_bytes() for p in downloads.rglob("*") if p.is_file()} == published
     finally:
         subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "all"])
 
@@ -136,18 +162,14 @@ class Host:
     """A temporary root laid out as cloud-init leaves the instance, the SSM parameter as pulumi up
     leaves it (version 1), the release's downloads, and a way to run a script."""
 
-    def __init__(self, tmp: Path, release: SignedRelease, ssm: Path | None = None) -> None:
-        self.root = tmp / "root"
-        self.state = tmp / "stub-state"
-        self.log = tmp / "calls.log"
-        self.tmp = tmp / "tmp"
-        self.downloads = tmp / "downloads"
-        self.ssm = ssm or tmp / "ssm"
+    def __init__(self, tmp: Path, release: SignedRelease, stubs: Stubs, ssm: Path | None = None) -> None:
+        self.release = release
+        self.stubs = stubs.bin
+        self.downloads = release.downloads  # shared by the hosts until `release_file` gives this one its own
+        self._place(tmp, ssm)
         (self.root / "etc/shipyard").mkdir(parents=True)
         for folder in (self.state, self.tmp, self.ssm):
             folder.mkdir(exist_ok=True)
-        (self.state / "published-urls").write_text(PUBLISHED_URLS)
-        shutil.copytree(release.downloads, self.downloads)
         # The only place the pinned fingerprint is not the fact file's: this test host's runner.env,
         # so that the throwaway key can stand in for GitLab's. The user data always carries the fact
         # file's (tests/test_userdata.py); `pin(GITLAB_KEY)` puts it back.
@@ -158,21 +180,45 @@ class Host:
         if ssm is None:
             self.set_parameter(TOKEN, 1)
         self.env = {
-            "PATH": f"{STUBS}:{os.environ['PATH']}",
-            "SHIPYARD_ROOT": str(self.root),
+            "PATH": f"{stubs.bin}:{os.environ['PATH']}",
             "SHIPYARD_LIB": str(USERDATA_DIR / "lib.sh"),
-            "SHIPYARD_STOP": str(STUBS / "shipyard-stop"),
+            "SHIPYARD_STOP": str(stubs.bin / "shipyard-stop"),
+            "STUB_FACTS": str(stubs.facts),
+            "STUB_PYTHON": sys.executable,
+            "STUB_RUNNER_ID": str(RUNNER_ID),
+            "HEARTBEAT_SECONDS": "0.05",
+            "TOKEN_POLL_SECONDS": "0.05",
+            **self._paths(),
+        }
+
+    def _place(self, tmp: Path, ssm: Path | None) -> None:
+        self.base = tmp
+        self.root = tmp / "root"
+        self.state = tmp / "stub-state"
+        self.log = tmp / "calls.log"
+        self.tmp = tmp / "tmp"
+        self.ssm = ssm or tmp / "ssm"
+        if self.downloads != self.release.downloads:
+            self.downloads = tmp / "downloads"
+
+    def _paths(self) -> dict[str, str]:
+        return {
+            "SHIPYARD_ROOT": str(self.root),
             "STUB_LOG": str(self.log),
             "STUB_STATE": str(self.state),
             "STUB_SSM": str(self.ssm),
             "STUB_DOWNLOADS": str(self.downloads),
-            "STUB_PYTHON": sys.executable,
-            "STUB_RUNNER_ID": str(RUNNER_ID),
-            "STUB_GITLAB_API": json.dumps(facts.load("gitlab-api")["verify"]),
             "TMPDIR": str(self.tmp),
-            "HEARTBEAT_SECONDS": "0.1",
-            "TOKEN_POLL_SECONDS": "0.05",
         }
+
+    def copy(self, tmp: Path) -> Host:
+        """This host as it is now, in `tmp`: its root, the stubs' state, its SSM parameters (its own
+        copy, unless this host shares another's) and its downloads (its own copy, if it has one)."""
+        shutil.copytree(self.base, tmp, symlinks=True, dirs_exist_ok=True)
+        other = copy.copy(self)
+        other._place(tmp, None if self.ssm == self.base / "ssm" else self.ssm)
+        other.env = {**self.env, **other._paths()}
+        return other
 
     def pin(self, fingerprint: str | None = None, **env: str) -> None:
         """Write runner.env pinning `fingerprint` (the test key's by default), `env` in place of its values."""
@@ -186,6 +232,11 @@ class Host:
         return self.root / "etc/gitlab-runner/config.toml"
 
     def release_file(self, path: str) -> Path:
+        """A file of the release as this host downloads it, to change: the host's own copy of the downloads."""
+        if self.downloads == self.release.downloads:
+            self.downloads = self.base / "downloads"
+            shutil.copytree(self.release.downloads, self.downloads)
+            self.env["STUB_DOWNLOADS"] = str(self.downloads)
         return local_copy(self.downloads, f"{RELEASE.downloads}/{path}")
 
     def _parameter(self) -> Path:
@@ -249,8 +300,59 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path: Path, signed_release: SignedRelease) -> Host:
-    return Host(tmp_path, signed_release)
+def host(tmp_path: Path, signed_release: SignedRelease, stubs: Stubs) -> Host:
+    return Host(tmp_path, signed_release, stubs)
+
+
+@dataclass
+class Booted:
+    """A host after its first bootstrap, that run's result, and when it ran (UTC; `started` to the second)."""
+
+    host: Host
+    first: Result
+    started: datetime.datetime
+    finished: datetime.datetime
+
+    @classmethod
+    def boot(cls, host: Host, **env: str) -> Booted:
+        started = datetime.datetime.now(UTC).replace(microsecond=0)
+        result = host.run("bootstrap.sh", **env)
+        return cls(host, result, started, datetime.datetime.now(UTC))
+
+    def copy(self, tmp: Path) -> Booted:
+        """The host as this run left it, in `tmp`, for a test of its own."""
+        return replace(self, host=self.host.copy(tmp), first=replace(self.first, calls=list(self.first.calls)))
+
+
+@pytest.fixture(scope="session")
+def _first_boot(tmp_path_factory: pytest.TempPathFactory, signed_release: SignedRelease, stubs: Stubs) -> Booted:
+    return Booted.boot(Host(tmp_path_factory.mktemp("first-boot"), signed_release, stubs), STUB_ARCH=FIRST_BOOT_ARCH)
+
+
+@pytest.fixture(scope="session")
+def _first_boot_expiring(
+    tmp_path_factory: pytest.TempPathFactory, signed_release: SignedRelease, stubs: Stubs
+) -> Booted:
+    host = Host(tmp_path_factory.mktemp("first-boot-expiring"), signed_release, stubs)
+    host.expire_tokens_at(EXPIRES)
+    (host.root / "etc/gitlab-runner").mkdir(parents=True)
+    (host.root / "etc/gitlab-runner" / facts.load("gitlab-api")["system_id_file"]).write_text(SYSTEM_ID)
+    return Booted.boot(host)
+
+
+@pytest.fixture
+def booted(tmp_path: Path, _first_boot: Booted) -> Booted:
+    """`host` after `host.run("bootstrap.sh", STUB_ARCH=FIRST_BOOT_ARCH)` (the uname stub's answer
+    anyway), and that run's result: one run per session, and each test its own copy of the host it
+    left (root, stub state, SSM parameter)."""
+    return _first_boot.copy(tmp_path)
+
+
+@pytest.fixture
+def booted_expiring(tmp_path: Path, _first_boot_expiring: Booted) -> Booted:
+    """As `booted`, for a host whose gitlab-runner had made its system_id (SYSTEM_ID) and a GitLab
+    answering token_expires_at = EXPIRES (`host.expire_tokens_at(EXPIRES)`) before the run."""
+    return _first_boot_expiring.copy(tmp_path)
 
 
 def hook_calls(result: Result) -> list[str]:
@@ -270,8 +372,8 @@ def gitlab_api(call: str) -> bool:
     return call.startswith("curl") and call.split()[-1].startswith(f"{HOST.gitlab_url}/api/v4/")
 
 
-def test_bootstrap_puts_the_token_in_config_toml_and_nowhere_else(host: Host) -> None:  # guards R1
-    result = host.run("bootstrap.sh")
+def test_bootstrap_puts_the_token_in_config_toml_and_nowhere_else(booted: Booted) -> None:  # guards R1
+    host, result = booted.host, booted.first
     assert result.code == 0, result.output
     config = host.config.read_text()
     assert f'token = "{TOKEN}"' in config
@@ -285,20 +387,18 @@ def test_bootstrap_puts_the_token_in_config_toml_and_nowhere_else(host: Host) ->
     assert not list(host.tmp.iterdir())  # the downloads are cleaned up
 
 
-def test_a_token_that_expires_gets_gitlabs_dates_in_config_toml(host: Host) -> None:  # guards R18
+def test_a_token_that_expires_gets_gitlabs_dates_in_config_toml(booted_expiring: Booted) -> None:  # guards R18
     # gitlab-runner rotates only a token whose [[runners]] entry has token_expires_at (nextRunnerToReset).
-    host.expire_tokens_at(EXPIRES)
+    # Before the run GitLab was set to answer EXPIRES, and gitlab-runner's system_id file written.
+    host, result = booted_expiring.host, booted_expiring.first
     api = facts.load("gitlab-api")
     assert re.fullmatch(api["system_id_pattern"], SYSTEM_ID)
-    (host.root / "etc/gitlab-runner").mkdir(parents=True)
-    (host.root / "etc/gitlab-runner" / api["system_id_file"]).write_text(SYSTEM_ID)
-    before = datetime.datetime.now(UTC).replace(microsecond=0)
-    result = host.run("bootstrap.sh")
+    assert (host.root / "etc/gitlab-runner" / api["system_id_file"]).read_text() == SYSTEM_ID
     assert result.code == 0, result.output
     entry = host.runner_entry()
     assert entry["token"] == TOKEN and entry["id"] == RUNNER_ID
     assert entry["token_expires_at"] == datetime.datetime(2027, 2, 1, 12, 30, tzinfo=UTC)
-    assert before <= entry["token_obtained_at"] <= datetime.datetime.now(UTC)
+    assert booted_expiring.started <= entry["token_obtained_at"] <= booted_expiring.finished
     assert stat.S_IMODE(host.config.stat().st_mode) == 0o600
     assert "shipyard: the runner token expires at 2027-02-01T12:30:00Z" in result.output
     # guards R1: the body went to curl as a 0600 file, the answer to python3 on stdin; no argument,
@@ -313,8 +413,8 @@ def test_a_token_that_expires_gets_gitlabs_dates_in_config_toml(host: Host) -> N
     assert not list(host.tmp.iterdir())
 
 
-def test_a_token_without_expiry_gets_no_dates(host: Host) -> None:  # guards R18
-    result = host.run("bootstrap.sh")  # GitLab answers token_expires_at: null, as with expiry off
+def test_a_token_without_expiry_gets_no_dates(booted: Booted) -> None:  # guards R18
+    host, result = booted.host, booted.first  # GitLab answers token_expires_at: null, as with expiry off
     assert result.code == 0, result.output
     entry = host.runner_entry()
     assert entry["id"] == RUNNER_ID
@@ -340,8 +440,8 @@ def test_gitlab_not_answering_the_expiry_leaves_the_dates_out_and_boots(host: Ho
         assert not list(host.tmp.iterdir())
 
 
-def test_bootstrap_reads_the_token_with_decryption_and_completes_the_launch_hook(host: Host) -> None:
-    result = host.run("bootstrap.sh")  # guards R8
+def test_bootstrap_reads_the_token_with_decryption_and_completes_the_launch_hook(booted: Booted) -> None:
+    result = booted.first  # guards R8
     assert any(
         c.startswith("aws ssm get-parameter --name /shipyard/staging/gitlab-runner-token --with-decryption")
         for c in result.calls
@@ -353,8 +453,8 @@ def test_bootstrap_reads_the_token_with_decryption_and_completes_the_launch_hook
     assert verify < result.calls.index(hook)
 
 
-def test_config_exists_before_gitlab_runner_is_installed_and_started(host: Host) -> None:  # guards R5
-    result = host.run("bootstrap.sh")
+def test_config_exists_before_gitlab_runner_is_installed_and_started(booted: Booted) -> None:  # guards R5
+    result = booted.first
     install = next(i for i, c in enumerate(result.calls) if c.startswith("dnf install") and "gitlab-runner_" in c)
     assert result.calls[install + 1] == "dnf saw config.toml"
     assert "dnf install -y -q docker-25.0.*" in result.calls  # guards R12
@@ -362,9 +462,16 @@ def test_config_exists_before_gitlab_runner_is_installed_and_started(host: Host)
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
-def test_bootstrap_downloads_and_installs_the_rpm_gitlab_publishes_for_the_arch(host: Host, arch: str) -> None:
+def test_bootstrap_downloads_and_installs_the_rpm_gitlab_publishes_for_the_arch(
+    request: pytest.FixtureRequest, arch: str
+) -> None:
     # guards R17: since 18.9.0 the RPMs are named by RPM arch; gitlab-runner_amd64.rpm is a 404.
-    result = host.run("bootstrap.sh", STUB_ARCH=arch)
+    if arch == FIRST_BOOT_ARCH:  # that run is the session's first boot, `booted`
+        booted: Booted = request.getfixturevalue("booted")
+        host, result = booted.host, booted.first
+    else:
+        host = request.getfixturevalue("host")
+        result = host.run("bootstrap.sh", STUB_ARCH=arch)
     assert result.code == 0, result.output
     base = "https://s3.dualstack.us-east-1.amazonaws.com/gitlab-runner-downloads/v19.1.1"
     assert downloads(result) == [
@@ -430,16 +537,16 @@ def test_a_signing_key_other_than_the_pinned_one_abandons(host: Host, signed_rel
     assert not [c for c in result.calls if c.startswith("dnf install") and ".rpm" in c]
 
 
-def test_machine_id_is_regenerated_once_per_instance(host: Host) -> None:  # guards R4
-    host.run("bootstrap.sh")
+def test_machine_id_is_regenerated_once_per_instance(booted: Booted) -> None:  # guards R4
+    host = booted.host  # its etc/machine-id was the AMI's, "0" * 32, before its first boot
     first = (host.root / "etc/machine-id").read_text()
     assert first != "0" * 32
     host.run("bootstrap.sh")
     assert (host.root / "etc/machine-id").read_text() == first
 
 
-def test_graceful_stop_is_configured_for_the_longest_job(host: Host) -> None:  # guards R7
-    host.run("bootstrap.sh")
+def test_graceful_stop_is_configured_for_the_longest_job(booted: Booted) -> None:  # guards R7
+    host = booted.host
     dropin = (host.root / "etc/systemd/system/gitlab-runner.service.d/shipyard.conf").read_text()
     assert "KillSignal=SIGQUIT" in dropin and "TimeoutStopSec=3900" in dropin
 
@@ -479,11 +586,13 @@ def test_a_rejected_token_says_how_to_recover_and_waits_before_abandoning(host: 
     assert TOKEN not in result.output
 
 
-def test_gitlab_runner_verify_rejecting_a_token_whose_dates_are_kept_takes_the_same_path(host: Host) -> None:
+def test_gitlab_runner_verify_rejecting_a_token_whose_dates_are_kept_takes_the_same_path(
+    booted_expiring: Booted,
+) -> None:
     # guards R18: a token with known dates is not asked about again, so only `gitlab-runner verify`
     # sees that GitLab has since revoked it.
-    host.expire_tokens_at(EXPIRES)
-    assert host.run("bootstrap.sh").code == 0
+    host = booted_expiring.host
+    assert booted_expiring.first.code == 0
     host.reject(TOKEN)
     result = host.run("bootstrap.sh", TOKEN_POLLS="1")
     assert abandoned(result)
@@ -514,8 +623,9 @@ def test_a_new_token_during_the_wait_is_used_without_a_new_host(host: Host, tmp_
     assert hook_calls(Result(0, "", host.log.read_text().splitlines()))[-1].endswith("CONTINUE")
 
 
-def test_a_second_run_changes_nothing(host: Host) -> None:
-    assert host.run("bootstrap.sh").code == 0
+def test_a_second_run_changes_nothing(booted: Booted) -> None:
+    host = booted.host
+    assert booted.first.code == 0
     before = host.snapshot()
     second = host.run("bootstrap.sh")
     assert second.code == 0, second.output
@@ -524,8 +634,9 @@ def test_a_second_run_changes_nothing(host: Host) -> None:
     assert not downloads(second)
 
 
-def test_a_rotated_token_is_written_back_to_ssm_and_never_an_argument(host: Host) -> None:  # guards R18
-    assert host.run("bootstrap.sh").code == 0
+def test_a_rotated_token_is_written_back_to_ssm_and_never_an_argument(booted: Booted) -> None:  # guards R18
+    host = booted.host
+    assert booted.first.code == 0
     host.rotate()
     result = host.run("token-sync.sh")
     assert result.code == 0, result.output
@@ -544,9 +655,9 @@ def test_a_rotated_token_is_written_back_to_ssm_and_never_an_argument(host: Host
     assert again.code == 0 and not [c for c in again.calls if "put-parameter" in c]
 
 
-def test_a_rotated_token_survives_a_reboot_and_reaches_the_parameter(host: Host) -> None:  # guards R16, R18
-    host.expire_tokens_at(EXPIRES)
-    host.run("bootstrap.sh")
+def test_a_rotated_token_survives_a_reboot_and_reaches_the_parameter(booted_expiring: Booted) -> None:
+    # guards R16, R18
+    host = booted_expiring.host
     host.rotate()
     host.expire_tokens_at("2027-06-30T00:00:00Z")  # what GitLab would say if asked again: it must not be
     result = host.run("bootstrap.sh")
@@ -563,10 +674,10 @@ def test_a_rotated_token_survives_a_reboot_and_reaches_the_parameter(host: Host)
 
 
 def test_a_replacement_host_reads_the_token_the_old_one_rotated(
-    host: Host, tmp_path: Path, signed_release: SignedRelease
+    booted: Booted, tmp_path: Path, signed_release: SignedRelease, stubs: Stubs
 ) -> None:
     # guards R18: rotated on the old host, which then stops; the new host must not get the old token.
-    host.run("bootstrap.sh")
+    host = booted.host
     host.reject(TOKEN)  # GitLab invalidates the old token once it has rotated
     host.rotate()
     stop = host.run("stop.sh")
@@ -575,7 +686,7 @@ def test_a_replacement_host_reads_the_token_the_old_one_rotated(
     assert stop.calls.index("systemctl stop gitlab-runner") < put
     assert put < stop.calls.index("gitlab-runner unregister --all-runners")
     (tmp_path / "replacement").mkdir()
-    replacement = Host(tmp_path / "replacement", signed_release, ssm=host.ssm)
+    replacement = Host(tmp_path / "replacement", signed_release, stubs, ssm=host.ssm)
     replacement.reject(TOKEN)
     result = replacement.run("bootstrap.sh")
     assert result.code == 0, result.output
@@ -583,8 +694,8 @@ def test_a_replacement_host_reads_the_token_the_old_one_rotated(
     assert hook_calls(result)[0].endswith("CONTINUE")
 
 
-def test_a_new_runner_from_pulumi_is_not_overwritten_by_a_hosts_older_token(host: Host) -> None:
-    host.run("bootstrap.sh")
+def test_a_new_runner_from_pulumi_is_not_overwritten_by_a_hosts_older_token(booted: Booted) -> None:
+    host = booted.host
     host.rotate()
     host.set_parameter(NEW, 2)  # pulumi up replaced the runner meanwhile
     sync = host.run("token-sync.sh")
@@ -595,8 +706,8 @@ def test_a_new_runner_from_pulumi_is_not_overwritten_by_a_hosts_older_token(host
     assert f'token = "{NEW}"' in host.config.read_text()
 
 
-def test_a_failed_write_back_at_boot_keeps_the_rotated_token(host: Host) -> None:  # guards R16
-    host.run("bootstrap.sh")
+def test_a_failed_write_back_at_boot_keeps_the_rotated_token(booted: Booted) -> None:  # guards R16
+    host = booted.host
     host.rotate()
     result = host.run("bootstrap.sh", STUB_SSM_PUT_DENIED="1")
     assert result.code == 0, result.output
@@ -625,7 +736,7 @@ def test_stop_drains_then_unregisters_this_manager_then_completes_the_hook(host:
 
 
 def test_stop_heartbeats_the_terminate_hook_while_jobs_drain(host: Host) -> None:  # guards R7
-    result = host.run("stop.sh", STUB_STOP_SECONDS="0.45")
+    result = host.run("stop.sh", STUB_STOP_SECONDS="0.2")  # 4 heartbeat intervals (0.05 s)
     assert result.code == 0, result.output
     beats = [c for c in result.calls if c.startswith("aws autoscaling record-lifecycle-action-heartbeat")]
     assert len(beats) >= 2
@@ -646,11 +757,11 @@ def test_lifecycle_watch_stays_quiet_once_the_host_has_stopped(host: Host) -> No
     host.log.write_text("")
     watch = subprocess.Popen(
         ["bash", str(USERDATA_DIR / "lifecycle-watch.sh")],
-        env={**host.env, "STUB_LIFECYCLE_STATE": "Terminated", "WATCH_INTERVAL": "0.05"},
+        env={**host.env, "STUB_LIFECYCLE_STATE": "Terminated", "WATCH_INTERVAL": "0.02"},
     )
     try:
         with pytest.raises(subprocess.TimeoutExpired):
-            watch.wait(timeout=1)
+            watch.wait(timeout=0.4)  # some 20 checks of the target state
     finally:
         watch.kill()
         watch.wait()
@@ -679,7 +790,7 @@ def test_the_curl_stub_answers_gitlabs_runner_api_only_as_the_facts_say(host: Ho
         answer = host.tmp / "answer.json"
         args = [*(headers or ("-H", "Content-Type: application/json")), "--data", f"@{body}", "-o", str(answer)]
         curl = subprocess.run(
-            [str(STUBS / "curl"), *args, "-w", "%{http_code}", url], env=host.env, capture_output=True, text=True
+            [str(host.stubs / "curl"), *args, "-w", "%{http_code}", url], env=host.env, capture_output=True, text=True
         )
         assert curl.returncode == 0, curl.stderr
         return curl.stdout, answer.read_text()
@@ -690,15 +801,26 @@ def test_the_curl_stub_answers_gitlabs_runner_api_only_as_the_facts_say(host: Ho
     assert verify(TOKEN, f"{HOST.gitlab_url}/api/v4/runners")[0] == "404"
     assert verify(TOKEN, VERIFY_URL, "-H", "Accept: application/json")[0] == "400"  # a form, not JSON
     inline = subprocess.run(
-        [str(STUBS / "curl"), "--data", json.dumps({"token": TOKEN}), VERIFY_URL], env=host.env, capture_output=True
+        [str(host.stubs / "curl"), "--data", json.dumps({"token": TOKEN}), VERIFY_URL],
+        env=host.env,
+        capture_output=True,
     )
     assert inline.returncode != 0  # a body on the command line is refused, not answered
+    body = host.tmp / "nested.json"  # nor one the stub cannot read as a flat JSON object
+    body.write_text(json.dumps({"token": TOKEN, "system_id": {"id": SYSTEM_ID}}))
+    nested = subprocess.run(
+        [str(host.stubs / "curl"), "-H", "Content-Type: application/json", "--data", f"@{body}", VERIFY_URL],
+        env=host.env,
+        capture_output=True,
+        text=True,
+    )
+    assert nested.returncode != 0 and "not a JSON object of plain values" in nested.stderr
 
 
 def test_the_aws_stub_keeps_parameters_as_ssm_does(host: Host) -> None:
     # The stub the token tests rely on answers as the service: not found, no silent overwrite, versions.
     def aws(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(STUBS / "aws"), *args], env=host.env, capture_output=True, text=True)
+        return subprocess.run([str(host.stubs / "aws"), *args], env=host.env, capture_output=True, text=True)
 
     get = ("ssm", "get-parameter", "--name", "/x", "--with-decryption")
     missing = aws(*get, "--query", "[Parameter.Value,Parameter.Version]", "--output", "text")
@@ -717,3 +839,8 @@ def test_the_aws_stub_keeps_parameters_as_ssm_does(host: Host) -> None:
         "ssm", "get-parameter", "--name", "/x", "--query", "[Parameter.Value,Parameter.Version]", "--output", "text"
     )
     assert "two" not in encrypted.stdout
+    # A request the stub cannot read as a flat JSON object (here an escape) is refused, and changes nothing.
+    request.write_text(json.dumps({"Name": "/x", "Type": "SecureString", "Overwrite": True, "Value": 'th"ree'}))
+    unread = aws("ssm", "put-parameter", "--cli-input-json", f"file://{request}")
+    assert unread.returncode == 252 and "Error parsing parameter 'cli-input-json'" in unread.stderr
+    assert aws(*get, "--query", "[Parameter.Value,Parameter.Version]", "--output", "text").stdout == "two\t2\n"
