@@ -4,9 +4,13 @@ network, no real credentials."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import logging
 import os
+import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +20,10 @@ import boto3
 import pytest
 
 REGION = "eu-west-1"
+DEFAULT_ACCOUNT = "123456789012"  # moto's
+
+# How often each server's state has been wiped: what a test deployed before is gone once it changes.
+_resets: collections.Counter[str] = collections.Counter()
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,11 @@ class Aws:
     def client(self, service: str, region: str = REGION) -> Any:
         """A client of the test itself, to arrange and inspect what the command did."""
         return _client(self.endpoint, service, region)
+
+    @property
+    def resets(self) -> int:
+        """How many times moto's state has been reset so far in this process."""
+        return _resets[self.endpoint]
 
 
 @functools.cache
@@ -39,24 +52,74 @@ def _client(endpoint: str, service: str, region: str) -> Any:
     )
 
 
+@contextlib.contextmanager
+def account(account_id: str) -> Iterator[None]:
+    """Every request to moto's server is served by another emulated account while inside: the server
+    runs in this process and reads MOTO_ACCOUNT_ID on each request (an account's state is its own)."""
+    before = os.environ.get("MOTO_ACCOUNT_ID")
+    os.environ["MOTO_ACCOUNT_ID"] = account_id
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MOTO_ACCOUNT_ID", None)
+        else:
+            os.environ["MOTO_ACCOUNT_ID"] = before
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_service_models() -> Iterator[None]:
-    """Every botocore session of the test process reads AWS's service models through one loader.
+    """Every botocore session of the test process reads AWS's service models through one loader,
+    and every client class of a service gets its operation methods from one table.
 
     The code under test builds its clients afresh on every run, as a command does once per process;
-    each new session would parse the same model files again (most of a client's tenth of a second).
-    The models are read-only data, so sharing the loader changes nothing but the time."""
+    each new session would parse the same model files again (most of a client's tenth of a second),
+    and each new client would build a method, with its docstring, for every operation of the service
+    again (some 700 for EC2), only for the garbage collector to sweep them up after the run. The
+    models are read-only data, and a method only calls its client's `_make_api_call` with the
+    operation's name, so sharing them changes nothing but the time."""
+    import botocore.client
     import botocore.loaders
     import botocore.session
 
     original = botocore.session.create_loader
-    botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)  # type: ignore[assignment]
+    botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
+    create_methods = botocore.client.ClientCreator._create_methods
+    tables: dict[tuple[str, int], tuple[Any, dict[str, Any]]] = {}
+
+    def shared_methods(creator: Any, service_model: Any) -> dict[str, Any]:
+        model = service_model._service_description  # one object per service: the shared loader's
+        key = (service_model.service_name, id(model))
+        if key not in tables:
+            tables[key] = (model, create_methods(creator, service_model))  # kept, so no other object gets its id
+        return dict(tables[key][1])  # a copy: the class's creation may add methods (boto3's for S3)
+
+    botocore.client.ClientCreator._create_methods = shared_methods
     yield
-    botocore.session.create_loader = original  # type: ignore[assignment]
+    botocore.client.ClientCreator._create_methods = create_methods
+    botocore.session.create_loader = original
+
+
+class _KeyPairOnFirstUse:
+    """The key pair moto keeps for a KMS key, made when GetPublicKey, Sign or Verify first needs it
+    rather than when the key is created: moto makes one for every key, an RSA-2048 pair for a
+    symmetric key too, and that takes some 40 ms of a CreateKey that otherwise takes one."""
+
+    def __init__(self, make: Any, key_spec: str) -> None:
+        self._make, self._key_spec, self._pair = make, key_spec, None
+
+    def __getattr__(self, name: str) -> Any:  # sign, verify, public_key
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._pair is None:
+            self._pair = self._make(self._key_spec)
+        return getattr(self._pair, name)
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
+    import moto.backends
+    import moto.kms.models
     from moto.server import ThreadedMotoServer  # only where a test needs it: moto is slow to import
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -64,27 +127,62 @@ def moto_endpoint() -> Iterator[str]:
     # AMIs on every reset. The tests name their own image id.
     before = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
     os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+    # To tell a backend's name from a host name, the server lists moto's package directory (a listdir
+    # and a stat per backend, some 180) twice on every request: about a third of a request's time. The
+    # directory does not change while the tests run, so it is listed once.
+    list_of_moto_modules = moto.backends.list_of_moto_modules
+    modules = tuple(list_of_moto_modules())
+    moto.backends.list_of_moto_modules = lambda: modules
+    # KMS keys get their key pair when it is first used (see _KeyPairOnFirstUse).
+    generate_private_key = moto.kms.models.generate_private_key
+
+    def key_pair_on_first_use(key_spec: str) -> Any:
+        return _KeyPairOnFirstUse(generate_private_key, key_spec)
+
+    moto.kms.models.generate_private_key = key_pair_on_first_use
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
-    server.stop()
+    # The server's loop looks for a stop request twice a second (stop() waits for it), or as soon as a
+    # connection wakes it.
+    stopping = threading.Thread(target=server.stop)
+    stopping.start()
+    while stopping.is_alive():
+        with contextlib.suppress(OSError):
+            socket.create_connection((host, port), timeout=1).close()
+        stopping.join(0.01)
+    moto.backends.list_of_moto_modules = list_of_moto_modules
+    moto.kms.models.generate_private_key = generate_private_key
     if before is None:
         os.environ.pop("MOTO_EC2_LOAD_DEFAULT_AMIS")
     else:
         os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = before
 
 
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> Aws:
-    """A fresh emulated account per test, and an environment whose credentials point at it only."""
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).close()
+def _reset(endpoint: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
+    _resets[endpoint] += 1
+
+
+def environment(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """An environment whose credentials point at moto's server only. Without the reset of `aws`, the
+    server's state is as the tests before left it: for tests that share what their module deployed
+    once, and add only resources of their own, named apart. What was deployed before `Aws.resets`
+    changed is gone."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "MOTO_ACCOUNT_ID"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return Aws(moto_endpoint)
+    return Aws(endpoint)
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> Aws:
+    """A fresh emulated account per test, and an environment whose credentials point at it only."""
+    _reset(moto_endpoint)
+    return environment(moto_endpoint, monkeypatch)
