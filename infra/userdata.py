@@ -126,7 +126,7 @@ def _fill(node: Any, host: RunnerHost) -> Any:
     return node
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     """Multi-line strings as literal blocks, so the user data reads like the files it came from."""
 
 

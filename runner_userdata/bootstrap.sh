@@ -111,7 +111,7 @@ install_gitlab_runner() {
 # R18: a token GitLab rejects does not heal on another host, since every host reads the same
 # parameter: abandoning at once would only have the group churn through hosts. Say why and how to
 # recover, then wait for a new token (the recovery writes one) before abandoning: one host per
-# TOKEN_POLLS × TOKEN_POLL_SECONDS (7.5 minutes, inside the launch hook's 15) instead of one per boot.
+# TOKEN_POLLS times TOKEN_POLL_SECONDS (7.5 minutes, inside the launch hook's 15) instead of one per boot.
 token_rejected() {
   local version="$1" polls="${TOKEN_POLLS:-15}" now i
   log "GitLab rejects the runner token in $TOKEN_PARAMETER (version $version): revoked, expired, or its runner deleted; a new host reads the same token. To recover, replace the runner: pulumi up --replace <the stack's gitlab:index/userRunner:UserRunner URN> (pulumi stack --show-urns lists it)"
