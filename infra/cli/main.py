@@ -165,7 +165,7 @@ def bootstrap(args: argparse.Namespace) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-    from infra.cli.bootstrap import Bootstrap, BootstrapError, login_lines, problems
+    from infra.ops.bootstrap import Bootstrap, BootstrapError, login_lines, problems
 
     found = problems(args.bucket, args.region, args.kms_alias)
     if found:
@@ -263,7 +263,7 @@ def verify(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, NoCredentialsError
 
     from infra.cli.engine import Project, read_stack_config
-    from infra.cli.verify import FAIL, Verify, VerifyError, stack_outputs
+    from infra.ops.verify import FAIL, Verify, VerifyError, stack_outputs
     from infra.settings import Settings, SettingsError
 
     # The stack file as the program reads it (short keys in the project namespace, too).

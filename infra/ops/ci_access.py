@@ -26,8 +26,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from infra.cli.bootstrap import BUCKET_NAME, DENIED, IAM_ACTIONS, KMS_ALIAS, REGION
 from infra.facts import aws_partition, load
+from infra.ops.bootstrap import BUCKET_NAME, DENIED, KMS_ALIAS, REGION, call_naming_denials
 from infra.ops.ci_permissions import Scope, permissions
 
 FACTS = "gitlab-oidc"
@@ -305,15 +305,7 @@ class CiAccess:
 
     def call(self, what: str, operation: Callable[..., Any], **kwargs: Any) -> Any:
         """One API call; access denied becomes a sentence that names the permission."""
-        try:
-            return operation(**kwargs)
-        except ClientError as error:
-            if _code(error) in DENIED:
-                client = operation.__self__  # type: ignore[attr-defined]
-                api = client.meta.method_to_api_mapping[operation.__name__]
-                action = IAM_ACTIONS.get(api, f"{client.meta.service_model.signing_name}:{api}")
-                raise CiAccessError(f"access denied: {what} needs {action} for {self.caller}") from None
-            raise
+        return call_naming_denials(what, operation, self.caller, CiAccessError, **kwargs)
 
     def note(self, item: str, state: str, detail: str) -> None:
         self.outcomes.append(Outcome(item, state, detail))

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from infra.cli.bootstrap import bucket_arn
+from infra.ops.bootstrap import bucket_arn
 
 # What `pulumi preview` and `--refresh` read of the stacks' AWS resources: descriptions and
 # settings, never data (no parameter value, object, image layer or secret). `Describe*` of EC2 and

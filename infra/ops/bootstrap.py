@@ -75,6 +75,21 @@ def partition_of(region: str) -> str | None:
         return None
 
 
+def call_naming_denials(
+    what: str, operation: Callable[..., Any], caller: str, failure: type[Exception], **kwargs: Any
+) -> Any:
+    """One boto3 call; access denied raises `failure` with a sentence naming the IAM action needed."""
+    try:
+        return operation(**kwargs)
+    except ClientError as error:
+        if _code(error) in DENIED:
+            client = operation.__self__  # type: ignore[attr-defined]
+            api = client.meta.method_to_api_mapping[operation.__name__]
+            action = IAM_ACTIONS.get(api, f"{client.meta.service_model.signing_name}:{api}")
+            raise failure(f"access denied: {what} needs {action} for {caller}") from None
+        raise
+
+
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
@@ -93,15 +108,7 @@ class Bootstrap:
 
     def call(self, what: str, operation: Callable[..., Any], **kwargs: Any) -> Any:
         """One API call; access denied becomes a sentence that names the permission."""
-        try:
-            return operation(**kwargs)
-        except ClientError as error:
-            if _code(error) in DENIED:
-                client = operation.__self__  # type: ignore[attr-defined]
-                api = client.meta.method_to_api_mapping[operation.__name__]
-                action = IAM_ACTIONS.get(api, f"{client.meta.service_model.signing_name}:{api}")
-                raise BootstrapError(f"access denied: {what} needs {action} for {self.caller}") from None
-            raise
+        return call_naming_denials(what, operation, self.caller, BootstrapError, **kwargs)
 
     def run(self) -> list[Outcome]:
         self.caller = "the current AWS identity"

@@ -41,8 +41,8 @@ import pytest
 from botocore.stub import Stubber
 
 from infra.cli.main import main
-from infra.cli.verify import FAIL, PASS, SKIP, Check, Verify
 from infra.components.signing import key_policy
+from infra.ops.verify import FAIL, PASS, SKIP, Check, Verify
 from tests.conftest import ROOT
 from tests.fake_api import serve
 from tests.moto_aws import DEFAULT_ACCOUNT, REGION, Aws, account, environment

@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.cli.bootstrap import Bootstrap
 from infra.cli.main import main
+from infra.ops.bootstrap import Bootstrap
 from tests.moto_aws import REGION, Aws
 
 BUCKET = "acme-pulumi-state"
