@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.ci.gitlab import effective, include, jobs, load, plan, script_lines
-from tests.ci.matrix import SOURCES, TEMPLATE
+from tests.ci.gitlab import effective, include, jobs, plan, script_lines
+from tests.ci.matrix import SOURCES
 
 DEPLOYS = ("shipyard-staging", "shipyard-production", "shipyard-rollback-staging", "shipyard-rollback-production")
 ROLLBACKS = ("shipyard-rollback-staging", "shipyard-rollback-production")
@@ -37,11 +37,6 @@ APPLICATION = {
     "variables": {"NODE_ENV": "test", "DOCKER_HOST": "tcp://localhost:2375", "PYTHONPATH": "/app/lib"},
     "test": {"stage": "build", "script": ["npm test"]},
 }
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load(TEMPLATE)
 
 
 # --- G10: nothing from the including project -------------------------------------------------------

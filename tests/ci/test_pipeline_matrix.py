@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 
 from infra.cli.engine import Run
-from tests.ci.gitlab import Planned, effective, jobs, load, plan
+from tests.ci.gitlab import Planned, effective, jobs, plan
 from tests.ci.matrix import (
     OWN,
     RUNNERS,
     SOURCES,
-    TEMPLATE,
     markdown,
     own_plan,
     own_token,
@@ -55,16 +54,6 @@ TEMPLATE_PIPELINES = {
     "api, default branch": ROLLBACK,
     "tag": {},
 }
-
-
-@pytest.fixture(scope="module")
-def own() -> dict[str, Any]:
-    return load(OWN)
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load(TEMPLATE)
 
 
 def shape(planned: dict[str, Planned]) -> dict[str, tuple[str, bool]]:

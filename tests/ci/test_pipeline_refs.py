@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
+from tests.ci.gitlab import jobs, pipeline
 
-from tests.ci.gitlab import jobs, load, pipeline
-from tests.conftest import ROOT
-
-OWN = ROOT / ".gitlab-ci.yml"
-TEMPLATE = ROOT / "ci" / "delivery.gitlab-ci.yml"
 GITLAB_DEFAULT_STAGES = [".pre", "build", "test", "deploy", ".post"]
 
 DEFAULT_BRANCH = {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main"}
@@ -50,16 +45,6 @@ def upstream(doc: dict[str, Any], planned: dict[str, str], name: str) -> set[str
             found.add(job)
             todo.append(job)
     return found
-
-
-@pytest.fixture(scope="module")
-def own() -> dict[str, Any]:
-    return load(OWN)
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load(TEMPLATE)
 
 
 def test_staging_is_deployed_only_after_lint_tests_and_the_plan(own: dict[str, Any]) -> None:

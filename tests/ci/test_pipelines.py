@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from infra.cli.engine import Run
-from tests.ci.gitlab import jobs, load, pipeline, plan, script_lines
+from tests.ci.gitlab import jobs, pipeline, plan, script_lines
 from tests.ci.matrix import OWN, SOURCES, TEMPLATE
 from tests.conftest import ROOT, stack_document
 
@@ -58,11 +58,6 @@ def test_the_schema_check_catches_a_broken_ci_file(tmp_path: Path) -> None:
 
 
 # --- this repository's pipeline ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def own() -> dict[str, Any]:
-    return load(OWN)
 
 
 def stacks_touched(own: dict[str, Any], name: str) -> set[str]:
@@ -178,11 +173,6 @@ def test_the_pulumi_image_is_pinned_to_the_locked_sdk_release(own: dict[str, Any
 
 
 # --- the application's delivery template ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load(TEMPLATE)
 
 
 @pytest.fixture
