@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,6 @@ def _table(title: str, columns: tuple[str, ...], rows: Iterable[Any]) -> Any:
 
 def bootstrap(args: argparse.Namespace) -> int:
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
     from infra.ops.bootstrap import Bootstrap, BootstrapError, login_lines, problems
 
@@ -171,19 +170,10 @@ def bootstrap(args: argparse.Namespace) -> int:
     if found:
         print("\n".join(f"shipyard bootstrap: {p}" for p in found), file=sys.stderr)
         return 2
-    try:
-        outcomes = Bootstrap(boto3.Session(), args.bucket, args.region, args.kms_alias, fix=args.fix).run()
-    except (NoCredentialsError, NoRegionError) as exc:
-        print(
-            f"shipyard bootstrap: no AWS credentials ({exc}); set AWS_PROFILE or the AWS_* variables", file=sys.stderr
-        )
-        return 2
-    except BootstrapError as exc:
-        print(f"shipyard bootstrap: {exc}", file=sys.stderr)
-        return 1
-    except (ClientError, BotoCoreError) as exc:
-        print(f"shipyard bootstrap: AWS refused: {exc}", file=sys.stderr)
-        return 1
+    bootstrap = Bootstrap(boto3.Session(), args.bucket, args.region, args.kms_alias, fix=args.fix)
+    outcomes, code = _aws_operation("bootstrap", bootstrap.run, BootstrapError)
+    if code is not None:
+        return code
     console = _table(f"state backend s3://{args.bucket} ({args.region})", ("item", "state", "detail"), outcomes)
     states = [o.state for o in outcomes]
     if all(state == "ok" for state in states):
@@ -200,9 +190,28 @@ def bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aws_operation(command: str, run: Callable[[], Any], failure: type[Exception]) -> tuple[Any, int | None]:
+    """Run an AWS operation: (its result, None), or (None, exit code) with the reason on stderr:
+    2 without credentials, 1 for the operation's own failure or an AWS refusal."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+    try:
+        return run(), None
+    except (NoCredentialsError, NoRegionError) as exc:
+        print(
+            f"shipyard {command}: no AWS credentials ({exc}); set AWS_PROFILE or the AWS_* variables", file=sys.stderr
+        )
+        return None, 2
+    except failure as exc:
+        print(f"shipyard {command}: {exc}", file=sys.stderr)
+        return None, 1
+    except (ClientError, BotoCoreError) as exc:
+        print(f"shipyard {command}: AWS refused: {exc}", file=sys.stderr)
+        return None, 1
+
+
 def ci_access(args: argparse.Namespace) -> int:
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
     from infra.ops.ci_access import CiAccess, CiAccessError, Request, problems, summary, variables
 
@@ -226,19 +235,9 @@ def ci_access(args: argparse.Namespace) -> int:
         return 2
     token = os.environ.get("GITLAB_TOKEN")
     run = CiAccess(boto3.Session(), request, fix=args.fix, gitlab=(request.gitlab_url, token) if token else None)
-    try:
-        outcomes = run.run()
-    except (NoCredentialsError, NoRegionError) as exc:
-        print(
-            f"shipyard ci-access: no AWS credentials ({exc}); set AWS_PROFILE or the AWS_* variables", file=sys.stderr
-        )
-        return 2
-    except CiAccessError as exc:
-        print(f"shipyard ci-access: {exc}", file=sys.stderr)
-        return 1
-    except (ClientError, BotoCoreError) as exc:
-        print(f"shipyard ci-access: AWS refused: {exc}", file=sys.stderr)
-        return 1
+    outcomes, code = _aws_operation("ci-access", run.run, CiAccessError)
+    if code is not None:
+        return code
     console = _table(f"CI access for {request.project} ({request.provider})", ("item", "state", "detail"), outcomes)
     lines, code = summary(outcomes, request)
     for line in lines:
