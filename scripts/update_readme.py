@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from infra.cli.reference import update_readme
+from infra.reference import update_readme
 
 readme = Path(__file__).resolve().parent.parent / "README.md"
 readme.write_text(update_readme(readme.read_text()))

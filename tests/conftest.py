@@ -19,7 +19,7 @@ import pulumi
 import pytest
 import yaml
 
-from infra.cli.engine import (
+from infra.offline.engine import (
     Project,
     RecordingMonitor,
     Run,
@@ -31,6 +31,7 @@ from infra.cli.engine import (
     stack_config,
 )
 from tests.moto_aws import aws, moto_endpoint, shared_service_models  # noqa: F401 - fixtures for the boto3 tests
+from tests.staging_plans import StagingPlans, build_staging_plans
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = Project.load(ROOT)
@@ -89,3 +90,8 @@ def mocked() -> Iterator[RecordingMonitor]:
 def committed_runs() -> dict[str, Run]:
     """The offline runs of the committed stack files, once per session: read them, never change them."""
     return {stack: run_stack(stack_document(stack), stack) for stack in ("staging", "prod")}
+
+
+@pytest.fixture(scope="session")
+def staging_plans() -> StagingPlans:
+    return build_staging_plans()

@@ -10,7 +10,7 @@ import pytest
 from pulumi.runtime.settings import SETTINGS
 from pulumi_aws import ssm
 
-from infra.cli.engine import Project, RecordingMonitor, StackConfig, run_program
+from infra.offline.engine import Project, RecordingMonitor, StackConfig, run_program
 from infra.settings import SettingsError
 from tests.conftest import run_stack, stack_document
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from infra import wiring
-from infra.cli.engine import Run, Step
+from infra.offline.engine import Run, Step
 from infra.settings import SettingsError
 from infra.userdata import decode
 from tests.conftest import run_stack, stack_document

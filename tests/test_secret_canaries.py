@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from infra.cli.engine import Project, Run, run_program
 from infra.cli.main import main
-from infra.cli.mr_note import note_body
-from infra.cli.plan import render_diagnostics, render_table, to_preview_json
-from infra.cli.policy_check import verdict
+from infra.offline.engine import Project, Run, run_program
+from infra.offline.plan import render_diagnostics, render_table, to_preview_json
+from infra.review.mr_note import note_body
+from infra.review.policy_check import verdict
 from infra.settings import SECRET_SETTING_KEYS, Settings, SettingsError, fields_of
 from infra.userdata import decode
 from tests.conftest import run_stack, stack_document

@@ -14,7 +14,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from infra.cli.engine import Project, Run, ShipyardMocks, Step
+from infra.offline.engine import Project, Run, ShipyardMocks, Step
 from infra.settings import SettingsError
 from tests.conftest import ROOT, run_stack, stack_document
 

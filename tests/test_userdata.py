@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from infra import facts
-from infra.cli.engine import Step
+from infra.offline.engine import Step
 from infra.userdata import MAX_USER_DATA_BYTES, USERDATA_DIR, RunnerRelease, decode, encode, render_cloud_config
 from tests.conftest import ROOT, run_stack
 from tests.runner_userdata.test_scripts import HOST, STUBS

@@ -2,7 +2,7 @@
 infra/facts/replace-on-change.yaml (the upstream providers' ForceNew, with sources): the plan diff
 and the MR note mark replacements with it before anyone merges (P11).
 
-Paths are those `infra.cli.diff.value_changes` produces: dotted keys, `[i]` list indices and
+Paths are those `infra.offline.diff.value_changes` produces: dotted keys, `[i]` list indices and
 `["odd key"]` keys, e.g. `initialLifecycleHooks[1].heartbeatTimeout`.
 """
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra.cli.engine import Run
+from infra.offline.engine import Run
 from tests.ci.gitlab import Planned, effective, jobs, plan
 from tests.ci.matrix import (
     OWN,

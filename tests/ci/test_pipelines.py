@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from infra.cli.engine import Run
+from infra.offline.engine import Run
 from tests.ci.gitlab import jobs, pipeline, plan, script_lines
 from tests.ci.matrix import OWN, SOURCES, TEMPLATE
 from tests.conftest import ROOT, stack_document

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.cli import engine
 from infra.cli.main import main
+from infra.offline import engine
 from tests.conftest import ROOT
 from tests.test_settings import MISTAKES, base
 

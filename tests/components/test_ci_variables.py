@@ -8,8 +8,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from infra.cli.engine import SECRET, RecordingMonitor, find_one
 from infra.components.ci_variables import CiVariables, CiVariablesArgs, Variable
+from infra.offline.engine import SECRET, RecordingMonitor, find_one
 from infra.settings import SettingsError
 from tests.conftest import run_stack
 

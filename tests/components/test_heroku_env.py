@@ -8,7 +8,6 @@ from typing import Any
 import pulumi
 from pulumiverse_heroku import team as heroku_team
 
-from infra.cli.engine import SECRET, RecordingMonitor, find_one
 from infra.components.heroku_env import (
     FormationEntry,
     HerokuEnvironment,
@@ -16,6 +15,7 @@ from infra.components.heroku_env import (
     HerokuPipeline,
     HerokuPipelineArgs,
 )
+from infra.offline.engine import SECRET, RecordingMonitor, find_one
 
 APP = "heroku:app/app:App"
 PIPELINE_ID = "0b7f2f5e-7a51-4b8c-9d7e-3c2b1a0f9e8d"

@@ -12,8 +12,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from infra.cli.engine import RecordingMonitor, find_one
 from infra.components.registry import IMAGES_TAG, Registry, RegistryArgs, lifecycle_policy, review_lifecycle_policy
+from infra.offline.engine import RecordingMonitor, find_one
 from infra.settings import SettingsError
 from policy import policies
 from policy.policies import registry_scans

@@ -13,8 +13,8 @@ from typing import Any, cast
 import pulumi
 import pytest
 
-from infra.cli.engine import SECRET, RecordingMonitor, ShipyardMocks, find_one
 from infra.components.runner import ROOT_DEVICE, GitlabRunner, GitlabRunnerArgs, architecture, image_statements
+from infra.offline.engine import SECRET, RecordingMonitor, ShipyardMocks, find_one
 from infra.settings import RunnerSettings
 from infra.userdata import USERDATA_DIR, decode
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from infra import facts
-from infra.cli.diff import value_changes
-from infra.cli.engine import Run, Step
 from infra.facts.replacements import replace_reasons
+from infra.offline.diff import value_changes
+from infra.offline.engine import Run, Step
 from infra.settings import ReviewRunnerSettings, RunnerSettings, SettingsError
 from tests.conftest import run_stack, stack_document
 

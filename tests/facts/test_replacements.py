@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from infra.cli.engine import Run
 from infra.facts import load
 from infra.facts.replacements import (
     FACTS,
@@ -20,6 +19,7 @@ from infra.facts.replacements import (
     loses,
     replace_reasons,
 )
+from infra.offline.engine import Run
 from tests.conftest import ROOT
 
 ASG = "aws:autoscaling/group:Group"

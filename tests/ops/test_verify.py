@@ -779,7 +779,7 @@ def test_verify_waits_for_a_host_that_is_still_coming_up(
         autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, MinSize=1, DesiredCapacity=1)
         return None
 
-    monkeypatch.setattr("infra.cli.main.time.sleep", host_comes_up)
+    monkeypatch.setattr("infra.ops.commands.time.sleep", host_comes_up)
     path = tmp_path / "outputs.json"
     path.write_text(json.dumps(outputs))
     code = main(["verify", "--stack", "staging", "--outputs", str(path), "--wait", "60", "--interval", "5"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.cli.engine import Run
-from infra.cli.plan import to_preview_json
+from infra.offline.engine import Run
+from infra.offline.plan import to_preview_json
 from policy.policies import Resource, resources_of_plan
 
 

@@ -1,6 +1,6 @@
 """The README's settings reference is generated from the settings model and kept current."""
 
-from infra.cli.reference import markdown, rows, update_readme
+from infra.reference import markdown, rows, update_readme
 from infra.settings import Settings
 from tests.conftest import ROOT
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from infra.cli.engine import Run
+from infra.offline.engine import Run
 
 # The inputs worth a glance per resource type; everything is in --json.
 KEY_INPUTS: dict[str, tuple[str, ...]] = {

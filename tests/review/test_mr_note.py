@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from infra.cli.diff import show
-from infra.cli.engine import Run
 from infra.cli.main import main
-from infra.cli.mr_note import VARIABLES, marker, note_body
-from infra.cli.plan import to_preview_json
-from tests.cli.conftest import CANARIES, StagingPlans
-from tests.cli.test_diff import as_preview, prod_moved_to_us, staging_registry_renamed
+from infra.offline.diff import show
+from infra.offline.engine import Run
+from infra.offline.plan import to_preview_json
+from infra.review.mr_note import VARIABLES, marker, note_body
 from tests.fake_api import serve
+from tests.offline.test_diff import as_preview, prod_moved_to_us, staging_registry_renamed
+from tests.staging_plans import CANARIES, StagingPlans
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")
 TOKEN = "glpat-canaryToken0123456789"

@@ -15,7 +15,7 @@ from typing import Any
 
 import gitlab
 
-from infra.cli.diff import (
+from infra.offline.diff import (
     MARKDOWN_HEADER,
     Resource,
     code,

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from infra.cli.diff import (
+from infra.cli.main import main
+from infra.offline.diff import (
     ABSENT,
     MARKDOWN_HEADER,
     SECRET_SIG_KEY,
@@ -28,11 +29,10 @@ from infra.cli.diff import (
     show_change,
     warnings,
 )
-from infra.cli.engine import Run
-from infra.cli.main import main
-from infra.cli.plan import to_preview_json
-from tests.cli.conftest import CANARIES, CANARY_DB, StagingPlans
+from infra.offline.engine import Run
+from infra.offline.plan import to_preview_json
 from tests.conftest import run_stack, stack_document
+from tests.staging_plans import CANARIES, CANARY_DB, StagingPlans
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"

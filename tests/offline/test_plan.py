@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.cli.engine import Run
 from infra.cli.main import main
-from infra.cli.plan import to_preview_json
+from infra.offline.engine import Run
+from infra.offline.plan import to_preview_json
 from tests.conftest import ROOT, run_stack
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")

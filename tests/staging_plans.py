@@ -1,15 +1,12 @@
 """Real offline plans of the staging stack, shared by the `plan diff` and `mr-note` tests: one
-program run each, for the whole session."""
+program run each, for the whole session (the fixture is registered in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
-from infra.cli.plan import to_preview_json
-from tests.conftest import run_stack, stack_document
+from infra.offline.plan import to_preview_json
 
 CANARY_KEY_BASE = "HRKU-canaryA1b2c3d4e5"
 CANARY_KEY_HEAD = "HRKU-canaryB9z8y7x6w5"
@@ -26,8 +23,9 @@ class StagingPlans:
     no_runner: dict[str, Any]  # a merge request that removes `shipyard:runner`
 
 
-@pytest.fixture(scope="session")
-def staging_plans() -> StagingPlans:
+def build_staging_plans() -> StagingPlans:
+    from tests.conftest import run_stack, stack_document
+
     base = run_stack(stack_document("staging"), "staging", secrets={"shipyard:herokuApiKey": CANARY_KEY_BASE})
 
     changed = stack_document("staging")
