@@ -1,41 +1,42 @@
 # shipyard: `make plan STACK=staging` and `make test` work on a fresh machine; both set up first.
+# Needs only the distribution's Python (3.11-3.13) and make: see scripts/setup_env.py.
+.DEFAULT_GOAL := help
 STACK ?= staging
-UV_VERSION := 0.13.8
-PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null)
-ifeq ($(UV),)
-UV := $(shell $(PYTHON) -m site --user-base)/bin/uv
-endif
+# Empty: setup takes the first supported python3, python3.13, python3.12 or python3.11 on PATH.
+PYTHON ?=
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup plan test bench lint docs
+.PHONY: help setup plan test bench lint docs
 
-# Idempotent: installs uv if it is missing, then makes .venv match uv.lock exactly.
-setup:
-	@test -x "$(UV)" || $(PYTHON) -m pip install --quiet --user "uv==$(UV_VERSION)"
-	@"$(UV)" sync --frozen --compile-bytecode --quiet
+help: ## this list
+	@echo "make TARGET [STACK=staging|prod] [PYTHON=python3.12] [SEED=N]"
+	@sed -n 's/^\([a-z][a-z-]*\):.*## \(.*\)/  \1\t\2/p' $(MAKEFILE_LIST) | expand -t 10
 
-plan: setup
+setup: ## .venv exactly from uv.lock, with a pinned uv in .tools/ (first run downloads; later runs are quiet)
+	@command -v python3 >/dev/null || { echo "setup: no python3 on PATH; install the distribution's python3 (3.11-3.13)" >&2; exit 2; }
+	@python3 scripts/setup_env.py $(if $(PYTHON),--python "$(PYTHON)")
+
+plan: setup ## the offline plan of STACK (no credentials, no network, no Pulumi CLI)
 	@$(BIN)/shipyard plan --stack $(STACK)
 
 # Tests run in a new random order each time (pytest-randomly), so none can lean on another;
 # `make test SEED=…` repeats an order.
 ifeq ($(origin SEED), undefined)
-SEED := $(shell $(PYTHON) -c 'import random; print(random.randrange(2**32))')
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 endif
-test: setup
+test: setup ## every test, one worker per core, in a random order (SEED=N repeats one)
 	@echo "test order: make test SEED=$(SEED)"
 	@$(BIN)/pytest -n auto -p randomly --randomly-seed=$(SEED)
 
-bench: setup
+bench: setup ## offline-plan time per stack against the SDK import floor, and the suite's wall time
 	@$(BIN)/python scripts/bench.py
 
-lint: setup
+lint: setup ## ruff (lint and format check) and mypy
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
 
-docs: setup
+docs: setup ## regenerate the README's settings reference and the release script in the CI template
 	@$(BIN)/python scripts/update_readme.py
 	@$(BIN)/python scripts/update_ci_template.py
