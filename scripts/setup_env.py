@@ -156,7 +156,8 @@ def ensure_uv(pin: dict, tools: Path) -> Path:
     wheel = pin["wheels"].get(machine or "")
     if wheel is None:
         raise SetupError(
-            1, f"no uv {version} wheel for this CPU ({platform.machine()}) in scripts/uv-release.json: "
+            1,
+            f"no uv {version} wheel for this CPU ({platform.machine()}) in scripts/uv-release.json: "
             f"it lists {', '.join(sorted(pin['wheels']))}",
         )
     uv.parent.mkdir(parents=True, exist_ok=True)
@@ -166,17 +167,18 @@ def ensure_uv(pin: dict, tools: Path) -> Path:
         actual = sha256_of(archive)
         if actual != wheel["sha256"]:
             raise SetupError(
-                1, f"{wheel['file']} has sha256 {actual}, not the pinned {wheel['sha256']}: refusing to install it",
+                1,
+                f"{wheel['file']} has sha256 {actual}, not the pinned {wheel['sha256']}: refusing to install it",
             )
         member = f"uv-{version}.data/scripts/uv"
         try:
-            with zipfile.ZipFile(archive) as zipped, zipped.open(member) as source:
-                with open(Path(scratch) / "uv", "wb") as out:
-                    shutil.copyfileobj(source, out)
+            unpacked = Path(scratch) / "uv"
+            with zipfile.ZipFile(archive) as zipped, zipped.open(member) as source, open(unpacked, "wb") as out:
+                shutil.copyfileobj(source, out)
         except (KeyError, zipfile.BadZipFile) as exc:
             raise SetupError(1, f"{wheel['file']} holds no {member}: {exc}") from None
-        os.chmod(Path(scratch) / "uv", 0o755)
-        os.replace(Path(scratch) / "uv", uv)
+        os.chmod(unpacked, 0o755)
+        os.replace(unpacked, uv)
     if uv_version(uv) != version:
         raise SetupError(1, f"{uv} does not run on this machine (`{uv} --version` failed)")
     say(f"uv {version} installed in {uv.parent}")
@@ -205,13 +207,14 @@ def sync(uv: Path, version: str, python: tuple[str, str], venv: Path) -> None:
     if ready:
         command.append("--quiet")
     else:
-        say(f"creating {venv.name} from uv.lock with Python {python[1]} ({python[0]}); a first run downloads the packages")
+        say(f"creating {venv.name} from uv.lock with Python {python[1]} ({python[0]}); a first run downloads packages")
         command.append("--compile-bytecode")
     started = time.monotonic()
     code = subprocess.run(command, cwd=ROOT, env=env).returncode
     if code != 0:
         raise SetupError(
-            1, f"`uv sync` failed (exit {code}); uv says why above. The first setup needs PyPI (pypi.org, "
+            1,
+            f"`uv sync` failed (exit {code}); uv says why above. The first setup needs PyPI (pypi.org, "
             "files.pythonhosted.org)",
         )
     if not ready:
