@@ -203,6 +203,9 @@ def sync(uv: Path, version: str, python: tuple[str, str], venv: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     env.update(UV_PYTHON_DOWNLOADS="never", UV_PROJECT_ENVIRONMENT=str(venv))
     env.setdefault("UV_LINK_MODE", "copy")  # the cache in HOME is often another file system: no hardlink warnings
+    # The machine's own certificate store, as for the download of uv itself: behind a TLS-inspecting
+    # proxy, uv's built-in roots would refuse every package.
+    env.setdefault("UV_SYSTEM_CERTS", "1")
     command = [str(uv), "sync", "--frozen", "--python", python[0]]
     if ready:
         command.append("--quiet")
