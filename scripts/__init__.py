@@ -1,0 +1,1 @@
+"""Maintenance scripts: setup (stdlib only, runs before .venv exists), docs refresh, benchmarks."""
