@@ -15,8 +15,10 @@ work=${2:-${TMPDIR:-/tmp}/shipyard-fresh}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 root="$work/$release"
 
-# cloud-init: the user-data tests run its schema check, as CI does.
-packages=python3,make,git,ca-certificates,cloud-init
+packages=python3,make,git,ca-certificates
+# Installed with apt once the root exists (debootstrap resolves no virtual packages): cloud-init,
+# whose schema check the user-data tests run, as in CI.
+extra=(cloud-init)
 case "$release" in
   bookworm | trixie)
     mirror=http://deb.debian.org/debian
@@ -25,10 +27,10 @@ case "$release" in
   jammy | noble)
     mirror=http://archive.ubuntu.com/ubuntu
     # Ubuntu 22.04's python3 is 3.10: setup must find the python3.11 package by name.
-    [ "$release" = jammy ] && packages="$packages,python3.11"
+    if [ "$release" = jammy ]; then extra+=(python3.11); fi
     # The Ubuntu archive key is not in Debian's keyrings; the packages come over the same mirror
     # the distribution's own installer uses.
-    options=(--components=main,universe --no-check-gpg)
+    options=("--components=main,universe" --no-check-gpg)
     [ -e "/usr/share/debootstrap/scripts/$release" ] || ln -s gutsy "/usr/share/debootstrap/scripts/$release"
     ;;
   *)
@@ -43,12 +45,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ ! -x "$root/usr/bin/python3" ]; then
-  rm -rf "$root"
+if [ ! -e "$root/.debootstrap-done" ]; then
+  rm -rf --one-file-system "$root"
   mkdir -p "$work"
   echo "fresh_machine: debootstrap $release (minbase, $packages)"
   debootstrap --variant=minbase "${options[@]}" --include="$packages" "$release" "$root" "$mirror" >"$work/$release.debootstrap.log" 2>&1 ||
     { tail -20 "$work/$release.debootstrap.log" >&2; exit 1; }
+  touch "$root/.debootstrap-done"
 fi
 # This machine's extra certificate authorities (a TLS-inspecting proxy), as a company machine has them.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
@@ -60,6 +63,11 @@ for fs in proc sys dev dev/pts; do
   mount --bind "/$fs" "$root/$fs"
   mounted+=("$root/$fs")
 done
+if ! chroot "$root" dpkg -s "${extra[@]}" >/dev/null 2>&1; then
+  echo "fresh_machine: apt-get install ${extra[*]}"
+  chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${extra[@]}" \
+    >"$work/$release.apt.log" 2>&1 || { tail -20 "$work/$release.apt.log" >&2; exit 1; }
+fi
 
 rm -rf "$root/home/user"
 mkdir -p "$root/home/user"
