@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORTED = ((3, 11), (3, 12), (3, 13))
-CANDIDATES = ("python3", "python3.13", "python3.12", "python3.11")
+CANDIDATES = ("python3", "python3.13", "python3.12", "python3.11", "python")
 # `platform.machine()` spellings of the two CPUs uv-release.json has wheels for.
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 PROBE = "import sys; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3])"
