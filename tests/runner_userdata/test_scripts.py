@@ -29,6 +29,7 @@ import pytest
 
 from infra import facts
 from infra.userdata import USERDATA_DIR, RunnerHost
+from tests.system_tools import require
 
 STUBS = Path(__file__).resolve().parent / "stubs"
 TOKEN = "glrt-t3stT0kenValue_abcdef123"
@@ -120,7 +121,8 @@ def signed_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedR
     base = tmp_path_factory.mktemp("release")
     gnupg = base / "gnupg"
     gnupg.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", str(gnupg), "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    program = require("gpg", "gnupg", "the runner host's signature checks")
+    gpg = [program, "--homedir", str(gnupg), "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
     subprocess.run([*gpg, "--quick-gen-key", "shipyard test <release@shipyard.invalid>", "ed25519", "sign", "never"])
     listing = subprocess.run([*gpg, "--with-colons", "--list-keys"], capture_output=True, text=True).stdout
     fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
