@@ -37,8 +37,26 @@ def build_diff_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Version(argparse.Action):
+    """`--version`: the installed package's version, looked up only when asked (the lookup imports
+    more than a plan should wait for)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"shipyard {version('shipyard')}")
+        except PackageNotFoundError:
+            parser.exit(2, "shipyard: not installed as a package, so it has no version (run `make setup`)\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipyard", description="shipyard: GitLab → AWS runner → Heroku, on Pulumi.")
+    parser.add_argument("--version", action=_Version, help="print shipyard's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="the offline plan of a stack: no credentials, no network, no Pulumi CLI")
     p.add_argument("--stack", "-s", required=True, help="stack name (reads Pulumi.<stack>.yaml)")
@@ -50,7 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OLD.json",
         help="print what would change against this earlier plan document instead, replacements first",
     )
-    p.add_argument("--full", action="store_true", help="with --base: show changed values whole")
+    shape.add_argument(
+        "--show",
+        metavar="NAME",
+        help="print the complete inputs of one resource: its name, or the end of its URN (TYPE::NAME)",
+    )
+    p.add_argument(
+        "--full", action="store_true", help="print every resource's complete inputs; with --base: changed values whole"
+    )
     p.epilog = "`shipyard plan diff BASE HEAD` compares two plan documents (see `shipyard plan diff --help`)."
     p.set_defaults(func=plan)
     n = sub.add_parser(

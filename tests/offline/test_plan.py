@@ -36,10 +36,11 @@ def write_stack(tmp_path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-def test_table_lists_every_resource_and_the_outputs(capsys: Any, monkeypatch: Any) -> None:
+def test_plan_lists_every_resource_and_the_outputs(capsys: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
     code, out, _ = plan(capsys, monkeypatch, "--stack", "staging")
     assert code == 0
-    for name in ("aws:ecr/repository:Repository", "heroku:app/app:App", "heroku:pipeline/coupling:Coupling"):
+    for name in ("aws:ecr:Repository", "heroku:app:App", "heroku:pipeline:Coupling"):
         assert name in out
     assert "acme-storefront-staging" in out and "stack=container" in out
     assert "registryUrl" in out and "herokuAppUrl" in out
@@ -67,9 +68,11 @@ def test_unknown_key_exits_2_naming_the_key_without_traceback(capsys: Any, monke
     doc = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())["config"]
     doc["shipyard:registry"]["keepImgaes"] = 5
     doc["shipyard:heroku"]["region"] = "europe"
-    code, out, err = plan(capsys, monkeypatch, "--stack", "staging", "--config-file", str(write_stack(tmp_path, doc)))
+    path = write_stack(tmp_path, doc)
+    code, out, err = plan(capsys, monkeypatch, "--stack", "staging", "--config-file", str(path))
     assert code == 2
     assert out == ""
+    assert err.startswith(f"shipyard plan: stack staging ({path}): ")  # the file as the user named it
     assert "shipyard:registry.keepImgaes" in err and "keepImages" in err
     assert "shipyard:heroku.region" in err
     assert "Traceback" not in err
