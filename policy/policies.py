@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 SECRET = "[secret]"  # how plan documents show a secret value
+# How shipyard's review output (plan table and JSON, `plan diff`, the MR note) shows a value that
+# `credentials` finds: the policies still judge it a credential stored in plain text.
+REDACTED = "[redacted: looks like a credential]"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how the engine shows a string not known yet
 # The engine's sentinels for values not known yet, one per kind (string, boolean, number, array,
 # asset, archive, object), as plan documents carry them.
@@ -72,6 +75,8 @@ TOKEN_SHAPES = re.compile(
 CREDENTIAL_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/:@\s]+:[^/@\s]+@")  # scheme://user:password@host
 SECRET_NAME = re.compile(r"(?i)(api[_-]?key|token|secret|passw(or)?d|credential|private[_-]?key)")
 HEROKU_APP_NAME = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
+USER_DATA_PATHS = (("userData",), ("userDataBase64",))
+SSM_VALUES = ("value", "valueWo", "insecureValue")  # a parameter's value, write-only or not
 
 
 class UnknownValue(Exception):
@@ -148,6 +153,99 @@ def auto_named(resource: Resource, name: Any) -> bool:
     return isinstance(name, str) and re.fullmatch(re.escape(resource.name) + r"-[0-9a-f]{7}", name) is not None
 
 
+# --- credentials in plain text --------------------------------------------------------------------
+
+
+def secret_name(name: Any) -> bool:
+    """A key, variable or parameter name that says its value is a secret (`API_TOKEN`, `DB_PASSWORD`)."""
+    return isinstance(name, str) and SECRET_NAME.search(name) is not None
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A credential in plain text among a resource's values, as the policies find it."""
+
+    path: tuple[str | int, ...]
+    """Where it is: `("configVars", "API_TOKEN")`, `("userData",)`, `("policy",)`."""
+    found: str
+    """The credential: the whole value, or the part of a longer text that holds it."""
+    by_name: bool = False
+    """A secret by the name it is stored under, whatever the value looks like."""
+    whole: bool = True
+    """The whole value counts as the credential; otherwise only `found` within a text that stays readable."""
+
+    @property
+    def hint(self) -> str:
+        """Enough to tell the kind of credential (`glrt-…`), never the credential itself."""
+        return "redacted in this document" if REDACTED in self.found else f"{self.found[:5]}…"
+
+
+def _named_secret_paths(resource: Resource) -> set[tuple[str | int, ...]]:
+    """The values that are secrets by the name they are stored under."""
+    props = resource.props
+    if resource.type == HEROKU_APP:
+        config = props.get("configVars")
+        return {("configVars", key) for key in config if secret_name(key)} if isinstance(config, Mapping) else set()
+    if resource.type == CI_VARIABLE and secret_name(props.get("key")):
+        return {("value",)}
+    if resource.type == SSM_PARAMETER and secret_name(props.get("name")):
+        return {(key,) for key in SSM_VALUES}
+    return set()
+
+
+def _leaves(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    elif is_list(value):
+        for index, item in enumerate(value):
+            yield from _leaves(item, (*path, index))
+    else:
+        yield path, value
+
+
+def _user_data_text(raw: str) -> str:
+    """User data as the host reads it: base64 (and gzip) decoded where it is encoded."""
+    try:
+        data = base64.b64decode(raw, validate=True)
+        return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode(errors="replace")
+    except (binascii.Error, ValueError, OSError, EOFError):
+        return raw  # not base64 (an instance's plain user data): scan it as it is
+
+
+def _shapes(text: str) -> list[str]:
+    """The credentials a text holds by their shape: tokens and AWS key ids, a URL's user and
+    password, or one already redacted."""
+    found = [match.group(0) for match in TOKEN_SHAPES.finditer(text)]
+    url = CREDENTIAL_URL.match(text)
+    return found + ([url.group(0)] if url else []) + ([REDACTED] if REDACTED in text else [])
+
+
+def credentials(resource: Resource) -> Iterator[Credential]:
+    """Every credential stored in plain text among a resource's values (its inputs, or its outputs):
+    the values of secret-looking names (Heroku config vars, CI/CD variables, SSM parameters),
+    and every string shaped like a token, an AWS key id or a URL with a password, in user data
+    once decoded. A value shown as "[secret]" is none; one already REDACTED still is.
+
+    The policies judge the places where plain text is a mistake (config vars, user data,
+    parameters, CI/CD variables); the review output hides every one found anywhere, since under the
+    real pack a decrypted secret elsewhere is no violation but must not be shown either."""
+    named = _named_secret_paths(resource)
+    for path, value in _leaves(resource.props):
+        if value == SECRET:
+            continue
+        if path in named:
+            yield Credential(path, str(value), by_name=True)
+        elif isinstance(value, str) and not unknown(value):
+            user_data = path in USER_DATA_PATHS
+            text = _user_data_text(value) if user_data else value
+            # A config var or the user data is judged as a whole; elsewhere (an IAM policy document)
+            # only the credential goes, so the rest can still be read and judged.
+            whole = user_data or (resource.type == HEROKU_APP and path[0] == "configVars")
+            for found in _shapes(text):
+                yield Credential(path, found, whole=whole or found == value)
+
+
 # --- the runner host ----------------------------------------------------------------------------
 
 
@@ -195,9 +293,13 @@ def no_open_ingress(resource: Resource) -> Iterator[str]:
             yield f"ingress from {cidr} on ports {get(props, 'fromPort')}-{get(props, 'toPort')}"
 
 
+def _holds_credential(resource: Resource, *keys: str) -> bool:
+    return any(c.path in [(key,) for key in keys] for c in credentials(resource))
+
+
 def secret_parameter_is_secure_string(resource: Resource) -> Iterator[str]:
     name, kind = get(resource.props, "name"), get(resource.props, "type")
-    secret = get(resource.props, "value") == SECRET or (isinstance(name, str) and SECRET_NAME.search(name))
+    secret = get(resource.props, "value") == SECRET or secret_name(name) or _holds_credential(resource, *SSM_VALUES)
     if secret and kind != "SecureString":
         yield f"parameter {name} holds a secret but is a {kind}, readable without decryption"
 
@@ -246,14 +348,9 @@ def no_token_in_user_data(resource: Resource) -> Iterator[str]:
     if raw == SECRET:
         yield "the user data is a secret value: something secret flowed into it"
         return
-    text = str(raw)
-    try:
-        data = base64.b64decode(text, validate=True)
-        text = (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode(errors="replace")
-    except (binascii.Error, ValueError, OSError, EOFError):
-        pass  # not base64 (an instance's plain user data): scan it as it is
-    for match in TOKEN_SHAPES.finditer(text):
-        yield f"the user data holds a credential ({match.group(0)[:5]}…)"
+    for credential in credentials(resource):
+        if credential.path in USER_DATA_PATHS:
+            yield f"the user data holds a credential ({credential.hint})"
 
 
 # --- the registry -------------------------------------------------------------------------------
@@ -309,8 +406,9 @@ def ecr_lifecycle(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str
 
 def ci_secrets_masked(resource: Resource) -> Iterator[str]:
     key, scope = get(resource.props, "key"), get(resource.props, "environmentScope")
-    # A secret by its name, or by its value: a Pulumi secret (DATABASE_URL) shows in job logs too.
-    if not isinstance(key, str) or not (SECRET_NAME.search(key) or get(resource.props, "value") == SECRET):
+    # A secret by its name, or by its value: a Pulumi secret (DATABASE_URL) or a token shows in job logs too.
+    secret = secret_name(key) or get(resource.props, "value") == SECRET or _holds_credential(resource, "value")
+    if not isinstance(key, str) or not secret:
         return
     if not true(get(resource.props, "masked")):
         yield f"{key} ({scope}) is not masked: it shows in job logs"
@@ -322,12 +420,21 @@ def ci_secrets_masked(resource: Resource) -> Iterator[str]:
 
 
 def heroku_secrets_sensitive(resource: Resource) -> Iterator[str]:
+    found: dict[Any, Credential] = {}
+    for credential in credentials(resource):
+        if len(credential.path) == 2 and credential.path[0] == "configVars":
+            found.setdefault(credential.path[1], credential)
     for key, value in sorted((get(resource.props, "configVars") or {}).items()):
+        plain = found.get(key)
         if value == SECRET:
             yield f"config var {key} holds a secret value in the plain `config_vars`"
-        elif SECRET_NAME.search(key):
+        elif plain is None:
+            continue
+        elif plain.by_name:
             yield f"config var {key} looks like a secret and is stored in plain text"
-        elif isinstance(value, str) and (CREDENTIAL_URL.match(value) or TOKEN_SHAPES.search(value)):
+        elif REDACTED in plain.found:
+            yield f"config var {key} holds a credential in plain text (redacted in this document)"
+        else:
             yield f"config var {key} holds a credential in plain text"
 
 

@@ -12,6 +12,13 @@ CANARY_KEY_BASE = "HRKU-canaryA1b2c3d4e5"
 CANARY_KEY_HEAD = "HRKU-canaryB9z8y7x6w5"
 CANARY_DB = "postgres://canary:Pa55wordCanary@db.internal/app"
 CANARIES = (CANARY_KEY_BASE, CANARY_KEY_HEAD, CANARY_DB, "Pa55wordCanary")
+# Credentials a merge request puts in the plain config vars, which the policy pack flags (H5): one
+# by its token shape under a harmless name, one by its name with a harmless-looking value. No
+# review output may repeat them.
+PLAIN_CONFIG_CREDENTIALS = {
+    "LEGACY_DEPLOY_HOOK": "HRKU-canaryPlainHook0123",
+    "API_TOKEN": "canary-plain-api-value",
+}
 
 
 @dataclass(frozen=True)
@@ -19,7 +26,7 @@ class StagingPlans:
     """Shared by every test of the session: copy a document before changing it."""
 
     base: dict[str, Any]  # Pulumi.staging.yaml as committed
-    changed: dict[str, Any]  # a merge request that edits the runner, the app and a secret
+    changed: dict[str, Any]  # a merge request that edits the runner, the app and a secret, and leaks credentials
     no_runner: dict[str, Any]  # a merge request that removes `shipyard:runner`
 
 
@@ -31,6 +38,7 @@ def build_staging_plans() -> StagingPlans:
     changed = stack_document("staging")
     changed["shipyard:runner"].update(instanceType="t3.xlarge", tags=["shipyard", "docker", "large"], concurrent=6)
     changed["shipyard:heroku"]["configVars"]["FEATURE_FLAGS"] = "checkout-v2"
+    changed["shipyard:heroku"]["configVars"].update(PLAIN_CONFIG_CREDENTIALS)
     changed["shipyard:heroku"]["features"] = ["preboot"]
     secrets = {
         "shipyard:herokuApiKey": CANARY_KEY_HEAD,

@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--plan", required=True, help="plan document (`shipyard plan --json` or `pulumi preview --json`)")
     n.add_argument("--base", help="base plan document: the note shows the diff from it to --plan")
     n.add_argument("--full", action="store_true", help="changed values whole (the note's size cap still applies)")
+    n.add_argument("--dry-run", action="store_true", help="print the note instead of posting it; needs no GitLab")
     n.set_defaults(func=mr_note)
     pol = sub.add_parser("policy", help="the policy pack's validators")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)

@@ -7,8 +7,10 @@ its replacement exists; replacements that lose data or identity are listed first
 A real preview's own replace steps and `replaceReasons` count too.
 
 Values come only from the documents, which already show every secret as "[secret]"; a value that
-still carries Pulumi's secret signature is shown as "[secret]" too, never unwrapped. Long values are
-shown around their first difference, so a change is never cut away.
+still carries Pulumi's secret signature is shown as "[secret]" too, never unwrapped, and a value
+the policy pack flags as a credential stored in plain text is shown redacted
+(infra/review/redaction.py): a diff says that it changed, never what it is. Long values are shown
+around their first difference, so a change is never cut away.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.facts.replacements import TypeFacts, UnknownType, facts_of, identity_changes, replace_reasons
+from infra.review.redaction import redact_credentials
 from policy.policies import GONE_OPS
 
 SECRET = "[secret]"
@@ -214,18 +217,33 @@ def _key_path(prefix: str, key: str) -> str:
     return f"{prefix}[{json.dumps(key)}]"
 
 
-def value_changes(old: Any, new: Any, path: str = "") -> list[Change]:
-    """Every leaf that differs, as dotted paths (`configVars.FOO`, `tags[1]`); a secret is a leaf."""
+def _at(value: Any, key: str | int) -> Any:
+    if isinstance(value, dict):
+        return value.get(key, ABSENT)
+    return value[key] if isinstance(value, list) and isinstance(key, int) and key < len(value) else ABSENT
+
+
+def value_changes(old: Any, new: Any, path: str = "", shown: tuple[Any, Any] | None = None) -> list[Change]:
+    """Every leaf that differs, as dotted paths (`configVars.FOO`, `tags[1]`); a secret is a leaf.
+    What differs is found between `old` and `new`; a change carries the values of `shown` instead
+    when given: the same two values as people may see them (credentials redacted, same shape), so
+    that a changed credential still shows as a change."""
+    shown_old, shown_new = (old, new) if shown is None else shown
     if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [c for k in keys for c in value_changes(old.get(k, ABSENT), new.get(k, ABSENT), _key_path(path, k))]
-    if isinstance(old, list) and isinstance(new, list):
-        pairs = [
-            (old[i] if i < len(old) else ABSENT, new[i] if i < len(new) else ABSENT)
-            for i in range(max(len(old), len(new)))
+        return [
+            c
+            for k in sorted(set(old) | set(new))
+            for c in value_changes(
+                old.get(k, ABSENT), new.get(k, ABSENT), _key_path(path, k), (_at(shown_old, k), _at(shown_new, k))
+            )
         ]
-        return [c for i, (o, n) in enumerate(pairs) for c in value_changes(o, n, f"{path}[{i}]")]
-    return [] if old == new else [Change(path, old, new)]
+    if isinstance(old, list) and isinstance(new, list):
+        return [
+            c
+            for i in range(max(len(old), len(new)))
+            for c in value_changes(_at(old, i), _at(new, i), f"{path}[{i}]", (_at(shown_old, i), _at(shown_new, i)))
+        ]
+    return [] if old == new else [Change(path, shown_old, shown_new)]
 
 
 def _label(resource: Resource, identity: Iterable[str], *inputs: dict[str, Any]) -> str:
@@ -288,15 +306,24 @@ def _order(urn: str) -> tuple[str, str]:
 
 
 def diff_plans(base: dict[str, Any], head: dict[str, Any]) -> PlanDiff:
-    """What applying HEAD's plan instead of BASE's would change, matched by URN."""
+    """What applying HEAD's plan instead of BASE's would change, matched by URN. Changes are found
+    in the documents as given; the values the diff carries have their credentials redacted."""
     old, new = resource_states(base), resource_states(head)
+    shown_base, shown_head = redact_credentials(base), redact_credentials(head)
+    shown_old, shown_new = resource_states(shown_base), resource_states(shown_head)
     steps = _steps_by_urn(head)
     changed = []
     for urn in sorted(old.keys() & new.keys(), key=_order):
         resource = Resource(urn)
-        inputs = value_changes(redact(old[urn].get("inputs") or {}), redact(new[urn].get("inputs") or {}))
+        inputs = value_changes(
+            redact(old[urn].get("inputs") or {}),
+            redact(new[urn].get("inputs") or {}),
+            shown=(redact(shown_old[urn].get("inputs") or {}), redact(shown_new[urn].get("inputs") or {})),
+        )
         protect = (bool(old[urn].get("protect")), bool(new[urn].get("protect")))
-        replacement, renames, unknown = _examine(resource, old[urn], new[urn], inputs, steps.get(urn, _Steps()))
+        replacement, renames, unknown = _examine(
+            resource, shown_old[urn], shown_new[urn], inputs, steps.get(urn, _Steps())
+        )
         if inputs or protect[0] != protect[1] or replacement:
             changed.append(
                 ChangedResource(
@@ -309,8 +336,9 @@ def diff_plans(base: dict[str, Any], head: dict[str, Any]) -> PlanDiff:
                 )
             )
     old_out, new_out = stack_outputs(base), stack_outputs(head)
+    shown_out = (stack_outputs(shown_base), stack_outputs(shown_head))
     outputs = [
-        Change(k, old_out.get(k, ABSENT), new_out.get(k, ABSENT))
+        Change(k, shown_out[0].get(k, ABSENT), shown_out[1].get(k, ABSENT))
         for k in sorted(old_out.keys() | new_out.keys())
         if old_out.get(k, ABSENT) != new_out.get(k, ABSENT)
     ]
@@ -325,6 +353,7 @@ def diff_plans(base: dict[str, Any], head: dict[str, Any]) -> PlanDiff:
 def preview_replacements(doc: dict[str, Any]) -> list[Replacement]:
     """The replacements a real `pulumi preview --json` announces by its own steps (a single plan
     document, no base to compare with): their replaceReasons, protection and delete order."""
+    doc = redact_credentials(doc)  # the labels come from inputs
     found = []
     for urn, steps in sorted(_steps_by_urn(doc).items(), key=lambda item: _order(item[0])):
         resource = Resource(urn)

@@ -1,5 +1,6 @@
-"""The review room's commands: `shipyard mr-note` (a plan or plan diff as a merge-request note) and
-`shipyard policy check` (the policy pack's validators on any plan document)."""
+"""The review room's commands: `shipyard mr-note` (a plan or plan diff as a merge-request note, or
+printed with `--dry-run`) and `shipyard policy check` (the policy pack's validators on any plan
+document)."""
 
 from __future__ import annotations
 
@@ -24,16 +25,16 @@ def policy_check(args: argparse.Namespace) -> int:
 
 
 def mr_note(args: argparse.Namespace) -> int:
-    import gitlab
-
     from infra.offline.diff import PlanError, load_plan
-    from infra.review.mr_note import MissingVariables, Target, note_body, post_note
+    from infra.review.mr_note import MissingVariables, Target, note_body
 
     problems: list[str] = []
-    try:
-        target = Target.from_env(os.environ)
-    except MissingVariables as exc:
-        problems.append(f"{exc} (mr-note runs in a merge-request pipeline, with a token of api scope)")
+    target: Target | None = None
+    if not args.dry_run:  # a dry run only prints the note: no GitLab, no token
+        try:
+            target = Target.from_env(os.environ)
+        except MissingVariables as exc:
+            problems.append(f"{exc} (mr-note runs in a merge-request pipeline, with a token of api scope)")
     docs: dict[str, dict[str, Any]] = {}
     for path in filter(None, (args.plan, args.base)):
         try:
@@ -51,6 +52,13 @@ def mr_note(args: argparse.Namespace) -> int:
         commit=os.environ.get("CI_COMMIT_SHORT_SHA") or None,
         full=args.full,
     )
+    if target is None:  # --dry-run: the note exactly as it would be posted
+        sys.stdout.write(body)
+        return 0
+    import gitlab
+
+    from infra.review.mr_note import post_note
+
     try:
         action, note_id = post_note(target, args.stack, body)
     except gitlab.exceptions.GitlabError as exc:

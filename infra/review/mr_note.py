@@ -1,8 +1,11 @@
 """`shipyard mr-note`: the summary of a plan (or of the diff of two plans) as one note per stack on
 the current GitLab merge request, edited in place on every pipeline instead of piling up.
 
-The note shows only what the plan documents show, which is already redacted: secrets are
-"[secret]", and any value still carrying Pulumi's secret signature is shown as "[secret]" too.
+The note shows only what the plan documents show, redacted: secrets are "[secret]", any value
+still carrying Pulumi's secret signature is shown as "[secret]" too, and a value the policy pack
+flags as a credential in plain text is shown redacted (infra/review/redaction.py, applied by the
+diff's own functions). The policy verdict above the details judges the documents as given, so a
+credential in plain text is named as a violation without being repeated.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`shipyard plan diff`: added, removed, changed and replaced resources between real offline plans
 (and a `pulumi preview --json` shaped document), old → new values by input path around their first
-difference, replacements that lose data listed first (P11), secrets only ever "[secret]", and exit
-codes for files that are not plans."""
+difference, replacements that lose data listed first (P11), secrets only ever "[secret]",
+credentials in plain text only ever redacted, and exit codes for files that are not plans."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from infra.offline.diff import (
 )
 from infra.offline.engine import Run
 from infra.offline.plan import to_preview_json
+from infra.review.redaction import REDACTED
 from tests.conftest import run_stack, stack_document
 from tests.staging_plans import CANARIES, CANARY_DB, StagingPlans
 
@@ -175,6 +176,25 @@ def test_a_value_still_carrying_the_secret_signature_is_shown_as_secret(staging_
     assert changes_of(diff, APP)["sensitiveConfigVars"].new == "[secret]"
     assert [(o.path, o.new) for o in diff.outputs] == [("databaseUrl", "[secret]")]
     assert CANARY_DB not in render_text(diff) + render_markdown(diff)
+
+
+def test_a_changed_credential_shows_as_a_change_of_redacted_values(staging_plans: StagingPlans) -> None:
+    # guards H5: a token in the plain config vars is flagged by the policy pack; the diff says that it
+    # changed, and never what it was or is.
+    old, new = "HRKU-canaryOldHook01234", "HRKU-canaryNewHook56789"
+    base, head = copy.deepcopy(staging_plans.base), copy.deepcopy(staging_plans.base)
+    step(base, APP)["newState"]["inputs"]["configVars"]["LEGACY_DEPLOY_HOOK"] = old
+    step(head, APP)["newState"]["inputs"]["configVars"]["LEGACY_DEPLOY_HOOK"] = new
+    head["outputs"]["deployHook"] = f"https://hooks.example/deploy?key={new}"
+
+    diff = diff_plans(base, head)
+
+    hook = changes_of(diff, APP)["configVars.LEGACY_DEPLOY_HOOK"]
+    assert (hook.old, hook.new) == (REDACTED, REDACTED)
+    assert [(o.path, o.new) for o in diff.outputs] == [("deployHook", f"https://hooks.example/deploy?key={REDACTED}")]
+    shown = render_text(diff) + render_markdown(diff) + render_text(diff, full=True) + render_markdown(diff, full=True)
+    assert old not in shown and new not in shown
+    assert f'configVars.LEGACY_DEPLOY_HOOK: "{REDACTED}" → "{REDACTED}"' in render_text(diff)
 
 
 def test_protect_change_is_shown(staging_plans: StagingPlans) -> None:

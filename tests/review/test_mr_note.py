@@ -1,6 +1,7 @@
 """`shipyard mr-note` against a local fake of GitLab's REST API: one note per stack and user,
 created once and then edited, replacements that lose data before the folded table (P11), cut to
-size, never a secret or the token, and clear exit codes."""
+size, never a secret, a credential or the token, clear exit codes, and `--dry-run`, which prints
+the note without GitLab."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from infra.offline.diff import show
 from infra.offline.engine import Run
 from infra.offline.plan import to_preview_json
 from infra.review.mr_note import VARIABLES, marker, note_body
+from infra.review.redaction import REDACTED, redact_credentials
 from tests.fake_api import serve
 from tests.offline.test_diff import as_preview, prod_moved_to_us, staging_registry_renamed
-from tests.staging_plans import CANARIES, StagingPlans
+from tests.staging_plans import CANARIES, PLAIN_CONFIG_CREDENTIALS, StagingPlans
 
 SHIPYARD = Path(sys.executable).with_name("shipyard")
 TOKEN = "glpat-canaryToken0123456789"
@@ -423,3 +425,84 @@ def test_console_script_full_flag_reaches_the_note(
     assert '`"acme/storefront"` → `"acme/shop"` **(replaces)**' in post.body["body"]
     policy = next(s for s in staging_registry_renamed()["steps"] if s["urn"].endswith(RELEASE_RUNNER_POLICY))
     assert show(policy["newState"]["inputs"]["policy"], None) in post.body["body"]
+
+
+def refuse_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a dry run opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_dry_run_prints_the_note_it_would_post_without_gitlab_variables_or_network(
+    gitlab_api: FakeGitLab, ci_env: dict[str, str], plan_files: dict[str, Path], capsys: Any, monkeypatch: Any
+) -> None:
+    argv = ("--stack", "staging", "--plan", plan_files["changed"], "--base", plan_files["base"])
+    assert mr_note(capsys, *argv)[0] == 0
+    (posted,) = [r.body["body"] for r in gitlab_api.calls("POST")]
+    for names in VARIABLES.values():  # the pipeline's URL and commit stay: the note names them
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    requests = len(gitlab_api.requests)
+    refuse_connections(monkeypatch)
+
+    code, out, err = mr_note(capsys, *argv, "--dry-run")
+
+    assert (code, err) == (0, "") and out == posted
+    assert len(gitlab_api.requests) == requests
+
+
+def test_dry_run_still_refuses_a_file_that_is_not_a_plan(tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    refuse_connections(monkeypatch)
+    broken = tmp_path / "plan.json"
+    broken.write_text('{"resources": []}')
+
+    code, out, err = mr_note(capsys, "--stack", "staging", "--plan", broken, "--dry-run")
+
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.startswith(f"shipyard mr-note: {broken} is not a plan document: it needs a `steps` list")
+    assert err.count("\n") == 1
+
+
+def test_a_credential_the_policy_pack_flags_is_named_but_never_repeated(
+    gitlab_api: FakeGitLab, ci_env: dict[str, str], plan_files: dict[str, Path], capsys: Any, tmp_path: Path
+) -> None:
+    # guards H5: mr-note repeated, in the note, a credential-looking config value that the policy
+    # pack had just flagged. The merge request's plan puts a token-shaped value and a value under a
+    # secret-looking name in the plain config vars.
+    base, head = plan_files["base"], plan_files["changed"]
+    notes = {"plan": ("--plan", head), "diff": ("--plan", head, "--base", base)}
+    shown: dict[str, str] = {}
+    for kind, argv in notes.items():
+        assert mr_note(capsys, "--stack", "staging", *argv)[0] == 0
+        shown[f"{kind} note, posted"] = gitlab_api.notes[0]["body"]
+        code, shown[f"{kind} note, dry run"], _ = mr_note(capsys, "--stack", "staging", *argv, "--dry-run")
+        assert code == 0
+    for form in ("text", "markdown"):
+        code, shown[f"plan diff, {form}"], _ = run_main(capsys, "plan", "diff", base, head, "--format", form)
+        assert code == 0
+
+    for where, text in shown.items():
+        for value in PLAIN_CONFIG_CREDENTIALS.values():
+            assert value not in text, f"the {where} repeats {value}"
+    for key in PLAIN_CONFIG_CREDENTIALS:  # the diff still shows that they were added; the note, why that fails
+        assert f'configVars.{key}: (absent) → "{REDACTED}"' in shown["plan diff, text"]
+        assert f'`configVars.{key}`: `(absent)` → `"{REDACTED}"`' in shown["plan diff, markdown"]
+        for where in ("plan note, posted", "diff note, posted"):
+            assert f"`heroku-secrets-sensitive` on `heroku:app/app:App` `staging`: config var {key}" in shown[where]
+
+    # `shipyard policy check` flags both, in the plan and in the plan with its credentials redacted.
+    redacted = tmp_path / "redacted.json"
+    redacted.write_text(json.dumps(redact_credentials(json.loads(head.read_text()))))
+    for path in (head, redacted):
+        code, out, _ = run_main(capsys, "policy", "check", path)
+        assert code == 1
+        assert "config var API_TOKEN looks like a secret and is stored in plain text" in out
+        assert "config var LEGACY_DEPLOY_HOOK holds a credential in plain text" in out
