@@ -4,6 +4,8 @@ Run by Pulumi's language host with `infra/` first on sys.path (P7); `infra` itse
 because `make setup` installs the project into the virtualenv Pulumi uses.
 """
 
+from pathlib import Path
+
 import pulumi
 
 from infra import wiring
@@ -20,7 +22,10 @@ from infra.components.runner import GitlabRunner, GitlabRunnerArgs, RunnerPurpos
 from infra.components.signing import SigningKey, SigningKeyArgs
 from infra.settings import RunnerSettings, load_settings
 
-settings = load_settings()
+# The language host runs the program from the project directory (P7), beside the stack files: a
+# stack whose app, environment or registry another stack file holds too, or whose buildStack names no
+# build stack here, is refused with the settings' other mistakes (infra/stacks.py).
+settings = load_settings(project_dir=Path.cwd())
 # Production resources refuse deletion and replacement until someone unprotects them on purpose.
 protect = pulumi.ResourceOptions(protect=settings.is_production)
 

@@ -8,16 +8,19 @@ gives a program, so there is one code path and one set of messages.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pulumi
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -40,7 +43,6 @@ AWS_REGION = re.compile(r"^[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d$")
 AWS_ACCOUNT_OR_ARN = re.compile(r"^(?:\d{12}|arn:aws[a-z-]*:iam::\d{12}:(?:root|role/[\w+=,.@/-]+))$")
 GITLAB_PROJECT = re.compile(r"^(?:\d+|[\w.][\w.-]*(?:/[\w.][\w.-]*)+)$")
 STACK_PATH = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+$")
-INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 # G2: GitLab's masking requirements with raw=false.
 MASKABLE = re.compile(r"^[a-zA-Z0-9_+=/@:.~-]{8,}$")
 HEROKU_DYNO_SIZES = (
@@ -94,6 +96,25 @@ PipelineName = Annotated[
 ConfigVarKey = Annotated[str, _pattern(CONFIG_VAR_KEY, "letters, digits and underscores only (H1)")]
 
 
+def _config_var_text(value: Any) -> str:
+    """A config var as the text Heroku stores. `pulumi config set --path heroku.configVars.X 3` writes
+    the number 3 into the stack file (and `true` a boolean), so numbers and booleans are taken as the
+    text they stand for; nothing else has a text form Heroku would store."""
+    if isinstance(value, bool):  # before int: a bool is an int
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)  # 0.5 → "0.5": the shortest form, as YAML and JSON write it
+    if isinstance(value, str):
+        return value
+    kind = "null" if value is None else "a list" if isinstance(value, list) else "a map"
+    hint = ": remove the key to leave the variable unset" if value is None else ""
+    raise ValueError(f"must be a string, number or true/false (Heroku stores text), not {kind}{hint}")
+
+
+ConfigVarValue = Annotated[str, BeforeValidator(_config_var_text)]
+SensitiveConfigVarValue = Annotated[SecretStr, BeforeValidator(_config_var_text)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
 
@@ -129,10 +150,13 @@ class HerokuSettings(_Strict):
             "stack creates it, others couple to it."
         )
     )
-    config_vars: dict[ConfigVarKey, str] = Field(
+    config_vars: dict[ConfigVarKey, ConfigVarValue] = Field(
         default_factory=dict,
         alias="configVars",
-        description="Keys of letters, digits and underscores; stored in plain text, so no secrets here (H5).",
+        description=(
+            "Keys of letters, digits and underscores; values are text, numbers and true/false taken as "
+            'text (`3` → `"3"`); stored in plain text, so no secrets here (H5).'
+        ),
     )
     features: list[Annotated[str, _pattern(FEATURE_NAME, "a Heroku feature name such as preboot")]] | None = Field(
         default=None, description="App features; default `[preboot]` in production, none in staging."
@@ -262,9 +286,41 @@ def architecture(instance_type: str) -> Literal["arm64", "x86_64"]:
     return "arm64" if "g" in re.sub(r"^[a-z]+\d+", "", family) else "x86_64"
 
 
+@functools.cache
+def ec2_instance_types() -> frozenset[str]:
+    """The EC2 instance types the pinned AWS provider lists (`pulumi_aws.ec2.InstanceType`). Loaded
+    on first use: a stack with a runner loads `pulumi_aws.ec2` for the runner's resources anyway."""
+    from pulumi_aws.ec2 import InstanceType
+
+    return frozenset(t.value for t in InstanceType)
+
+
+def _instance_type_known(value: str) -> str:
+    known = ec2_instance_types()
+    if value in known:
+        return value
+    # Suggest sizes of the family written (t3.hugee → t3.large), else any type close to it.
+    family = value.lower().split(".", 1)[0]
+    same_family = [t for t in known if t.split(".", 1)[0] == family]
+    close = difflib.get_close_matches(value.lower(), same_family or sorted(known), n=3, cutoff=0.5)
+    hint = f"; did you mean {_either(close)}?" if close else ", such as t3.medium"
+    raise ValueError(f"{value!r} is not an EC2 instance type that pulumi-aws {_aws_version()} knows{hint}")
+
+
+def _either(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _aws_version() -> str:
+    from importlib.metadata import version
+
+    return version("pulumi-aws")
+
+
 class RunnerSettings(_Strict):
-    instance_type: Annotated[str, _pattern(INSTANCE_TYPE, "an EC2 instance type such as t3.medium")] = Field(
-        alias="instanceType", description="EC2 instance type of the runner host, e.g. `t3.medium`."
+    instance_type: Annotated[str, AfterValidator(_instance_type_known)] = Field(
+        alias="instanceType",
+        description="EC2 instance type of the runner host, e.g. `t3.medium`; one the AWS provider lists.",
     )
     concurrent: int = Field(default=2, ge=1, le=100, description="Jobs at once, 1 to 100.")
     disk_gb: int = Field(default=50, ge=20, alias="diskGb", description="Encrypted gp3 root volume size in GB, ≥ 20.")
@@ -397,7 +453,7 @@ class Settings(_Strict):
             "`a-zA-Z0-9_+=/@:.~-` (G2)."
         ),
     )
-    heroku_sensitive_config_vars: dict[ConfigVarKey, SecretStr] = Field(
+    heroku_sensitive_config_vars: dict[ConfigVarKey, SensitiveConfigVarValue] = Field(
         default_factory=dict,
         alias="herokuSensitiveConfigVars",
         description=(
@@ -489,7 +545,8 @@ def _format(err: Mapping[str, Any]) -> str:
         return f"{key} is required"
     secret = any(str(p) in SECRET_SETTING_KEYS for p in loc)
     scalar = isinstance(err.get("input"), (str, int, float))
-    shown = f" (got {err['input']!r})" if scalar and not secret else ""
+    quoted = scalar and repr(err["input"]) in msg  # the message shows the value already
+    shown = f" (got {err['input']!r})" if scalar and not secret and not quoted else ""
     return f"{key}: {msg}{shown}"
 
 
@@ -551,7 +608,12 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
         )
     for key, settings in (("runner", runner), ("reviewRunner", review_runner)):
         instance_type = settings.get("instanceType") if isinstance(settings, dict) else None
-        if "registry" in data and isinstance(instance_type, str) and architecture(instance_type) == "arm64":
+        if (
+            "registry" in data
+            and isinstance(instance_type, str)
+            and instance_type in ec2_instance_types()  # an unknown type is reported as such
+            and architecture(instance_type) == "arm64"
+        ):
             # R22: Heroku runs linux/amd64 images; BuildKit's RUN steps fail on a Graviton host with
             # "exec format error" unless QEMU emulation is set up, and emulated builds are several
             # times slower. The build stack's runners (release and review builds) are therefore x86_64
@@ -567,11 +629,15 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def parse_settings(config: Mapping[str, Any], secret_keys: Iterable[str], stack: str) -> Settings:
+def parse_settings(
+    config: Mapping[str, Any], secret_keys: Iterable[str], stack: str, project_dir: Path | None = None
+) -> Settings:
     """Validate the flat config map Pulumi gives a program; raise SettingsError with every problem.
 
     `config` maps full keys (`shipyard:heroku`, `aws:region`) to the CLI's string values
-    (objects JSON-encoded); `secret_keys` are the keys the stack holds as secrets.
+    (objects JSON-encoded); `secret_keys` are the keys the stack holds as secrets. With a
+    `project_dir` that holds Pulumi.yaml, these settings are also checked against the other stack
+    files there (infra/stacks.py).
     """
     secret_keys = set(secret_keys)
     problems: list[str] = []
@@ -601,6 +667,13 @@ def parse_settings(config: Mapping[str, Any], secret_keys: Iterable[str], stack:
                     continue
             data[key] = raw
     problems.extend(_cross_problems(data))
+    if project_dir is not None and (project_dir / "Pulumi.yaml").exists():
+        from infra.stacks import OPAQUE_SECRET, problems_of_stack  # imported here: it imports this module
+
+        # This stack's settings as its file holds them, secrets opaque.
+        own = {k: OPAQUE_SECRET if prefix + k in secret_keys else v for k, v in data.items() if ":" not in k}
+        del own["stack"]
+        problems.extend(problems_of_stack(project_dir, stack, own))
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -611,10 +684,11 @@ def parse_settings(config: Mapping[str, Any], secret_keys: Iterable[str], stack:
     return settings
 
 
-def load_settings() -> Settings:
-    """Read the running program's configuration (inside `pulumi up` or the offline plan)."""
+def load_settings(project_dir: Path | None = None) -> Settings:
+    """Read the running program's configuration (inside `pulumi up` or the offline plan), checked
+    against the stack files in `project_dir` too when it is given."""
     from pulumi.runtime import config as runtime_config
 
     config = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     secret_keys = set(runtime_config.get_config_secret_keys_env()) | runtime_config._SECRET_KEYS.get()
-    return parse_settings(config, secret_keys, pulumi.get_stack())
+    return parse_settings(config, secret_keys, pulumi.get_stack(), project_dir)

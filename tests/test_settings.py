@@ -101,7 +101,7 @@ MISTAKES = [
     ({"heroku": {"features": ["Preboot"]}}, "shipyard:heroku.features.0", "feature name"),
     ({"heroku": {"formation": {"Web": {"size": "basic", "quantity": 1}}}}, "shipyard:heroku.formation.Web", "process"),
     ({"registry": {"cacheTag": "build cache"}}, "shipyard:registry.cacheTag", "image tag"),
-    ({"runner": {"instanceType": "large"}}, "shipyard:runner.instanceType", "t3.medium"),
+    ({"runner": {"instanceType": "large"}}, "shipyard:runner.instanceType", "did you mean t3.large"),
     ({"runner": {"instanceType": "t3.small", "tags": []}}, "shipyard:runner.tags", "at least 1"),
     ({"runner": {"instanceType": "t3.small", "tags": ["has space"]}}, "shipyard:runner.tags.0", "runner tag"),
     ({"runner": {"instanceType": "t3.small", "maximumTimeout": 300}}, "shipyard:runner.maximumTimeout", "600"),
@@ -122,6 +122,10 @@ MISTAKES = [
     ({"reviewRunner": {"instanceTpye": "t3.large"}}, "shipyard:reviewRunner.instanceTpye", "`instanceType`"),
     ({"reviewRunner": {"instanceType": "t3.large", "diskGb": 8}}, "shipyard:reviewRunner.diskGb", "20"),
     ({"herokuApiKey": "has a space in it"}, "shipyard:herokuApiKey", "letters, digits"),  # guards G2
+    ({"runner": {"instanceType": "t3.hugee"}}, "shipyard:runner.instanceType", "did you mean t3.large"),
+    ({"reviewRunner": {"instanceType": "m5.larg"}}, "shipyard:reviewRunner.instanceType", "did you mean m5.large"),
+    ({"heroku": {"configVars": {"HOSTS": ["a", "b"]}}}, "shipyard:heroku.configVars.HOSTS", "number or true/false"),
+    ({"heroku": {"configVars": {"UNSET": None}}}, "shipyard:heroku.configVars.UNSET", "remove the key"),
 ]
 
 

@@ -31,7 +31,8 @@ from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import SETTINGS, configure
 
 from infra.facts import aws_partition
-from infra.settings import NAMESPACE, REQUIRED_SECRET_KEYS, SettingsError
+from infra.settings import NAMESPACE, REQUIRED_SECRET_KEYS
+from infra.stacks import read_stack_file
 
 SECRET = "[secret]"
 ACCOUNT_ID = "123456789012"
@@ -99,18 +100,14 @@ def _as_config_string(value: Any) -> str:
     return str(value)
 
 
-def read_stack_config(project: Project, stack: str, config_file: Path | None = None) -> StackConfig:
+def read_stack_config(
+    project: Project, stack: str, config_file: Path | None = None, shown_as: str | None = None
+) -> StackConfig:
+    """The config map of a stack file: `config_file`, else the stack's file in the project. Errors
+    name the file `shown_as`, the path as the user gave it (default: relative to the working
+    directory when it lies below it, else absolute)."""
     path = config_file or project.stack_file(stack)
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise SettingsError([f"{path.name} is not valid YAML{line}: {getattr(exc, 'problem', exc)}"]) from None
-    config = doc.get("config") if isinstance(doc, dict) else None
-    if not isinstance(config or {}, dict):
-        raise SettingsError([f"{path.name}: `config:` must be a map of settings"])
-    return stack_config(project, config or {}, path.name)
+    return stack_config(project, read_stack_file(path, shown_as), path.name)
 
 
 def stack_config(project: Project, config: Mapping[str, Any], source: str) -> StackConfig:
@@ -568,13 +565,16 @@ def run_program(
     config_file: Path | None = None,
     seen: tuple[str, ...] = (),
     record: list[Step] | None = None,
+    shown_as: str | None = None,
 ) -> Run:
     """Run the program for one stack on the mock engine, in a fresh context and event loop (P4).
 
-    Raises SettingsError for invalid settings; any other program failure propagates as it would
+    Raises SettingsError for invalid settings, a stack file that cannot be read (named `shown_as`,
+    the path as the user gave it; see read_stack_config) and mistakes between this stack and the
+    project's other stack files (infra/stacks.py); any other program failure propagates as it would
     under `pulumi up`. `record`, when given, receives every registration, even of a failed run.
     """
-    config = config or read_stack_config(project, stack, config_file)
+    config = config or read_stack_config(project, stack, config_file, shown_as)
     return contextvars.Context().run(_run, project, stack, config, (*seen, stack), record)
 
 
