@@ -201,7 +201,9 @@ def _parse(argv: tuple[str, ...]) -> argparse.Namespace:
     try:
         with contextlib.redirect_stderr(err):
             return strict(parser).parse_args(list(rest))
-    except SystemExit:
+    except SystemExit as done:
+        if done.code == 0:  # --version or --help: printed, nothing more to parse
+            return argparse.Namespace()
         raise SystemExit(err.getvalue().strip().splitlines()[-1]) from None
 
 
