@@ -62,7 +62,8 @@ class SettingsError(pulumi.RunError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid stack settings ({len(problems)} problem(s)):\n{lines}")
+        count = f"{len(problems)} problem" + ("" if len(problems) == 1 else "s")
+        super().__init__(f"invalid stack settings ({count}):\n{lines}")
 
 
 def maskable_problem(value: str) -> str | None:

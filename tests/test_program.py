@@ -109,7 +109,7 @@ def test_two_stacks_in_one_environment_are_refused(prod_doc: dict[str, Any]) -> 
     prod_doc["shipyard:environment"] = "staging"  # guards G5
     with pytest.raises(SettingsError) as info:
         run_stack(prod_doc, "prod")
-    assert "shipyard:environment" in str(info.value) and "organization/shipyard/staging" in str(info.value)
+    assert "shipyard:environment" in str(info.value) and "claimed by stacks prod and staging" in str(info.value)
 
 
 def test_a_stack_for_another_gitlab_project_is_refused(prod_doc: dict[str, Any]) -> None:

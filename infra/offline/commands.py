@@ -35,7 +35,8 @@ def _did_you_mean(wanted: str, names: list[str]) -> str:
 def _missing_stack_file(project: Project, stack: str, config_file: str | None) -> str:
     """Why the stack's settings cannot be read, or "" when its file is there."""
     if config_file:
-        return "" if Path(config_file).is_file() else f"--config-file {config_file}: no such file"
+        # Anything that exists is read by the engine, which says what is wrong with it (a directory, unreadable).
+        return "" if Path(config_file).exists() else f"--config-file {config_file}: no such file"
     if project.stack_file(stack).is_file():
         return ""
     stacks = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project.root.glob("Pulumi.*.yaml"))
@@ -93,7 +94,7 @@ def plan(args: argparse.Namespace) -> int:
         print(f"shipyard plan: {missing}", file=sys.stderr)
         return 2
     try:
-        run = run_program(project, args.stack, config_file=config_file)
+        run = run_program(project, args.stack, config_file=config_file, shown_as=args.config_file)
     except SettingsError as exc:
         print(f"shipyard plan: stack {args.stack} ({shown_source}): {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ redacted."""
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import textwrap
@@ -103,7 +104,7 @@ def to_preview_json(run: Run) -> dict[str, Any]:
                 "protect": s.protect,
                 # As in the engine's state: a replacement of this resource deletes it first (P11).
                 "deleteBeforeReplace": s.delete_before_replace,
-                "inputs": s.inputs,
+                "inputs": copy.deepcopy(s.inputs),  # a document of its own: changing it never changes the run
             },
         }
         for s in run.steps

@@ -181,3 +181,14 @@ def test_base_that_is_not_a_plan_exits_2(capsys: Any, monkeypatch: Any, tmp_path
     code, out, err = plan(capsys, monkeypatch, "--stack", "staging", "--base", str(tmp_path / "old.json"))
     assert code == 2 and out == ""
     assert err.startswith("shipyard plan: --base ") and "is not a plan document" in err and "Traceback" not in err
+
+
+def test_a_plan_document_is_a_copy_that_never_changes_the_run(committed_runs: dict[str, Run]) -> None:
+    # Renderers and the redaction edit documents; the session's runs are shared by every test.
+    run = committed_runs["staging"]
+    document = to_preview_json(run)
+    app = next(s for s in document["steps"] if s["newState"]["type"] == "heroku:app/app:App")
+    app["newState"]["inputs"]["configVars"]["ADDED_BY_A_RENDERER"] = "x"
+    app["newState"]["inputs"]["name"] = "changed"
+    inputs = run.one("heroku:app/app:App").inputs
+    assert "ADDED_BY_A_RENDERER" not in inputs["configVars"] and inputs["name"] != "changed"
