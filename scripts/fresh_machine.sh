@@ -81,10 +81,11 @@ as_user() {
     /bin/sh -c "cd /home/user/shipyard && $1"
 }
 timed() {
-  local label=$1 started=$EPOCHREALTIME
+  local label=$1 started=$EPOCHREALTIME status=0
   shift
-  "$@"
-  echo "fresh_machine: $label: $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
+  "$@" || status=$?
+  echo "fresh_machine: $label: $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s (exit $status)"
+  return "$status"
 }
 timed "first make plan STACK=staging" as_user "make plan STACK=staging >/home/user/plan.txt"
 timed "second make plan STACK=staging" as_user "make plan STACK=staging >/dev/null"
