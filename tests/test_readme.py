@@ -34,7 +34,7 @@ EXTERNAL = {
     "git": "how the repository got onto the machine",
     "pulumi": "the Pulumi CLI, installed in step 1 of the real path",
     "heroku": "the Heroku CLI, for the long-lived API keys the stacks and CI need",
-    "aws": "the AWS CLI: production's secrets key, Session Manager shells, ECR look-ups",
+    "aws": "the AWS CLI: Session Manager shells, ECR look-ups",
     "uv": "the package manager `make setup` installs; only for changing dependencies",
     "sudo": "the distribution's own, to install its packages that some tests run (gpg, cloud-init)",
     "cosign": "runs inside the delivery jobs' image: the README names what the job runs",
@@ -43,8 +43,8 @@ EXTERNAL = {
 }
 # The secrets-provider key of each stack: its own per stack, so that the preview role, which every
 # merge request may assume, decrypts staging's secrets and never production's (P1; `shipyard
-# ci-access` refuses one key for both). Staging's key comes from `shipyard bootstrap`, which also
-# encrypts the state bucket with it; production's from the AWS CLI.
+# ci-access` refuses one key for both). Both come from one `shipyard bootstrap` run, staging's
+# first: bootstrap also encrypts the state bucket with its first alias's key.
 STACK_KEYS = {"staging": "alias/shipyard-staging", "prod": "alias/shipyard-prod"}
 
 SH_BLOCK = re.compile(r"^[ \t]*```sh[ \t]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
@@ -291,7 +291,7 @@ def test_every_make_target_in_the_readme_is_in_the_makefile() -> None:
 def test_every_step_uses_each_stacks_own_secrets_provider_key() -> None:
     keys = set(STACK_KEYS.values())
     wrong = []
-    created = set()
+    created: set[str] = set()
     for cmd in commands():
         words = list(cmd.words)
         for word in words:
@@ -302,13 +302,18 @@ def test_every_step_uses_each_stacks_own_secrets_provider_key() -> None:
             stack, provider = words[3], words[words.index("--secrets-provider") + 1]
             if provider.startswith("awskms://") and not provider.startswith(f"awskms://{STACK_KEYS[stack]}?"):
                 wrong.append(f"{cmd.source!r}: stack {stack} must use {STACK_KEYS[stack]}")
-        if words[:3] == ["aws", "kms", "create-alias"]:
-            created.add(words[words.index("--alias-name") + 1])
     for cmd, argv, args in shipyard_runs():
         if argv[0] == "bootstrap":
-            created.add(args.kms_alias)
-            if args.kms_alias != STACK_KEYS["staging"]:
-                wrong.append(f"{cmd.source!r}: bootstrap makes staging's key, {STACK_KEYS['staging']}")
+            from infra.ops.bootstrap import DEFAULT_KMS_ALIASES
+
+            aliases = args.kms_alias or list(DEFAULT_KMS_ALIASES)
+            created.update(aliases)
+            wrong.extend(f"{cmd.source!r}: {alias} is not a stack's key" for alias in aliases if alias not in keys)
+            if aliases[0] != STACK_KEYS["staging"]:
+                wrong.append(
+                    f"{cmd.source!r}: bootstrap encrypts the bucket with its first alias's key: "
+                    f"staging's, {STACK_KEYS['staging']}"
+                )
         if argv[0] == "ci-access" and (args.staging_kms_key, args.prod_kms_key) != (
             STACK_KEYS["staging"],
             STACK_KEYS["prod"],
@@ -330,6 +335,14 @@ def test_every_step_uses_each_stacks_own_secrets_provider_key() -> None:
         (
             "```sh\npulumi stack init prod --secrets-provider 'awskms://alias/shipyard-pulumi?region=eu-west-1'\n```\n",
             "alias/shipyard-pulumi is not a stack's key",
+        ),
+        (
+            "```sh\n.venv/bin/shipyard bootstrap --bucket b --region r --kms-alias alias/shipyard-pulumi\n```\n",
+            "alias/shipyard-pulumi is not a stack's key",
+        ),
+        (
+            "```sh\n.venv/bin/shipyard bootstrap --bucket b --region r --kms-alias alias/shipyard-prod\n```\n",
+            "its first alias's key: staging's",
         ),
     ],
 )

@@ -97,10 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("file", metavar="FILE.json")
     c.set_defaults(func=policy_check)
-    b = sub.add_parser("bootstrap", help="create or check the S3 bucket and KMS key of a self-managed state backend")
+    b = sub.add_parser(
+        "bootstrap", help="create or check the S3 bucket and the KMS keys of a self-managed state backend"
+    )
     b.add_argument("--bucket", required=True, help="S3 bucket for the Pulumi state")
-    b.add_argument("--region", required=True, help="AWS region of the bucket and the key")
-    b.add_argument("--kms-alias", default="alias/shipyard-pulumi", help="alias of the secrets-provider key")
+    b.add_argument("--region", required=True, help="AWS region of the bucket and the keys")
+    # No default in argparse: `append` would add the given aliases to it rather than replace it.
+    b.add_argument(
+        "--kms-alias",
+        action="append",
+        metavar="ALIAS",
+        help="alias of a secrets-provider key, one per stack; repeat it for each. The first key also encrypts "
+        "the bucket. Default: alias/shipyard-staging and alias/shipyard-prod",
+    )
     b.add_argument("--fix", action="store_true", help="set what an existing bucket or key lacks")
     b.set_defaults(func=bootstrap)
     a = sub.add_parser(

@@ -1,7 +1,8 @@
 """`shipyard bootstrap`: what a team's self-managed Pulumi backend needs before the first
 `pulumi login`, which Pulumi cannot create for itself: an S3 bucket for the state (versioned,
 encrypted with KMS, no public access, TLS only, old versions expiring, ACLs off) and a KMS key behind
-an alias for the `awskms://` secrets provider.
+each alias, one `awskms://` secrets provider per stack. The first alias's key also encrypts the
+bucket; the others are secrets-provider keys only and never change the bucket's encryption.
 
 Idempotent: what is there and right is left alone. A bucket or key that already exists but lacks a
 setting is reported, and changed only with `fix=True`; what this run creates is configured fully.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,11 @@ PUBLIC_ACCESS_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy
 BUCKET_NAME = re.compile(r"^(?!xn--)(?!sthree-)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 KMS_ALIAS = re.compile(r"^alias/(?!aws/)[a-zA-Z0-9/_-]{1,250}$")
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+# One secrets-provider key per stack of this repository, staging's first (it also encrypts the
+# bucket): merge requests' previews may decrypt staging's secrets, never production's (P1).
+DEFAULT_KMS_ALIASES = ("alias/shipyard-staging", "alias/shipyard-prod")
+# The alias naming convention above: its stack is what follows `alias/shipyard-`.
+STACK_KEY_ALIAS = re.compile(r"alias/shipyard-([A-Za-z0-9_-]+)")
 DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Forbidden", "403"}
 # IAM actions whose names differ from the API operation they allow.
 IAM_ACTIONS = {
@@ -53,7 +59,7 @@ class Outcome:
     detail: str
 
 
-def problems(bucket: str, region: str, alias: str) -> list[str]:
+def problems(bucket: str, region: str, aliases: Sequence[str]) -> list[str]:
     """Every problem with the arguments, at once."""
     found = []
     if not BUCKET_NAME.match(bucket) or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
@@ -62,8 +68,11 @@ def problems(bucket: str, region: str, alias: str) -> list[str]:
         found.append(f"--region {region!r}: an AWS region such as eu-west-1")
     elif partition_of(region) is None:
         found.append(f"--region {region!r}: not a region of any AWS partition (aws, aws-cn, aws-us-gov, …)")
-    if not KMS_ALIAS.match(alias):
-        found.append(f"--kms-alias {alias!r}: alias/NAME of letters, digits, / _ -; not under alias/aws/")
+    for alias in aliases:
+        if not KMS_ALIAS.match(alias):
+            found.append(f"--kms-alias {alias!r}: alias/NAME of letters, digits, / _ -; not under alias/aws/")
+    for alias in sorted({a for a in aliases if aliases.count(a) > 1}):
+        found.append(f"--kms-alias {alias!r} is given more than once: each alias names one key")
     return found
 
 
@@ -95,13 +104,17 @@ def _code(error: ClientError) -> str:
 
 
 class Bootstrap:
-    def __init__(self, session: boto3.Session, bucket: str, region: str, alias: str, fix: bool = False) -> None:
-        self.bucket, self.region, self.alias, self.fix = bucket, region, alias, fix
+    def __init__(
+        self, session: boto3.Session, bucket: str, region: str, aliases: Sequence[str], fix: bool = False
+    ) -> None:
+        """`aliases`: one secrets-provider key each; the first one's key encrypts the bucket."""
+        self.bucket, self.region, self.aliases, self.fix = bucket, region, tuple(aliases), fix
+        self.bucket_alias = self.aliases[0]
         self.s3 = session.client("s3", region_name=region)
         self.kms = session.client("kms", region_name=region)
         self.sts = session.client("sts", region_name=region)
         self.outcomes: list[Outcome] = []
-        self.key_arn = ""
+        self.key_arns: dict[str, str] = {}  # alias: ARN of its key
         # ARNs name the region's partition: `arn:aws` is wrong in China (aws-cn) and GovCloud
         # (aws-us-gov) (P9); botocore's own partition table answers, no call needed.
         self.partition = session.get_partition_for_region(region)
@@ -114,7 +127,8 @@ class Bootstrap:
         self.caller = "the current AWS identity"
         identity = self.call("identifying the caller", self.sts.get_caller_identity)
         self.caller, self.account = identity["Arn"], identity["Account"]
-        self._key()
+        for alias in self.aliases:
+            self._key(alias)
         self._bucket()
         return self.outcomes
 
@@ -134,29 +148,36 @@ class Bootstrap:
         else:
             self.note(item, "missing", f"wanted: {want}; run again with --fix")
 
-    # --- the KMS key ------------------------------------------------------------------------------
+    # --- the KMS keys -----------------------------------------------------------------------------
 
-    def _key(self) -> None:
+    def _key(self, alias: str) -> None:
         try:
-            key = self.call("reading the key alias", self.kms.describe_key, KeyId=self.alias)["KeyMetadata"]
+            key = self.call(f"reading the key alias {alias}", self.kms.describe_key, KeyId=alias)["KeyMetadata"]
             new = False
-            self.note(f"kms key {self.alias}", "ok", key["Arn"])
+            self.note(f"kms key {alias}", "ok", key["Arn"])
         except ClientError as error:
             if _code(error) != "NotFoundException":
                 raise
             key = self.call(
-                "creating the KMS key",
+                f"creating the KMS key of {alias}",
                 self.kms.create_key,
-                Description=f"Pulumi secrets provider (shipyard bootstrap, {self.bucket})",
+                Description=f"Pulumi secrets provider {alias} (shipyard bootstrap, {self.bucket})",
                 KeyUsage="ENCRYPT_DECRYPT",
                 Tags=[{"TagKey": "managed-by", "TagValue": "shipyard-bootstrap"}],
             )["KeyMetadata"]
-            self.call("naming the KMS key", self.kms.create_alias, AliasName=self.alias, TargetKeyId=key["KeyId"])
+            self.call(f"naming the KMS key {alias}", self.kms.create_alias, AliasName=alias, TargetKeyId=key["KeyId"])
             new = True
-            self.note(f"kms key {self.alias}", "created", key["Arn"])
-        self.key_arn = key["Arn"]
+            self.note(f"kms key {alias}", "created", key["Arn"])
+        # guards P1: two aliases of one key would let whoever may decrypt one stack's secrets read the other's
+        shared = next((other for other, arn in self.key_arns.items() if arn == key["Arn"]), None)
+        if shared:
+            raise BootstrapError(
+                f"--kms-alias {shared} and --kms-alias {alias} name the same key {key['Arn']}: each stack needs "
+                "a key of its own; give one of them an alias that does not exist yet, and bootstrap creates its key"
+            )
+        self.key_arns[alias] = key["Arn"]
         self.setting(
-            "kms key enabled",
+            f"kms key {alias} enabled",
             new,
             key.get("KeyState", "Enabled") == "Enabled",
             lambda: self._enable(key),
@@ -164,7 +185,7 @@ class Bootstrap:
         )
         rotation = self.call("reading key rotation", self.kms.get_key_rotation_status, KeyId=key["KeyId"])
         self.setting(
-            "kms key rotation",
+            f"kms key {alias} rotation",
             new,
             bool(rotation.get("KeyRotationEnabled")),
             lambda: self.call("enabling key rotation", self.kms.enable_key_rotation, KeyId=key["KeyId"]),
@@ -208,14 +229,14 @@ class Bootstrap:
                         {
                             "ApplyServerSideEncryptionByDefault": {
                                 "SSEAlgorithm": "aws:kms",
-                                "KMSMasterKeyID": self.key_arn,
+                                "KMSMasterKeyID": self.key_arns[self.bucket_alias],
                             },
                             "BucketKeyEnabled": True,
                         }
                     ]
                 },
             ),
-            f"SSE-KMS with {self.alias}",
+            f"SSE-KMS with {self.bucket_alias}",
         )
         self.setting(
             "public access block",
@@ -343,12 +364,8 @@ class Bootstrap:
             "reading encryption", self.s3.get_bucket_encryption, "ServerSideEncryptionConfigurationNotFoundError"
         )
         # The key may be named by id, ARN, alias or alias ARN.
-        names = {
-            self.key_arn,
-            self.key_arn.rsplit("/", 1)[-1],
-            self.alias,
-            self.key_arn.split(":key/")[0] + f":{self.alias}",
-        }
+        arn, alias = self.key_arns[self.bucket_alias], self.bucket_alias
+        names = {arn, arn.rsplit("/", 1)[-1], alias, arn.split(":key/")[0] + f":{alias}"}
         return found is not None and any(
             r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") == "aws:kms"
             and r["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID") in names
@@ -406,8 +423,15 @@ def _expires_versions(rule: dict[str, Any]) -> bool:
     return rule.get("Status") == "Enabled" and "NoncurrentVersionExpiration" in rule
 
 
-def login_lines(bucket: str, region: str, alias: str) -> list[str]:
+def login_lines(bucket: str, region: str, aliases: Sequence[str]) -> list[str]:
+    """What to run next: the login, and one `pulumi stack init` per key. An alias that follows the
+    convention `alias/shipyard-<stack>` names its stack; for any other the stack is left to fill in."""
+    stacks = [match[1] if (match := STACK_KEY_ALIAS.fullmatch(alias)) else "<stack>" for alias in aliases]
+    width = max(len(stack) for stack in stacks)
     return [
         f"pulumi login 's3://{bucket}?region={region}&awssdk=v2'",
-        f"pulumi stack init <stack> --secrets-provider 'awskms://{alias}?region={region}'",
+        *(
+            f"pulumi stack init {stack:<{width}} --secrets-provider 'awskms://{alias}?region={region}'"
+            for stack, alias in zip(stacks, aliases, strict=True)
+        ),
     ]

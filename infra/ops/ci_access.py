@@ -283,6 +283,11 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+def _as_alias(key: str) -> str:
+    """`key` as bootstrap's --kms-alias takes it: an alias as it is; for an ARN, where its alias goes."""
+    return key if KMS_ALIAS.match(key) else f"<an alias of {key}>"
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -330,24 +335,26 @@ class CiAccess:
         self._protected_branch()
         return self.outcomes
 
-    # --- what exists already: keys and the state bucket --------------------------------------
+    # --- what exists already: the state bucket and the keys ----------------------------------
 
     def _scope(self, account: str) -> Scope:
-        staging = self._key_arn(self.request.staging_key, "--staging-kms-key")
-        prod = self._key_arn(self.request.prod_key, "--prod-kms-key")
+        request = self.request
+        bucket_key = self._bucket_key(account)
+        staging, prod = self._key_arn(request.staging_key), self._key_arn(request.prod_key)
+        if staging is None or prod is None:
+            raise CiAccessError(self._no_such_keys(staging, prod, bucket_key))
         if staging == prod:
             raise CiAccessError(
-                f"--staging-kms-key {self.request.staging_key} and --prod-kms-key {self.request.prod_key} name the "
+                f"--staging-kms-key {request.staging_key} and --prod-kms-key {request.prod_key} name the "
                 f"same key {staging}: each stack needs its own, or merge requests could decrypt production's secrets"
             )
-        request = self.request
         return Scope(
             partition=self.partition,
             account=account,
             region=request.region,
             dns_suffix=aws_partition(request.region)[1],
             bucket=request.state_bucket,
-            bucket_key=self._bucket_key(account),
+            bucket_key=bucket_key,
             pulumi_project=request.pulumi_project,
             staging_stack=request.staging_stack,
             prod_stack=request.prod_stack,
@@ -355,26 +362,59 @@ class CiAccess:
             prod_key=prod,
         )
 
-    def _key_arn(self, key: str, flag: str) -> str:
+    def _key_arn(self, key: str) -> str | None:
+        """The ARN of the key named by `key` (alias, ARN or id), or None where there is no such key."""
         try:
             return str(self.call(f"reading the key {key}", self.kms.describe_key, KeyId=key)["KeyMetadata"]["Arn"])
         except ClientError as error:
             if _code(error) != "NotFoundException":
                 raise
-        raise CiAccessError(
-            f"{flag} {key}: no such key in {self.request.region}; create it with "
-            f"`shipyard bootstrap --bucket {self.request.state_bucket} --region {self.request.region} --kms-alias …`"
-        )
+        return None
+
+    def _no_such_keys(self, staging: str | None, prod: str | None, bucket_key: str | None) -> str:
+        """Which stack keys are missing, and the `shipyard bootstrap` run that creates them."""
+        request = self.request
+        given = (("--staging-kms-key", request.staging_key, staging), ("--prod-kms-key", request.prod_key, prod))
+        missing = [key for _, key, arn in given if arn is None]
+        named = " and ".join(f"{flag} {key}" for flag, key, arn in given if arn is None)
+        message = f"{named}: no such key{'s' if len(missing) > 1 else ''} in {request.region}"
+        if not all(KMS_ALIAS.match(key) for key in missing):
+            return message  # bootstrap creates a key by its alias; an ARN names a key that exists or never will
+        # Bootstrap encrypts the bucket with the key of its first alias: the bucket's present key
+        # comes first, so that the run creates the keys and leaves the bucket's encryption alone.
+        first = self._alias_of(bucket_key) if bucket_key else _as_alias(request.staging_key)
+        command = self._bootstrap(first, *(key for key in missing if key != first))
+        return f"{message}; create {'it' if len(missing) == 1 else 'them'} with {command}"
+
+    def _alias_of(self, arn: str) -> str:
+        """An alias of the key `arn` that bootstrap's --kms-alias takes (none of AWS's own `alias/aws/…`):
+        a stack's key if it is one."""
+        stack_keys = (self.request.staging_key, self.request.prod_key)
+        try:
+            found = self.call("listing the aliases of the bucket's key", self.kms.list_aliases, KeyId=arn)
+        except CiAccessError:  # not allowed to list them: the command shows where the alias goes
+            return _as_alias(arn)
+        names = [alias["AliasName"] for alias in found["Aliases"] if KMS_ALIAS.match(alias["AliasName"])]
+        return next((name for name in names if name in stack_keys), names[0] if names else _as_alias(arn))
+
+    def _bootstrap(self, *aliases: str, fix: bool = False) -> str:
+        """The `shipyard bootstrap` command, to copy, that creates or checks the state bucket and the
+        keys of these aliases; the first one's key encrypts the bucket."""
+        request = self.request
+        flags = "".join(f" --kms-alias {alias}" for alias in aliases) + (" --fix" if fix else "")
+        return f"`.venv/bin/shipyard bootstrap --bucket {request.state_bucket} --region {request.region}{flags}`"
 
     def _bucket_key(self, account: str) -> str | None:
-        bucket = self.request.state_bucket
+        request = self.request
+        bucket = request.state_bucket
         try:
             self.s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
         except ClientError as error:
             if _code(error) in ("404", "NoSuchBucket", "NotFound"):
-                raise CiAccessError(
-                    f"--state-bucket {bucket}: no such bucket; create it with `shipyard bootstrap --bucket {bucket} …`"
-                ) from None
+                # staging's key encrypts the bucket, as in the README's bootstrap run
+                prod = [request.prod_key] if KMS_ALIAS.match(request.prod_key) else []
+                command = self._bootstrap(_as_alias(request.staging_key), *prod)
+                raise CiAccessError(f"--state-bucket {bucket}: no such bucket; create it with {command}") from None
             if _code(error) in DENIED:
                 raise CiAccessError(
                     f"--state-bucket {bucket}: the bucket belongs to another AWS account, or {self.caller} may not "
@@ -389,8 +429,16 @@ class CiAccess:
             raise
         for rule in found["ServerSideEncryptionConfiguration"]["Rules"]:
             default = rule.get("ApplyServerSideEncryptionByDefault", {})
-            if default.get("SSEAlgorithm") in ("aws:kms", "aws:kms:dsse") and default.get("KMSMasterKeyID"):
-                return self._key_arn(default["KMSMasterKeyID"], f"the default encryption key of {bucket}")
+            key = default.get("KMSMasterKeyID")
+            if default.get("SSEAlgorithm") in ("aws:kms", "aws:kms:dsse") and key:
+                arn = self._key_arn(key)
+                if arn is None:
+                    raise CiAccessError(
+                        f"--state-bucket {bucket}: its default encryption names the key {key}, which does not exist "
+                        f"in {request.region}; {self._bootstrap(_as_alias(request.staging_key), fix=True)} sets it "
+                        "to staging's key"
+                    )
+                return arn
         return None
 
     # --- the identity provider ------------------------------------------------------------------

@@ -34,20 +34,21 @@ def _table(title: str, columns: tuple[str, ...], rows: Iterable[Any]) -> Any:
 def bootstrap(args: argparse.Namespace) -> int:
     import boto3
 
-    from infra.ops.bootstrap import Bootstrap, BootstrapError, login_lines, problems
+    from infra.ops.bootstrap import DEFAULT_KMS_ALIASES, Bootstrap, BootstrapError, login_lines, problems
 
-    found = problems(args.bucket, args.region, args.kms_alias)
+    aliases = args.kms_alias or list(DEFAULT_KMS_ALIASES)
+    found = problems(args.bucket, args.region, aliases)
     if found:
         print("\n".join(f"shipyard bootstrap: {p}" for p in found), file=sys.stderr)
         return 2
-    bootstrap = Bootstrap(boto3.Session(), args.bucket, args.region, args.kms_alias, fix=args.fix)
+    bootstrap = Bootstrap(boto3.Session(), args.bucket, args.region, aliases, fix=args.fix)
     outcomes, code = _aws_operation("bootstrap", bootstrap.run, BootstrapError)
     if code is not None:
         return code
     console = _table(f"state backend s3://{args.bucket} ({args.region})", ("item", "state", "detail"), outcomes)
     states = [o.state for o in outcomes]
     if all(state == "ok" for state in states):
-        console.print("nothing to change: the bucket and the key are as they should be", markup=False)
+        console.print("nothing to change: the bucket and the keys are as they should be", markup=False)
     else:
         counts = {s: states.count(s) for s in ("created", "configured", "fixed", "missing") if s in states}
         console.print(", ".join(f"{n} {s}" for s, n in counts.items()), markup=False, highlight=False)
@@ -55,7 +56,7 @@ def bootstrap(args: argparse.Namespace) -> int:
         console.print("settings are missing: run again with --fix to set them", markup=False)
         return 1
     console.print("next:", markup=False)
-    for line in login_lines(args.bucket, args.region, args.kms_alias):
+    for line in login_lines(args.bucket, args.region, aliases):
         console.print(f"  {line}", markup=False, highlight=False)
     return 0
 

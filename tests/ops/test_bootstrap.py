@@ -1,5 +1,6 @@
 """`shipyard bootstrap` against moto's server: from nothing, twice, a half-configured bucket (reported,
-fixed only with --fix), denied access, someone else's bucket, no credentials, bad arguments."""
+fixed only with --fix), denied access, someone else's bucket, no credentials, bad arguments; one key
+per stack, the first also the bucket's."""
 
 from __future__ import annotations
 
@@ -11,17 +12,38 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.cli.main import main
-from infra.ops.bootstrap import Bootstrap
+from infra.ops.bootstrap import Bootstrap, login_lines
 from tests.moto_aws import REGION, Aws
 
 BUCKET = "acme-pulumi-state"
 ALIAS = "alias/acme-pulumi"
+STAGING, PROD = "alias/shipyard-staging", "alias/shipyard-prod"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`shipyard bootstrap` of BUCKET in REGION with these further arguments: exit code, stdout, stderr."""
+    code = main(["bootstrap", "--bucket", BUCKET, "--region", REGION, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def bootstrap(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
-    code = main(["bootstrap", "--bucket", BUCKET, "--region", REGION, "--kms-alias", ALIAS, *extra])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run(capsys, "--kms-alias", ALIAS, *extra)
+
+
+def row(out: str, item: str) -> str:
+    return next(line for line in out.splitlines() if item in line)
+
+
+def key_of(aws: Aws, alias: str) -> dict[str, Any]:
+    kms: Any = aws.client("kms")
+    return dict(kms.describe_key(KeyId=alias)["KeyMetadata"])
+
+
+def bucket_key(aws: Aws) -> str:
+    s3: Any = aws.client("s3")
+    [rule] = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    return str(rule["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"])
 
 
 def assert_backend_ready(aws: Aws) -> None:
@@ -158,7 +180,7 @@ def test_encryption_with_another_key_or_a_key_pending_deletion_is_fixed_only_wit
     code, out, _ = bootstrap(capsys)
     assert code == 1
     assert "missing" in next(line for line in out.splitlines() if "default encryption" in line)
-    assert "missing" in next(line for line in out.splitlines() if "kms key enabled" in line)
+    assert "missing" in row(out, f"kms key {ALIAS} enabled")
 
     assert bootstrap(capsys, "--fix")[0] == 0
     assert kms.describe_key(KeyId=ALIAS)["KeyMetadata"]["KeyState"] == "Enabled"
@@ -192,7 +214,7 @@ def test_a_public_access_answer_without_a_setting_counts_it_as_off() -> None:
                                                        "BlockPublicPolicy": True}}  # fmt: skip
 
     session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
-    assert Answer(session, BUCKET, REGION, ALIAS)._private() is False
+    assert Answer(session, BUCKET, REGION, [ALIAS])._private() is False
 
 
 @pytest.mark.parametrize(("region", "partition"), [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")])
@@ -214,3 +236,93 @@ def test_a_region_of_no_partition_is_refused_before_any_call(capsys: Any) -> Non
     _, err = capsys.readouterr()
     assert code == 2
     assert "--region 'xx-nowhere-1': not a region of any AWS partition" in err
+
+
+# --- one key per stack -------------------------------------------------------------------------------
+
+
+def test_each_alias_gets_its_own_rotating_key_and_the_first_encrypts_the_bucket(aws: Aws, capsys: Any) -> None:
+    code, out, err = run(capsys, "--kms-alias", STAGING, "--kms-alias", PROD)
+    assert code == 0, err
+    kms: Any = aws.client("kms")
+    staging, prod = key_of(aws, STAGING), key_of(aws, PROD)
+    assert staging["KeyId"] != prod["KeyId"]
+    for key in (staging, prod):
+        assert key["KeyState"] == "Enabled" and kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"]
+    assert bucket_key(aws) == staging["Arn"]
+    assert "SSE-KMS with alias/shipyard-staging" in row(out, "default encryption")
+
+
+def test_a_second_run_with_both_keys_changes_nothing_and_says_so(aws: Aws, capsys: Any) -> None:
+    assert run(capsys, "--kms-alias", STAGING, "--kms-alias", PROD)[0] == 0
+    code, out, _ = run(capsys, "--kms-alias", STAGING, "--kms-alias", PROD)
+    assert code == 0
+    assert "nothing to change" in out
+    kms: Any = aws.client("kms")
+    assert len(kms.list_keys()["Keys"]) == 2
+
+
+def test_a_run_adding_an_alias_creates_just_its_key_and_leaves_the_bucket_encrypted_as_it_was(
+    aws: Aws, capsys: Any
+) -> None:
+    assert run(capsys, "--kms-alias", STAGING, "--kms-alias", PROD)[0] == 0
+    code, out, err = run(capsys, "--kms-alias", STAGING, "--kms-alias", PROD, "--kms-alias", "alias/shipyard-qa")
+    assert code == 0, err
+    assert "created" in row(out, "kms key alias/shipyard-qa")
+    assert "ok" in row(out, f"kms key {PROD} ") and "ok" in row(out, "default encryption")
+    assert out.count(" created ") == 1 and " fixed " not in out
+    assert bucket_key(aws) == key_of(aws, STAGING)["Arn"]
+    assert "pulumi stack init qa      --secrets-provider 'awskms://alias/shipyard-qa?region=eu-west-1'" in out
+
+
+def test_a_secrets_key_with_rotation_off_is_reported_and_fixed_only_with_fix(aws: Aws, capsys: Any) -> None:
+    kms: Any = aws.client("kms")
+    prod = kms.create_key(Description="made by hand")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=PROD, TargetKeyId=prod)
+
+    code, out, _ = run(capsys, "--kms-alias", STAGING, "--kms-alias", PROD)
+    assert code == 1
+    assert "missing" in row(out, f"kms key {PROD} rotation")
+    assert not kms.get_key_rotation_status(KeyId=prod)["KeyRotationEnabled"]
+
+    assert run(capsys, "--kms-alias", STAGING, "--kms-alias", PROD, "--fix")[0] == 0
+    assert kms.get_key_rotation_status(KeyId=prod)["KeyRotationEnabled"]
+    assert bucket_key(aws) == key_of(aws, STAGING)["Arn"]
+
+
+def test_two_aliases_of_one_key_are_refused(aws: Aws, capsys: Any) -> None:
+    # guards P1: whoever may decrypt staging's secrets would read production's
+    assert run(capsys, "--kms-alias", STAGING)[0] == 0
+    kms: Any = aws.client("kms")
+    kms.create_alias(AliasName=PROD, TargetKeyId=key_of(aws, STAGING)["KeyId"])
+    code, _, err = run(capsys, "--kms-alias", STAGING, "--kms-alias", PROD)
+    assert code == 1
+    assert f"--kms-alias {STAGING} and --kms-alias {PROD} name the same key" in err
+
+
+def test_the_same_alias_twice_is_refused_before_any_call(capsys: Any) -> None:
+    code, out, err = run(capsys, "--kms-alias", STAGING, "--kms-alias", "alias/aws/s3", "--kms-alias", STAGING)
+    assert code == 2
+    assert f"--kms-alias '{STAGING}' is given more than once" in err
+    assert "--kms-alias 'alias/aws/s3'" in err  # every problem at once
+    assert out == ""
+
+
+def test_without_kms_alias_each_stack_of_this_repository_gets_its_own_key(aws: Aws, capsys: Any) -> None:
+    code, out, err = run(capsys)
+    assert code == 0, err
+    assert bucket_key(aws) == key_of(aws, STAGING)["Arn"] != key_of(aws, PROD)["Arn"]
+    closing = out[out.index("next:") :].splitlines()
+    assert closing == [
+        "next:",
+        f"  pulumi login 's3://{BUCKET}?region={REGION}&awssdk=v2'",
+        f"  pulumi stack init staging --secrets-provider 'awskms://{STAGING}?region={REGION}'",
+        f"  pulumi stack init prod    --secrets-provider 'awskms://{PROD}?region={REGION}'",
+    ]
+
+
+def test_an_alias_outside_the_naming_convention_leaves_the_stack_to_fill_in() -> None:
+    assert login_lines(BUCKET, REGION, [ALIAS, PROD])[1:] == [
+        f"pulumi stack init <stack> --secrets-provider 'awskms://{ALIAS}?region={REGION}'",
+        f"pulumi stack init prod    --secrets-provider 'awskms://{PROD}?region={REGION}'",
+    ]

@@ -6,6 +6,8 @@ each role's trust policy as IAM stores it, evaluated against the ID tokens of Gi
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from email.message import Message
 from typing import Any
 
@@ -392,7 +394,14 @@ def test_denied_access_names_the_missing_permission_and_creates_nothing(
 def test_keys_and_bucket_must_exist_and_differ(backend: Aws, capsys: Any) -> None:
     code, _, err = ci_access(capsys, "--prod-kms-key", "alias/nowhere")
     assert code == 1
-    assert "--prod-kms-key alias/nowhere: no such key in eu-west-1; create it with `shipyard bootstrap" in err
+    assert (
+        "--prod-kms-key alias/nowhere: no such key in eu-west-1; create it with `.venv/bin/shipyard bootstrap "
+        f"--bucket {BUCKET} --region {REGION} --kms-alias {STAGING_KEY} --kms-alias alias/nowhere`"
+    ) in err
+    missing_arn = f"arn:aws:kms:{REGION}:123456789012:key/00000000-0000-0000-0000-000000000000"
+    code, _, err = ci_access(capsys, "--prod-kms-key", missing_arn)
+    assert code == 1
+    assert err.strip() == f"shipyard ci-access: --prod-kms-key {missing_arn}: no such key in {REGION}"
     kms: Any = backend.client("kms")
     kms.create_alias(AliasName="alias/also-staging", TargetKeyId=key_arn(backend, STAGING_KEY))
     code, _, err = ci_access(capsys, "--prod-kms-key", "alias/also-staging")
@@ -400,8 +409,52 @@ def test_keys_and_bucket_must_exist_and_differ(backend: Aws, capsys: Any) -> Non
     assert "name the same key" in err
     code, _, err = ci_access(capsys, "--state-bucket", "nobodys-bucket")
     assert code == 1
-    assert "--state-bucket nobodys-bucket: no such bucket" in err
+    assert (
+        "--state-bucket nobodys-bucket: no such bucket; create it with `.venv/bin/shipyard bootstrap "
+        f"--bucket nobodys-bucket --region {REGION} --kms-alias {STAGING_KEY} --kms-alias {PROD_KEY}`"
+    ) in err
+    rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": missing_arn}}
+    backend.client("s3").put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    code, _, err = ci_access(capsys)
+    assert code == 1
+    assert (
+        f"--state-bucket {BUCKET}: its default encryption names the key {missing_arn}, which does not exist in "
+        f"{REGION}; `.venv/bin/shipyard bootstrap --bucket {BUCKET} --region {REGION} --kms-alias {STAGING_KEY} "
+        "--fix` sets it to staging's key"
+    ) in err
     assert backend.client("iam").list_roles()["Roles"] == []
+
+
+@pytest.mark.parametrize(
+    "bucket_alias",
+    [
+        STAGING_KEY,  # the bucket of the README's bootstrap run, before production's key
+        "alias/shipyard-pulumi",  # the bucket's one key of earlier bootstrap versions
+    ],
+)
+def test_the_bootstrap_run_a_missing_key_asks_for_creates_it_and_keeps_the_bucket_key(
+    aws: Aws, capsys: Any, monkeypatch: pytest.MonkeyPatch, bucket_alias: str
+) -> None:
+    # Bootstrap encrypts the bucket with its first alias's key: the command must name the bucket's
+    # present key first, or it would report the bucket's encryption missing, and --fix move it.
+    monkeypatch.delenv("GITLAB_TOKEN", raising=False)
+    assert main(["bootstrap", "--bucket", BUCKET, "--region", REGION, "--kms-alias", bucket_alias]) == 0
+    bucket_key = bucket_encryption_key(aws)
+    code, _, err = ci_access(capsys)
+    assert code == 1
+    [command] = re.findall(r"create (?:it|them) with `([^`]+)`", err)
+    argv = shlex.split(command)
+    assert argv[:2] == [".venv/bin/shipyard", "bootstrap"] and argv[argv.index("--kms-alias") + 1] == bucket_alias
+
+    assert main(argv[1:]) == 0, capsys.readouterr()
+    assert bucket_encryption_key(aws) == bucket_key
+    assert ci_access(capsys)[0] == 0
+
+
+def bucket_encryption_key(aws: Aws) -> str:
+    s3: Any = aws.client("s3")
+    [rule] = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"]
+    return str(rule["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"])
 
 
 def test_a_role_of_the_same_name_made_by_someone_else_is_refused(backend: Aws, capsys: Any) -> None:
