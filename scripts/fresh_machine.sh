@@ -84,7 +84,7 @@ timed() {
   local label=$1 started=$EPOCHREALTIME status=0
   shift
   "$@" || status=$?
-  echo "fresh_machine: $label: $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s (exit $status)"
+  echo "fresh_machine: $label: $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s (exit $status)" >&2
   return "$status"
 }
 timed "first make plan STACK=staging" as_user "make plan STACK=staging >/home/user/plan.txt"
