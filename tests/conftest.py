@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,18 @@ from tests.staging_plans import StagingPlans, build_staging_plans
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = Project.load(ROOT)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every program run allocates tens of thousands of short-lived objects; at CPython's default
+    # threshold (700) the collector keeps walking the heap of the fully imported SDKs. Fewer, later
+    # collections cut the suite's time by a tenth; nothing here depends on when garbage is collected.
+    gc.set_threshold(50_000, 50, 50)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # What collection imported (the SDKs, moto, the tests) lives to the end: out of the collector's view.
+    gc.freeze()
 
 
 def stack_document(stack: str) -> dict[str, Any]:
