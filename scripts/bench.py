@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SDKS = ("pulumi", "pulumi_aws", "pulumi_gitlab", "pulumiverse_heroku")
-RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+RUNS = int(os.environ.get("BENCH_RUNS", "7"))
 BIN = Path(sys.executable).parent
 
 
@@ -59,13 +59,16 @@ def sdk_modules() -> list[str]:
     return sorted(m for m in found if m.split(".")[0] in SDKS)
 
 
-def median_seconds(cmd: list[str]) -> float:
-    times = []
+def median_seconds(commands: dict[str, list[str]]) -> dict[str, float]:
+    """Median wall time of each command over RUNS rounds, the commands taking turns in every round so
+    that a machine getting slower or faster meanwhile weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(RUNS):
-        start = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, cmd in commands.items():
+            start = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> int:
@@ -73,12 +76,16 @@ def main() -> int:
     from rich.table import Table
 
     modules = sdk_modules()
-    floor = median_seconds([sys.executable, "-c", f"import {', '.join(modules)}"])
+    stacks = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
+    commands = {"": [sys.executable, "-c", f"import {', '.join(modules)}"]}
+    commands.update({stack: [str(BIN / "shipyard"), "plan", "--stack", stack, "--json"] for stack in stacks})
+    medians = median_seconds(commands)
+    floor = medians[""]
     table = Table(title=f"offline plan vs. import floor (median of {RUNS} runs)", title_justify="left")
     for column in ("stack", "plan s", "import floor s", "ratio"):
         table.add_column(column, justify="right" if column != "stack" else "left")
-    for stack in sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")):
-        plan = median_seconds([str(BIN / "shipyard"), "plan", "--stack", stack, "--json"])
+    for stack in stacks:
+        plan = medians[stack]
         table.add_row(stack, f"{plan:.2f}", f"{floor:.2f}", f"{plan / floor:.2f}x")
     console = Console()
     console.print(

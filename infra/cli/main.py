@@ -7,6 +7,7 @@ runs: `plan diff` and `mr-note` run in CI jobs that should not wait for the Pulu
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from infra.offline.commands import plan, plan_diff
@@ -142,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A short-lived command that imports large SDKs and runs a program allocating tens of thousands of
+    # short-lived objects: at CPython's default threshold (700) the collector would walk that heap
+    # again and again. Nothing here depends on when garbage is collected.
+    gc.set_threshold(50_000, 50, 50)
     argv = sys.argv[1:] if argv is None else argv
     # `plan diff` compares two files and takes no stack: a parser of its own keeps `plan --stack` as it is.
     parser, rest = (build_diff_parser(), argv[2:]) if argv[:2] == ["plan", "diff"] else (build_parser(), argv)
