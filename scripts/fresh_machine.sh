@@ -66,8 +66,15 @@ for fs in proc sys dev dev/pts; do
 done
 if ! chroot "$root" dpkg -s "${extra[@]}" >/dev/null 2>&1; then
   echo "fresh_machine: apt-get install ${extra[*]}"
+  if [ "$mirror" = http://archive.ubuntu.com/ubuntu ]; then
+    # As an installed Ubuntu has them: the -updates and -security pockets (Ubuntu 22.04's python3.11
+    # is a release candidate in the release pocket alone).
+    printf 'deb %s %s main universe\n' "$mirror" "$release" "$mirror" "$release-updates" "$mirror" "$release-security" \
+      >"$root/etc/apt/sources.list"
+  fi
+  chroot "$root" apt-get update -q >"$work/$release.apt.log" 2>&1 || { tail -20 "$work/$release.apt.log" >&2; exit 1; }
   chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${extra[@]}" \
-    >"$work/$release.apt.log" 2>&1 || { tail -20 "$work/$release.apt.log" >&2; exit 1; }
+    >>"$work/$release.apt.log" 2>&1 || { tail -20 "$work/$release.apt.log" >&2; exit 1; }
 fi
 
 rm -rf "$root/home/user"
