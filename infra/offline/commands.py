@@ -43,10 +43,21 @@ def _missing_stack_file(project: Project, stack: str, config_file: str | None) -
     return f"no stack file Pulumi.{stack}.yaml (stacks here: {', '.join(stacks)}){_did_you_mean(stack, stacks)}"
 
 
+def shipyard_command(cwd: Path, root: Path) -> str:
+    """How the user runs this shipyard from cwd: `shipyard` where PATH finds this one (an activated
+    .venv), else the path of the environment's script (`.venv/bin/shipyard`), which `make setup`
+    does not put on PATH."""
+    script = Path(sys.executable).parent / "shipyard"
+    on_path = shutil.which("shipyard")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "shipyard"
+    return os.path.relpath(script, cwd) if script.is_relative_to(root) else str(script)
+
+
 def next_steps(stack: str, config_file: str | None, root: Path, cwd: Path, violations: int, width: int) -> list[str]:
     """The last lines of a plan: what to run next, as the user can paste it where they are."""
     given = f" --config-file {config_file}" if config_file else ""
-    replan = f"shipyard plan -s {stack}{given}"
+    replan = f"{shipyard_command(cwd, root)} plan -s {stack}{given}"
     if violations:
         what = "the policy violation" if violations == 1 else f"the {violations} policy violations"
         return [f"next: fix {what}, then: {replan}"]
