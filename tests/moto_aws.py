@@ -186,3 +186,23 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -
     """A fresh emulated account per test, and an environment whose credentials point at it only."""
     _reset(moto_endpoint)
     return environment(moto_endpoint, monkeypatch)
+
+
+def act_as_user(aws: Aws, monkeypatch: pytest.MonkeyPatch, allowed_actions: list[str], name: str = "ci") -> Any:
+    """From here on, calls are made as an IAM user `name` whose only policy allows `allowed_actions`,
+    and moto's IAM decides every call. Returns the IAM client made before the switch."""
+    import json
+
+    import moto.settings
+
+    iam: Any = aws.client("iam")
+    iam.create_user(UserName=name)
+    allowed = {"Effect": "Allow", "Action": allowed_actions, "Resource": "*"}
+    iam.put_user_policy(
+        UserName=name, PolicyName="only", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allowed]})
+    )
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    return iam

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from infra.cli.main import main
 from infra.ops.bootstrap import Bootstrap, login_lines
-from tests.moto_aws import REGION, Aws
+from tests.moto_aws import REGION, Aws, act_as_user
 
 BUCKET = "acme-pulumi-state"
 ALIAS = "alias/acme-pulumi"
@@ -125,18 +125,7 @@ def test_someone_elses_bucket_is_refused(aws: Aws, capsys: Any, monkeypatch: pyt
 
 
 def test_denied_access_names_the_missing_permission(aws: Aws, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import moto.settings
-
-    iam: Any = aws.client("iam")
-    iam.create_user(UserName="ci")
-    allowed = {"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "kms:*"], "Resource": "*"}
-    iam.put_user_policy(
-        UserName="ci", PolicyName="no-s3", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allowed]})
-    )
-    key = iam.create_access_key(UserName="ci")["AccessKey"]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # from now on, IAM decides
+    act_as_user(aws, monkeypatch, ["sts:GetCallerIdentity", "kms:*"])  # no S3 at all
 
     code, _, err = bootstrap(capsys)
     assert code == 1

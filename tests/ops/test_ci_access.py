@@ -20,7 +20,7 @@ from infra.facts import load
 from infra.ops.ci_access import ROLES, CiAccess, Outcome, Request, sub, summary, variables
 from tests.conftest import ROOT
 from tests.fake_api import serve
-from tests.moto_aws import REGION, Aws
+from tests.moto_aws import REGION, Aws, act_as_user
 from tests.ops.iam_eval import allows, request_context
 
 PROJECT = "acme/shipyard"
@@ -369,16 +369,7 @@ def test_denied_access_names_the_missing_permission_and_creates_nothing(
 ) -> None:
     import moto.settings
 
-    iam: Any = backend.client("iam")
-    iam.create_user(UserName="ci")
-    allowed = {"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "kms:*", "s3:*"], "Resource": "*"}
-    iam.put_user_policy(
-        UserName="ci", PolicyName="no-iam", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allowed]})
-    )
-    key = iam.create_access_key(UserName="ci")["AccessKey"]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # from now on, IAM decides
+    iam = act_as_user(backend, monkeypatch, ["sts:GetCallerIdentity", "kms:*", "s3:*"])  # no IAM at all
 
     code, _, err = ci_access(capsys)
     assert code == 1
