@@ -1,6 +1,8 @@
 """`shipyard verify`: the live resources of a deployed stack against what the stack says — each
 runner host (the stack's runner and, on the build stack, the review runner) in service with IMDSv2
-required and its token parameter a SecureString; the registry's scanning configuration covering the
+required and its token parameter a SecureString; in fleet mode its workers' group shaped for the
+runner to own (minimum 0, scale-in protection, AZRebalance suspended, no scaling policies, IMDSv2)
+and their job cache private, encrypted and expiring; the registry's scanning configuration covering the
 release and review repositories, each under a lifecycle policy; the image-signing KMS key enabled,
 ECC_NIST_P256 and SIGN_VERIFY, signable by the release runner's role alone, its public key the one
 the stack hands to CI; and (with a GitLab token) the runners online in GitLab and the CI variable
@@ -27,6 +29,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from infra.components.signing import KEY_SPEC, KEY_USAGE
+from infra.ops.bootstrap import PUBLIC_ACCESS_FLAGS
 from policy.policies import SIGN_ACTION, _allowed, _as_list, _statements, registry_scans
 
 PASS, FAIL, SKIP = "pass", "FAIL", "skip"
@@ -70,6 +73,16 @@ class Runner:
     @property
     def id(self) -> str:
         return f"{self.prefix}Id"
+
+    @property
+    def workers_asg(self) -> str:
+        """In fleet mode: the Auto Scaling group of the runner's ephemeral workers."""
+        return f"{self.prefix}WorkersAsgName"
+
+    @property
+    def cache_bucket(self) -> str:
+        """In fleet mode: the S3 bucket of the workers' shared job cache."""
+        return f"{self.prefix}CacheBucket"
 
 
 # The stack's own runner: the release build runner on the build stack, a deploy runner elsewhere.
@@ -156,6 +169,7 @@ class Verify:
         self.ssm = session.client("ssm", region_name=region)
         self.ecr = session.client("ecr", region_name=region)
         self.kms = session.client("kms", region_name=region)
+        self.s3 = session.client("s3", region_name=region)
         self.checks: list[Check] = []
 
     def check(self, name: str, probe: Callable[[], tuple[bool, str]]) -> None:
@@ -237,6 +251,92 @@ class Verify:
         self.check(names[0], lambda: self._in_service(runner, instance))
         self.check(names[1], lambda: self._imdsv2(instance))
         self.check(names[2], lambda: self._token_parameter(runner))
+        if self.outputs.get(runner.workers_asg):
+            self._fleet(runner, in_service=bool(instance))
+
+    # --- fleet mode: the manager above, its workers here (R15) ------------------------------------
+
+    def _fleet(self, runner: Runner, in_service: bool) -> None:
+        workers = str(self.outputs[runner.workers_asg])
+        self.check(f"{runner.label} workers: group shape", lambda: self._worker_group(workers))
+        self.check(f"{runner.label} workers require IMDSv2", lambda: self._worker_imdsv2(workers))
+        bucket = self.outputs.get(runner.cache_bucket)
+        name = f"{runner.label} job cache private, encrypted, expiring"
+        if bucket:
+            self.check(name, lambda: self._cache_bucket(str(bucket)))
+        else:
+            self.checks.append(Check(name, FAIL, f"no {runner.cache_bucket} output: the workers' cache is not known"))
+        # The manager completes its launch only once `gitlab-runner fleeting install` has put the
+        # plugin in place (runner_userdata/bootstrap.sh abandons a host without it).
+        plugin = f"{runner.label} fleeting plugin installed"
+        if in_service:
+            self.checks.append(Check(plugin, PASS, "the manager in service passed its launch check, plugin included"))
+        else:
+            self.checks.append(Check(plugin, FAIL, "no manager in service: nothing has installed the plugin"))
+
+    def _worker_group(self, name: str) -> tuple[bool, str]:
+        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+        if not groups:
+            return False, f"no Auto Scaling group {name}"
+        group = groups[0]
+        problems = []
+        if group.get("MinSize") != 0:
+            problems.append(f"MinSize {group.get('MinSize')}, not 0: workers cannot scale to zero")
+        if not group.get("NewInstancesProtectedFromScaleIn"):
+            problems.append("new instances are not protected from scale-in: AWS may end a worker mid-job")
+        suspended = {p.get("ProcessName") for p in group.get("SuspendedProcesses", [])}
+        if "AZRebalance" not in suspended:
+            problems.append("AZRebalance is not suspended: AWS may end a worker mid-job to rebalance zones")
+        policies = self.autoscaling.describe_policies(AutoScalingGroupName=name).get("ScalingPolicies", [])
+        if policies:
+            names = ", ".join(str(p.get("PolicyName")) for p in policies)
+            problems.append(f"scaling policies ({names}) compete with the runner for the desired capacity")
+        if problems:
+            return False, f"{name}: " + "; ".join(problems) + " (R15)"
+        serving = sum(1 for i in group.get("Instances", []) if i.get("LifecycleState") == "InService")
+        return True, f"{name}: 0 to {group.get('MaxSize')} workers, {serving} now, scale-in protected, AZRebalance off"
+
+    def _worker_imdsv2(self, name: str) -> tuple[bool, str]:
+        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+        if not groups:
+            return False, f"no Auto Scaling group {name}"
+        group = groups[0]
+        mixed = group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("LaunchTemplateSpecification")
+        template = group.get("LaunchTemplate") or mixed
+        if not template:
+            return False, f"{name} has no launch template"
+        return self._imdsv2({"LaunchTemplate": template, "group": group})
+
+    def _cache_bucket(self, bucket: str) -> tuple[bool, str]:
+        problems = []
+        try:
+            block = self.s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        except ClientError as error:
+            if _code(error) != "NoSuchPublicAccessBlockConfiguration":
+                raise
+            block = {}
+        if not all(block.get(flag) for flag in PUBLIC_ACCESS_FLAGS):
+            problems.append("public access is not blocked on all four settings")
+        try:
+            self.s3.get_bucket_encryption(Bucket=bucket)
+        except ClientError as error:
+            if _code(error) != "ServerSideEncryptionConfigurationNotFoundError":
+                raise
+            problems.append("no default encryption")
+        try:
+            rules = self.s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        except ClientError as error:
+            if _code(error) != "NoSuchLifecycleConfiguration":
+                raise
+            rules = []
+        days = [
+            r["Expiration"]["Days"] for r in rules if r.get("Status") == "Enabled" and "Days" in r.get("Expiration", {})
+        ]
+        if not days:
+            problems.append("no lifecycle rule expires cached objects")
+        if problems:
+            return False, f"{bucket}: " + "; ".join(problems)
+        return True, f"{bucket}: public access blocked, encrypted, objects expire after {min(days)} days"
 
     def _online_row(self, runner: Runner, gitlab: tuple[str, str] | None) -> None:
         name = f"{runner.label} online in GitLab"
