@@ -101,7 +101,7 @@ def fleet_rows(aws: Aws) -> dict[str, Check]:
         "runnerWorkersAsgName": WORKERS,
         "runnerCacheBucket": BUCKET,
     }
-    checks = Verify(Session(aws), REGION, json.loads(json.dumps(outputs))).run(None)  # type: ignore[arg-type]
+    checks = Verify(Session(aws), REGION, json.loads(json.dumps(outputs))).run(None)
     return {c.name: c for c in checks if c.name.startswith("runner ")}
 
 
@@ -180,5 +180,5 @@ def test_host_mode_has_no_fleet_rows(aws: Aws) -> None:
     manager(aws)
     outputs = {"registryUrl": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/acme/storefront"}
     outputs |= {"runnerAsgName": MANAGER, "runnerTokenParameter": PARAMETER}
-    names = {c.name for c in Verify(Session(aws), REGION, outputs).run(None)}  # type: ignore[arg-type]
+    names = {c.name for c in Verify(Session(aws), REGION, outputs).run(None)}
     assert not {n for n in names if "workers" in n or "cache" in n or "fleeting" in n}
