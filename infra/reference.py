@@ -57,7 +57,8 @@ def rows(model: type[BaseModel] = Settings, prefix: str = "") -> list[tuple[str,
         out.append((key, _type_name(field.annotation), _default(field), field.description or ""))
         nested, is_map = fields_of(model)[alias]
         if nested is not None:
-            out.extend(rows(nested, f"{key}.<name>." if is_map else f"{key}."))
+            is_list = typing.get_origin(field.annotation) is list
+            out.extend(rows(nested, f"{key}.<name>." if is_map else f"{key}[<n>]." if is_list else f"{key}."))
     return out
 
 

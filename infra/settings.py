@@ -12,7 +12,9 @@ import functools
 import json
 import re
 import typing
+import zoneinfo
 from collections.abc import Iterable, Mapping
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -318,12 +320,148 @@ def _aws_version() -> str:
     return version("pulumi-aws")
 
 
+# Unix cron as the autoscaler's policy periods take it: minute hour day-of-month month day-of-week,
+# each field digits, names (mon, jan) and * , - / ?.
+CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/-]+$")
+# A Go time.Duration as config.toml's idle_time takes it, whole hours, minutes and seconds.
+GO_DURATION = re.compile(r"^(?=.)(\d+h)?(\d+m)?(\d+s)?$")
+
+
+def _cron_period(period: str) -> str:
+    fields = period.split()
+    if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
+        raise ValueError(
+            f"{period!r} is not a 5-field cron expression (minute hour day month weekday), such as '* 8-18 * * mon-fri'"
+        )
+    return period
+
+
+def _time_zone_database() -> bool:
+    """Whether zoneinfo has zones to read: the system's files (tzdata on Linux), or the tzdata package."""
+    return any(Path(folder, "UTC").is_file() for folder in zoneinfo.TZPATH) or bool(find_spec("tzdata"))
+
+
+def _time_zone_known(name: str) -> str:
+    # ZoneInfo(name) reads one file; zoneinfo.available_timezones() would walk the whole database.
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        if not _time_zone_database():
+            raise ValueError(
+                f"{name!r} cannot be checked: this machine has no time zone database (zoneinfo looks in "
+                f"{', '.join(zoneinfo.TZPATH) or 'no folder'}); install the system's tzdata package"
+            ) from None
+        raise ValueError(
+            f"{name!r} is not a time zone of the IANA database (zoneinfo); use a name such as UTC or Europe/Berlin"
+        ) from None
+    return name
+
+
+def _one_architecture(instance_types: list[str]) -> list[str]:
+    """Workers share one launch template, so one AMI, which is built for one architecture."""
+    repeated = sorted({t for t in instance_types if instance_types.count(t) > 1})
+    if repeated:
+        raise ValueError(f"lists {_either(repeated)} more than once")
+    by_architecture: dict[str, list[str]] = {}
+    for instance_type in instance_types:
+        by_architecture.setdefault(architecture(instance_type), []).append(instance_type)
+    if len(by_architecture) > 1:
+        raise ValueError(
+            "must all be of one architecture, as the workers share one AMI: "
+            f"{', '.join(by_architecture['x86_64'])} x86_64 but {', '.join(by_architecture['arm64'])} arm64 "
+            "(Graviton)"
+        )
+    return instance_types
+
+
+class IdlePolicy(_Strict):
+    """When the fleet keeps workers running without a job: one `[[runners.autoscaler.policy]]`."""
+
+    periods: list[Annotated[str, AfterValidator(_cron_period)]] = Field(
+        default_factory=lambda: ["* * * * *"],
+        min_length=1,
+        description=(
+            "5-field cron expressions (minute hour day month weekday) of when the policy applies, "
+            "e.g. `* 8-18 * * mon-fri`; of several policies the last that applies wins."
+        ),
+    )
+    timezone: Annotated[str, AfterValidator(_time_zone_known)] = Field(
+        default="UTC", description="IANA time zone of `periods`, e.g. `Europe/Berlin`."
+    )
+    idle_count: int = Field(
+        ge=0,
+        alias="idleCount",
+        description="Workers kept idle, ready for a job, 0 to the fleet's `maxInstances` (one job per worker).",
+    )
+    idle_time: Annotated[str, _pattern(GO_DURATION, "a duration such as 20m, 1h30m or 90s")] = Field(
+        default="20m",
+        alias="idleTime",
+        description="How long an idle worker beyond `idleCount` stays before it is removed, e.g. `20m` or `1h30m`.",
+    )
+
+
+class FleetSettings(_Strict):
+    """The worker EC2 instances of a runner in fleet mode: an autoscaling group the runner scales (R15)."""
+
+    instance_types: Annotated[
+        list[Annotated[str, AfterValidator(_instance_type_known)]], AfterValidator(_one_architecture)
+    ] = Field(
+        default_factory=lambda: ["m7i.large", "m6i.large", "m5.large"],
+        min_length=1,
+        max_length=10,
+        alias="instanceTypes",
+        description=(
+            "EC2 instance types of the workers, 1 to 10 of one architecture, each one the AWS provider lists; "
+            "x86_64 in the build stack (R22). More types give spot instances more capacity pools."
+        ),
+    )
+    max_instances: int = Field(
+        default=10, ge=1, le=100, alias="maxInstances", description="Most workers at once, 1 to 100."
+    )
+    on_demand_base: int = Field(
+        default=0,
+        ge=0,
+        alias="onDemandBase",
+        description="Workers started on-demand before any spot worker, 0 to `maxInstances`.",
+    )
+    spot: bool = Field(
+        default=True,
+        description=(
+            "Workers beyond `onDemandBase` are spot instances (cheaper; AWS may reclaim one mid-job); "
+            "false: every worker on-demand."
+        ),
+    )
+    disk_gb: int = Field(
+        default=50, ge=20, alias="diskGb", description="Encrypted gp3 root volume of each worker in GB, ≥ 20."
+    )
+    idle: list[IdlePolicy] = Field(
+        default_factory=list,
+        description="When to keep idle workers ready; empty: never, each job waits for a worker to start.",
+    )
+    cache_days: int = Field(
+        default=14,
+        ge=1,
+        le=365,
+        alias="cacheDays",
+        description="Days an object of the fleet's S3 build cache is kept, 1 to 365.",
+    )
+
+
 class RunnerSettings(_Strict):
     instance_type: Annotated[str, AfterValidator(_instance_type_known)] = Field(
         alias="instanceType",
         description="EC2 instance type of the runner host, e.g. `t3.medium`; one the AWS provider lists.",
     )
-    concurrent: int = Field(default=2, ge=1, le=100, description="Jobs at once, 1 to 100.")
+    mode: Literal["host", "fleet"] = Field(
+        default="host",
+        description=(
+            "`host`: jobs run on the runner host. `fleet`: the host only manages, and each job runs on a worker "
+            "EC2 instance it starts and stops (docker-autoscaler, R15); `instanceType` is then the manager's."
+        ),
+    )
+    concurrent: int = Field(
+        default=2, ge=1, le=100, description="Jobs at once, 1 to 100; in fleet mode across all workers."
+    )
     disk_gb: int = Field(default=50, ge=20, alias="diskGb", description="Encrypted gp3 root volume size in GB, ≥ 20.")
     tags: list[Annotated[str, _pattern(RUNNER_TAG, "a runner tag: letters, digits and . _ : / -")]] = Field(
         default_factory=lambda: ["shipyard", "docker"], min_length=1, description="Runner tags in GitLab (G6)."
@@ -354,6 +492,18 @@ class RunnerSettings(_Strict):
     docker_version: Annotated[str, _pattern(DOCKER_VERSION, "a version such as 25.0.* or 25.0.8")] = Field(
         default="25.0.*", alias="dockerVersion", description="Pinned Docker package of Amazon Linux 2023 (R12)."
     )
+    fleet: FleetSettings | None = Field(
+        default=None,
+        description="The workers of `mode: fleet`, whose defaults apply when it is absent; refused with `mode: host`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fleet_defaults(cls, data: Any) -> Any:
+        """`mode: fleet` without `fleet` means the fleet's defaults."""
+        if isinstance(data, dict) and data.get("mode") == "fleet" and data.get("fleet") is None:
+            return {**data, "fleet": {}}
+        return data
 
 
 def _takes_merge_requests(protected_only: bool) -> bool:
@@ -505,16 +655,18 @@ REQUIRED_SECRET_KEYS = {
 
 
 def _key_name(loc: Iterable[Any]) -> str:
-    parts = [str(p) for p in loc]
-    head = parts[0]
-    full = head if ":" in head else f"{NAMESPACE}:{head}"
-    return ".".join([full, *parts[1:]])
+    """The key as `pulumi config set --path` writes it: `shipyard:runner.fleet.idle[0].timezone`."""
+    head, *rest = loc
+    key = str(head) if ":" in str(head) else f"{NAMESPACE}:{head}"
+    for part in rest:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return key
 
 
 def _suggest(loc: tuple[Any, ...]) -> str:
     """'did you mean …' for an unknown key, from the fields at that place in the model."""
     model: type[BaseModel] | None = Settings
-    parts = [str(p) for p in loc[:-1]]
+    parts = [str(p) for p in loc[:-1] if not isinstance(p, int)]  # a list's index: its items' model
     while parts and model is not None:
         model, is_map = fields_of(model).get(parts.pop(0), (None, False))
         if is_map and parts:
@@ -549,6 +701,57 @@ def _format(err: Mapping[str, Any]) -> str:
     quoted = scalar and repr(err["input"]) in msg  # the message shows the value already
     shown = f" (got {err['input']!r})" if scalar and not secret and not quoted else ""
     return f"{key}: {msg}{shown}"
+
+
+def _count(value: Any) -> int | None:
+    """A whole number as pydantic would read it from the stack file, else None (reported elsewhere)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _fleet_problems(key: str, runner: Mapping[str, Any], builds: bool) -> list[str]:
+    """The rules between a runner's mode and fleet keys; `builds`: the runner builds release or review
+    images (the build stack's)."""
+    fleet = runner.get("fleet")
+    if runner.get("mode", "host") == "host" and fleet is not None:
+        return [f"{key}.fleet is set but {key}.mode is host: set {key}.mode to fleet, or remove {key}.fleet"]
+    if runner.get("mode") != "fleet" or not isinstance(fleet, dict):
+        return []  # host mode, a mode that is reported as such, or the fleet's defaults
+    problems = []
+    default_max = FleetSettings.model_fields["max_instances"].default
+    max_instances = _count(fleet.get("maxInstances", default_max))
+    base = _count(fleet.get("onDemandBase"))
+    if max_instances is not None and base is not None and base > max_instances:
+        problems.append(
+            f"{key}.fleet.onDemandBase ({base}) exceeds {key}.fleet.maxInstances ({max_instances}): "
+            "the on-demand base is part of the fleet, not added to it; lower onDemandBase or raise maxInstances"
+        )
+    idle = fleet.get("idle")
+    for index, policy in enumerate(idle if isinstance(idle, list) else []):
+        count = _count(policy.get("idleCount")) if isinstance(policy, dict) else None
+        if max_instances is not None and count is not None and count > max_instances:
+            problems.append(
+                f"{key}.fleet.idle[{index}].idleCount ({count}) exceeds {key}.fleet.maxInstances ({max_instances}): "
+                "each worker takes one job, so no more workers than maxInstances can wait idle"
+            )
+    instance_types = fleet.get("instanceTypes")
+    for index, instance_type in enumerate(instance_types if isinstance(instance_types, list) else []):
+        if (
+            builds
+            and isinstance(instance_type, str)
+            and instance_type in ec2_instance_types()  # an unknown type is reported as such
+            and architecture(instance_type) == "arm64"
+        ):
+            # R22, as for the host below: in fleet mode the workers run the builds.
+            problems.append(
+                f"{key}.fleet.instanceTypes[{index}] {instance_type} is a Graviton (arm64) type, but this stack's "
+                "workers build the linux/amd64 images Heroku runs (R22): choose x86_64 types such as m7i.large "
+                "or m6i.large"
+            )
+    return problems
 
 
 def _cross_problems(data: Mapping[str, Any]) -> list[str]:
@@ -608,9 +811,12 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
             "merge-request images are built; remove it here"
         )
     for key, settings in (("runner", runner), ("reviewRunner", review_runner)):
+        if isinstance(settings, dict):
+            problems.extend(_fleet_problems(f"{NAMESPACE}:{key}", settings, builds="registry" in data))
         instance_type = settings.get("instanceType") if isinstance(settings, dict) else None
         if (
             "registry" in data
+            and not (isinstance(settings, dict) and settings.get("mode") == "fleet")  # the manager runs no job
             and isinstance(instance_type, str)
             and instance_type in ec2_instance_types()  # an unknown type is reported as such
             and architecture(instance_type) == "arm64"
