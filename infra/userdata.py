@@ -1,18 +1,20 @@
 """Renders the runner host's user data from the real files in runner_userdata/: the cloud-config
 template filled with the scripts and the host's settings, gzipped and base64-encoded for a launch
 template (R9). Holds names and numbers only; the token is read from SSM on the host (R1). What the
-host downloads comes from the gitlab-runner release's fact file (R17)."""
+host downloads comes from the gitlab-runner release's fact file (R17); a fleet manager's fleeting
+plugin from infra/facts/gitlab-runner-autoscaler.yaml (R15)."""
 
 from __future__ import annotations
 
 import base64
 import gzip
+import json
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -21,6 +23,10 @@ from infra import facts
 USERDATA_DIR = Path(__file__).resolve().parent.parent / "runner_userdata"
 # EC2 refuses launch-template user data over 16 KB (decoded); cloud-init reads gzip (R9).
 MAX_USER_DATA_BYTES = 16 * 1024
+# The config.toml template each executor's host writes; the bootstrap fills either the same way.
+CONFIG_TEMPLATES = {"docker": "config.toml.tmpl", "docker-autoscaler": "config-fleet.toml.tmpl"}
+AUTOSCALER_FACTS = "gitlab-runner-autoscaler"
+IDLE_POLICY_KEYS = ("periods", "timezone", "idle_count", "idle_time")
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,59 @@ class RunnerRelease:
         }
 
 
+def fleeting_plugin() -> str:
+    """The AWS fleeting plugin as `[runners.autoscaler] plugin` names it: its OCI repository at the
+    version the autoscaler fact file pins. An exact version pins both what `gitlab-runner fleeting
+    install` fetches and what the runner runs (fleeting.md, "plugin_reference" in the facts)."""
+    plugin = facts.load(AUTOSCALER_FACTS)["plugin"]
+    return f"{plugin['oci_repository']}:{plugin['oci_tag']}"
+
+
+@dataclass(frozen=True)
+class FleetHost:
+    """What a fleet manager (executor docker-autoscaler) reads from runner.env besides a host's
+    values: the worker group it scales, the S3 cache and the idle policies (R15)."""
+
+    asg_name: str
+    """The workers' Auto Scaling group: `[runners.autoscaler.plugin_config] name`."""
+    region: str
+    """The group's and the cache bucket's region."""
+    cache_bucket: str
+    max_instances: int
+    policies: list[dict[str, Any]] = field(default_factory=list)
+    """Idle policies, each with the keys of IDLE_POLICY_KEYS as config.toml spells them:
+    periods (cron strings), timezone, idle_count, idle_time (a Go duration)."""
+    plugin: str = field(default_factory=fleeting_plugin)
+
+    def __post_init__(self) -> None:
+        for policy in self.policies:
+            if set(policy) != set(IDLE_POLICY_KEYS):
+                raise ValueError(f"an idle policy has the keys {sorted(policy)}; expected {list(IDLE_POLICY_KEYS)}")
+
+    def policies_toml(self) -> str:
+        """One `[[runners.autoscaler.policy]]` per idle policy, for the bootstrap to put in
+        config.toml; JSON strings and arrays of strings are TOML's basic strings and arrays."""
+        tables = []
+        for policy in self.policies:
+            lines = ["  [[runners.autoscaler.policy]]"]
+            lines += [f"    {key} = {json.dumps(policy[key])}" for key in IDLE_POLICY_KEYS]
+            tables.append("\n".join(lines))
+        return "\n".join(tables)
+
+    def env(self) -> dict[str, str]:
+        _, dns_suffix = facts.aws_partition(self.region)
+        return {
+            "FLEET_PLUGIN": self.plugin,
+            "FLEET_ASG_NAME": self.asg_name,
+            "FLEET_MAX_INSTANCES": str(self.max_instances),
+            "FLEET_REGION": self.region,
+            "FLEET_CACHE_BUCKET": self.cache_bucket,
+            # The bucket's own regional endpoint (s3.amazonaws.com is us-east-1's).
+            "FLEET_CACHE_SERVER": f"s3.{self.region}.{dns_suffix}",
+            "FLEET_POLICIES": self.policies_toml(),
+        }
+
+
 @dataclass(frozen=True)
 class RunnerHost:
     """What the host's scripts read from /etc/shipyard/runner.env."""
@@ -100,13 +159,28 @@ class RunnerHost:
     privileged: bool
     gitlab_runner_version: str
     docker_version: str
+    executor: Literal["docker", "docker-autoscaler"] = "docker"
+    """docker: jobs run on this host. docker-autoscaler: this host is a fleet manager, and each job
+    runs on a worker of `fleet`'s Auto Scaling group (R15)."""
+    fleet: FleetHost | None = None
+    """The worker fleet; given exactly when the executor is docker-autoscaler."""
+
+    def __post_init__(self) -> None:
+        if (self.executor == "docker-autoscaler") != (self.fleet is not None):
+            raise ValueError(
+                f"RunnerHost: executor {self.executor!r} with fleet {self.fleet!r}: a fleet goes with "
+                "docker-autoscaler only, and docker-autoscaler needs one"
+            )
 
     @property
     def release(self) -> RunnerRelease:
         return RunnerRelease.of(self.gitlab_runner_version)
 
     def env_file(self) -> str:
-        values = {key.upper(): value for key, value in asdict(self).items()} | self.release.env()
+        host = {key: value for key, value in asdict(self).items() if key not in ("executor", "fleet")}
+        values = {key.upper(): value for key, value in host.items()} | self.release.env()
+        if self.fleet is not None:  # a host's runner.env stays as it was before fleets
+            values |= {"EXECUTOR": self.executor} | self.fleet.env()
         lines = []
         for key, value in values.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
@@ -121,6 +195,8 @@ def _fill(node: Any, host: RunnerHost) -> Any:
         return [_fill(v, host) for v in node]
     if node == "@runner-env":
         return host.env_file()
+    if node == "@config-template":
+        return (USERDATA_DIR / CONFIG_TEMPLATES[host.executor]).read_text()
     if isinstance(node, str) and node.startswith("@file "):
         return (USERDATA_DIR / node.removeprefix("@file ")).read_text()
     return node

@@ -3,6 +3,8 @@
 # pinned versions, config.toml with the runner token from SSM, a verified registration, and then the
 # launching lifecycle hook: CONTINUE when all of it worked, ABANDON on any failure (R8), so the
 # Auto Scaling group replaces a broken host instead of keeping it in service.
+# A fleet manager (EXECUTOR=docker-autoscaler in runner.env, R15) also installs the fleeting plugin
+# its config.toml names, and runs no job itself.
 # Safe to run again: what is already in place is left as it is.
 # Never add tracing (set -x) here: the runner token passes through this script (R1).
 set -Eeuo pipefail
@@ -108,6 +110,18 @@ install_gitlab_runner() {
   log "gitlab-runner $GITLAB_RUNNER_VERSION installed from $rpm, signature and checksums verified"
 }
 
+# R15: the plugin [runners.autoscaler] names, at its pinned version, from its OCI registry; into a
+# folder of its own that the service is told of too (FLEETING_PLUGIN_PATH, fleeting.md), so that the
+# install and the runner agree whatever HOME each has. Already installed: nothing to do.
+install_fleeting_plugin() {
+  local status=0
+  FLEETING_PLUGIN_PATH="$FLEETING_PLUGIN_PATH" gitlab-runner fleeting -c "$CONFIG" install || status=$?
+  if [ "$status" -ne 0 ]; then
+    log "fleeting plugin $FLEET_PLUGIN: gitlab-runner fleeting install failed (exit $status)"
+    return 1
+  fi
+}
+
 # R18: a token GitLab rejects does not heal on another host, since every host reads the same
 # parameter: abandoning at once would only have the group churn through hosts. Say why and how to
 # recover, then wait for a new token (the recovery writes one) before abandoning: one host per
@@ -176,6 +190,11 @@ ask_token_expiry() {
 
 load_env
 mkdir -p "$STATE_DIR" "$RUNNER_DIR"
+fleet=0
+if [ "${EXECUTOR:-docker}" = docker-autoscaler ]; then
+  fleet=1
+  FLEETING_PLUGIN_PATH="$STATE_DIR/fleeting-plugins"
+fi
 instance_id=$(imds instance-id)
 
 # R4: an AMI may carry a machine-id; gitlab-runner derives its system_id from it.
@@ -220,6 +239,19 @@ rendered="${rendered//@CONCURRENT@/$CONCURRENT}"
 rendered="${rendered//@RUNNER_NAME@/$RUNNER_NAME-$instance_id}"
 rendered="${rendered//@GITLAB_URL@/$GITLAB_URL}"
 rendered="${rendered//@PRIVILEGED@/$PRIVILEGED}"
+if [ "$fleet" = 1 ]; then
+  rendered="${rendered//@FLEET_PLUGIN@/$FLEET_PLUGIN}"
+  rendered="${rendered//@FLEET_MAX_INSTANCES@/$FLEET_MAX_INSTANCES}"
+  rendered="${rendered//@FLEET_ASG_NAME@/$FLEET_ASG_NAME}"
+  rendered="${rendered//@FLEET_REGION@/$FLEET_REGION}"
+  rendered="${rendered//@FLEET_CACHE_BUCKET@/$FLEET_CACHE_BUCKET}"
+  rendered="${rendered//@FLEET_CACHE_SERVER@/$FLEET_CACHE_SERVER}"
+  if [ -n "$FLEET_POLICIES" ]; then
+    rendered="${rendered/@FLEET_POLICIES@/"$FLEET_POLICIES"}"
+  else
+    rendered="${rendered/$'\n'@FLEET_POLICIES@/}"
+  fi
+fi
 # Quoted replacements: bash 5.2 (patsub_replacement) would put the matched text in place of a "&".
 if [ -n "$token_details" ]; then
   rendered="${rendered/@TOKEN_DETAILS@/"$token_details"}"
@@ -250,16 +282,30 @@ systemctl enable --now docker
 if [ "$(rpm -q --qf '%{VERSION}' gitlab-runner 2>/dev/null || true)" != "$GITLAB_RUNNER_VERSION" ]; then
   install_gitlab_runner
 fi
+if [ "$fleet" = 1 ]; then
+  install_fleeting_plugin
+fi
 
 # R7: jobs finish on stop (SIGQUIT), given as long as the longest job.
 dropin="$SHIPYARD_ROOT/etc/systemd/system/gitlab-runner.service.d"
 mkdir -p "$dropin"
-printf '[Service]\nKillSignal=SIGQUIT\nTimeoutStopSec=%s\n' "$((MAXIMUM_TIMEOUT + 300))" >"$dropin/shipyard.conf.new"
+{
+  printf '[Service]\nKillSignal=SIGQUIT\nTimeoutStopSec=%s\n' "$((MAXIMUM_TIMEOUT + 300))"
+  if [ "$fleet" = 1 ]; then
+    # R15: the AWS plugin takes its region from the environment only (it has no region key).
+    printf 'Environment=AWS_REGION=%s FLEETING_PLUGIN_PATH=%s\n' "$FLEET_REGION" "$FLEETING_PLUGIN_PATH"
+  fi
+} >"$dropin/shipyard.conf.new"
 if cmp -s "$dropin/shipyard.conf.new" "$dropin/shipyard.conf"; then
   rm -f "$dropin/shipyard.conf.new"
 else
   mv -f "$dropin/shipyard.conf.new" "$dropin/shipyard.conf"
   systemctl daemon-reload
+  if [ "$fleet" = 1 ]; then
+    # The RPM's post-install starts gitlab-runner (`gitlab-runner start`), before the plugin and
+    # this environment were in place: a running service gets them on a restart only.
+    systemctl restart gitlab-runner
+  fi
 fi
 systemctl enable --now gitlab-runner
 
