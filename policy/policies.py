@@ -66,8 +66,20 @@ HEROKU_COUPLING = "heroku:pipeline/coupling:Coupling"
 
 # Actions that take no resource ARN: `Resource: "*"` is the only way to grant them.
 UNSCOPABLE_ACTIONS = frozenset(
-    {"ecr:GetAuthorizationToken", "sts:GetCallerIdentity", "ec2:DescribeInstances", "inspector2:ListFindings"}
+    {
+        "ecr:GetAuthorizationToken",
+        "sts:GetCallerIdentity",
+        "inspector2:ListFindings",
+        # A fleet runner reads its workers' group and instances: Auto Scaling and EC2 Describe* take no
+        # resource (infra/facts/gitlab-runner-autoscaler.yaml, `iam`).
+        "autoscaling:DescribeAutoScalingGroups",
+        "ec2:DescribeInstances",
+        "ec2:DescribeSpotInstanceRequests",
+    }
 )
+# The one ingress shipyard allows between security groups: the runner manager's SSH connections to
+# its workers (docker-autoscaler, R15). Any other port or protocol from another group is refused.
+SSH_INGRESS = ("tcp", 22, 22)
 # Credentials by their shape: GitLab runner and personal tokens, Heroku keys, AWS access key ids.
 TOKEN_SHAPES = re.compile(
     r"glrt-[A-Za-z0-9_-]{10,}|glpat-[A-Za-z0-9_-]{10,}|HRKU-[A-Za-z0-9_-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
@@ -278,19 +290,37 @@ def _open(cidrs: Iterable[Any]) -> list[str]:
     return [c for c in cidrs if c in ("0.0.0.0/0", "::/0")]
 
 
+def _from_groups(rule: Any, protocol_key: str, groups: list[Any]) -> Iterator[str]:
+    """Ingress from other security groups: SSH only (SSH_INGRESS)."""
+    protocol, low, high = get(rule, protocol_key), get(rule, "fromPort"), get(rule, "toPort")
+    if groups and (str(protocol).lower(), low, high) != SSH_INGRESS:
+        for group in groups:
+            yield (
+                f"ingress from security group {group} on {protocol} ports {low}-{high}: between security groups "
+                "only SSH (tcp 22) from the runner manager to its workers is allowed"
+            )
+
+
 def no_open_ingress(resource: Resource) -> Iterator[str]:
     props = resource.props
     if resource.type == SECURITY_GROUP:
         for rule in items(get(props, "ingress")):
             for cidr in _open([*items(get(rule, "cidrBlocks")), *items(get(rule, "ipv6CidrBlocks"))]):
                 yield f"ingress from {cidr} on ports {get(rule, 'fromPort')}-{get(rule, 'toPort')}"
+            groups = [*items(get(rule, "securityGroups")), *(["itself"] if true(get(rule, "self")) else [])]
+            yield from _from_groups(rule, "protocol", groups)
     elif resource.type == SECURITY_GROUP_RULE:
         if get(props, "type") == "ingress":
             for cidr in _open([*items(get(props, "cidrBlocks")), *items(get(props, "ipv6CidrBlocks"))]):
                 yield f"ingress from {cidr} on ports {get(props, 'fromPort')}-{get(props, 'toPort')}"
+            source = get(props, "sourceSecurityGroupId")
+            groups = [*([source] if source else []), *(["itself"] if true(get(props, "self")) else [])]
+            yield from _from_groups(props, "protocol", groups)
     else:
         for cidr in _open([get(props, "cidrIpv4"), get(props, "cidrIpv6")]):
             yield f"ingress from {cidr} on ports {get(props, 'fromPort')}-{get(props, 'toPort')}"
+        referenced = get(props, "referencedSecurityGroupId")
+        yield from _from_groups(props, "ipProtocol", [referenced] if referenced else [])
 
 
 def _holds_credential(resource: Resource, *keys: str) -> bool:
@@ -494,14 +524,30 @@ def _allowed(statement: Mapping[str, Any], actions: Sequence[str]) -> list[str]:
 
 
 def _groups(resources: Sequence[Resource]) -> dict[str, list[Resource]]:
-    """Resources by the component they belong to. Where a document or pack does not say (no parent),
-    by shipyard's naming instead: a component's children are named after it (`runner`, `runner-role`)."""
+    """Resources by the runner component they belong to, the children of its own components (a fleet
+    runner's workers) among them. Where a document or pack does not say (no parent), by shipyard's
+    naming instead: a component's children are named after it (`runner`, `runner-role`,
+    `runner-workers-role`)."""
     runner_names = sorted({r.name for r in resources if r.type == GITLAB_RUNNER}, key=len, reverse=True)
+    runner_components = {r.parent for r in resources if r.type == GITLAB_RUNNER and r.parent}
+    parents = {r.urn: r.parent for r in resources}
+
+    def by_name(name: str) -> str:
+        return next((n for n in runner_names if name == n or name.startswith(f"{n}-")), "")
 
     def component(resource: Resource) -> str:
-        if resource.parent:
-            return resource.parent
-        return next((n for n in runner_names if resource.name == n or resource.name.startswith(f"{n}-")), "")
+        if not resource.parent:
+            return by_name(resource.name)
+        # Up through the components in the document to the runner's; a parent the document does not
+        # hold (the pack passes only some) is the runner's when it is named after the runner.
+        parent, seen = resource.parent, set()
+        while parent not in runner_components and parent in parents and parent not in seen:
+            seen.add(parent)
+            parent = parents[parent] or parent
+        if parent in runner_components:
+            return parent
+        runner = by_name(resource.parent.rsplit("::", 1)[-1])
+        return next((c for c in runner_components if c.rsplit("::", 1)[-1] == runner), resource.parent)
 
     groups: dict[str, list[Resource]] = {}
     for resource in resources:
@@ -591,7 +637,8 @@ def _key_findings(resources: Sequence[Resource], refused: Mapping[str, Resource]
 def release_push_protected_only(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
     """Whoever can push a tag a protected pipeline releases decides what production runs (G11): a
     runner that also takes merge-request jobs may push only to repositories marked for review images,
-    and neither its role's policies nor any key policy may let it sign. Fails closed: a repository
+    and neither its roles' policies (its host's, and in fleet mode its workers', where the jobs run)
+    nor any key policy may let it sign. Fails closed: a repository
     without the review mark counts as a release repository, a wildcard as every repository."""
     review = {
         get(r.props, "name")
@@ -723,8 +770,9 @@ POLICIES: tuple[Policy, ...] = (
     ),
     Policy(
         "release-push-protected-only",
-        "No GitLab runner that takes jobs of unprotected refs (merge requests among them) has a role that may "
-        "push to a repository other than a review repository, or sign with a KMS key.",
+        "No GitLab runner that takes jobs of unprotected refs (merge requests among them) has a role, its host's "
+        "or in fleet mode its workers', that may push to a repository other than a review repository, or sign "
+        "with a KMS key.",
         "G11, G8",
         "run merge-request builds on shipyard:reviewRunner, whose role pushes to the review repository only "
         "(tagged shipyard:images=review); keep shipyard:runner protectedOnly; let only the release build "

@@ -239,6 +239,9 @@ class ShipyardMocks(pulumi.runtime.Mocks):
         if typ == "aws:autoscaling/group:Group":
             arn = self._arn("autoscaling", f"autoScalingGroup:{_uuid('asg', name)}:autoScalingGroupName/{name}")
             return name, {**inputs, "arn": arn}
+        if typ == "aws:s3/bucket:Bucket":
+            bucket = str(inputs.get("bucket"))
+            return bucket, {**inputs, "arn": f"arn:{self.partition}:s3:::{bucket}", "region": self.region}
         if typ.startswith("heroku:"):
             return _uuid(typ, args.name, name), inputs
         if typ == "gitlab:index/projectEnvironment:ProjectEnvironment":
@@ -382,6 +385,7 @@ class Step:
     custom_timeouts: dict[str, str]  # "create", "update", "delete" → a duration such as "1h30m"
     import_id: str  # the ID of an existing resource the engine adopts, or ""
     raw_inputs: dict[str, Any] = field(repr=False)  # the values the provider would receive
+    ignore_changes: list[str] = field(default_factory=list)  # inputs whose changes the engine ignores
 
 
 def _timeouts(request: Any) -> dict[str, str]:
@@ -446,6 +450,7 @@ class RecordingMonitor(mocks.MockMonitor):
                 custom_timeouts=_timeouts(request),
                 import_id=getattr(request, "importId", ""),
                 raw_inputs=raw,
+                ignore_changes=list(getattr(request, "ignoreChanges", [])),
             )
         )
         return wire

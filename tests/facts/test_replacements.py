@@ -42,8 +42,8 @@ def test_every_type_the_committed_plans_create_or_read_is_in_the_fact_table(comm
 
 def test_a_type_missing_from_the_table_is_an_error_naming_the_fact_file() -> None:
     # guards P11: never an empty answer for a type nobody has looked up
-    with pytest.raises(UnknownType, match=r"aws:s3/bucket:Bucket is not in infra/facts/replace-on-change\.yaml"):
-        replace_reasons("aws:s3/bucket:Bucket", ["bucket"])
+    with pytest.raises(UnknownType, match=r"aws:sns/topic:Topic is not in infra/facts/replace-on-change\.yaml"):
+        replace_reasons("aws:sns/topic:Topic", ["name"])
 
 
 def test_every_entry_names_one_of_the_listed_sources_and_says_what_it_is() -> None:

@@ -500,12 +500,12 @@ def test_a_real_preview_replacement_is_read_from_its_steps_and_reasons(committed
 def test_a_type_missing_from_the_facts_is_reported_not_passed_over(committed_runs: dict[str, Run]) -> None:
     # guards P11: a resource type nobody looked up is said to be unknown, in the output
     base, head = to_preview_json(committed_runs["staging"]), copy.deepcopy(to_preview_json(committed_runs["staging"]))
-    urn = "urn:pulumi:staging::shipyard::aws:s3/bucket:Bucket::artifacts"
-    bucket = {"type": "aws:s3/bucket:Bucket", "urn": urn, "custom": True, "protect": False}
+    urn = "urn:pulumi:staging::shipyard::aws:sns/topic:Topic::alerts"
+    topic = {"type": "aws:sns/topic:Topic", "urn": urn, "custom": True, "protect": False}
     base = copy.deepcopy(base)
-    base["steps"].append({"op": "create", "urn": urn, "newState": {**bucket, "inputs": {"bucket": "old"}}})
-    head["steps"].append({"op": "create", "urn": urn, "newState": {**bucket, "inputs": {"bucket": "new"}}})
+    base["steps"].append({"op": "create", "urn": urn, "newState": {**topic, "inputs": {"name": "old"}}})
+    head["steps"].append({"op": "create", "urn": urn, "newState": {**topic, "inputs": {"name": "new"}}})
 
     text = render_text(diff_plans(base, head))
-    assert "cannot tell whether aws:s3/bucket:Bucket artifacts is replaced: aws:s3/bucket:Bucket is not in " in text
+    assert "cannot tell whether aws:sns/topic:Topic alerts is replaced: aws:sns/topic:Topic is not in " in text
     assert "infra/facts/replace-on-change.yaml" in text

@@ -102,6 +102,52 @@ def test_an_ingress_rule_resource_from_any_ipv4_address() -> None:  # guards R13
     assert violations("no-ingress-from-anywhere", changed(rule, cidrIpv4="10.0.0.0/16")) == []
 
 
+def test_ssh_from_another_security_group_is_the_one_ingress_between_groups() -> None:  # guards R13, R15
+    # A fleet runner's workers take SSH from the manager's security group, and nothing else.
+    rule = Resource(
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+        "runner-workers-ssh-from-manager",
+        "urn:workers-ssh",
+        {"securityGroupId": "sg-workers", "referencedSecurityGroupId": "sg-manager", "ipProtocol": "tcp",
+         "fromPort": 22, "toPort": 22},
+    )  # fmt: skip
+    assert violations("no-ingress-from-anywhere", rule) == []
+    docker = changed(rule, fromPort=2375, toPort=2375)
+    assert violations("no-ingress-from-anywhere", docker) == [
+        "ingress from security group sg-manager on tcp ports 2375-2375: between security groups only SSH "
+        "(tcp 22) from the runner manager to its workers is allowed"
+    ]
+    assert len(violations("no-ingress-from-anywhere", changed(rule, ipProtocol="-1", fromPort=None, toPort=None))) == 1
+    # An address range on the same port is judged as before: from anywhere it is refused.
+    opened = {k: v for k, v in rule.props.items() if k != "referencedSecurityGroupId"} | {"cidrIpv4": "0.0.0.0/0"}
+    from_anywhere = Resource(rule.type, rule.name, rule.urn, opened)
+    assert violations("no-ingress-from-anywhere", from_anywhere) == ["ingress from 0.0.0.0/0 on ports 22-22"]
+
+
+def test_inline_and_legacy_rules_from_groups_are_held_to_ssh_too() -> None:  # guards R13
+    group = Resource(
+        "aws:ec2/securityGroup:SecurityGroup",
+        "workers",
+        "urn:sg",
+        {"ingress": [{"protocol": "tcp", "fromPort": 0, "toPort": 65535, "securityGroups": ["sg-manager"]}]},
+    )
+    assert violations("no-ingress-from-anywhere", group) == [
+        "ingress from security group sg-manager on tcp ports 0-65535: between security groups only SSH "
+        "(tcp 22) from the runner manager to its workers is allowed"
+    ]
+    ssh = {"protocol": "tcp", "fromPort": 22, "toPort": 22, "securityGroups": ["sg-manager"]}
+    assert violations("no-ingress-from-anywhere", changed(group, ingress=[ssh])) == []
+    legacy = Resource(
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        "all-from-self",
+        "urn:self",
+        {"type": "ingress", "protocol": "-1", "fromPort": 0, "toPort": 0, "self": True},
+    )
+    assert [m.split(":")[0] for m in violations("no-ingress-from-anywhere", legacy)] == [
+        "ingress from security group itself on -1 ports 0-0"
+    ]
+
+
 # --- secrets known by their value -----------------------------------------------------------------
 
 

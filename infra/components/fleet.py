@@ -1,0 +1,267 @@
+"""The workers of a runner in fleet mode: the Auto Scaling group that GitLab Runner's
+docker-autoscaler grows and shrinks, the workers' role (the jobs' permissions), their security group
+and launch template, and the S3 bucket the runner manager keeps the jobs' cache in.
+
+Pulumi creates the group at zero and never touches its desired capacity again: the runner owns it
+(R15).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_aws import autoscaling, ec2, iam, s3, vpc
+
+from infra.userdata import USERDATA_DIR, encode
+
+WORKER_CLOUD_CONFIG = USERDATA_DIR / "worker-cloud-config.yaml"
+# The AMI's own root device; a volume on any other name is a second, unused disk (R10).
+ROOT_DEVICE = "/dev/xvda"
+# The only way in: the manager's SSH connections to run jobs over (docker-autoscaler, EC2 Instance
+# Connect keys). Nothing else may reach a worker (R13).
+SSH_PORT = 22
+
+
+@dataclass
+class WorkerFleetArgs:
+    stack: str
+    asg_name: str
+    """The group's name, which the manager's config.toml and IAM policy name too."""
+    cache_bucket: pulumi.Input[str]
+    """The cache bucket's name; S3 names are global, so it carries the account and region."""
+    description: str
+    """What the workers are, for people: `shipyard staging GitLab review runner workers`."""
+    image_id: str
+    instance_types: list[str]
+    """One architecture: the image is resolved for the first."""
+    max_instances: int
+    on_demand_base: int
+    spot: bool
+    disk_gb: int
+    cache_days: int
+    docker_version: str
+    job_policy: pulumi.Input[str]
+    """The jobs' permissions (IAM policy document): jobs run on the workers, not on the manager."""
+    vpc_id: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+    private_subnets: bool
+    """Subnets were given: the workers get no public address (the default VPC's subnets need one)."""
+
+
+def worker_user_data(docker_version: str) -> str:
+    """The workers' cloud-config, gzipped and base64-encoded for the launch template (R9)."""
+    return encode(WORKER_CLOUD_CONFIG.read_text().replace("@docker-version", docker_version))
+
+
+def tls_only_policy(bucket_arn: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "RefuseWithoutTls",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            ],
+        }
+    )
+
+
+class WorkerFleet(pulumi.ComponentResource):
+    """A runner's autoscaled workers: IAM role, security group, launch template, ASG, cache bucket."""
+
+    role: iam.Role
+    policy: iam.RolePolicy
+    security_group: ec2.SecurityGroup
+    launch_template: ec2.LaunchTemplate
+    group: autoscaling.Group
+    cache_bucket: s3.Bucket
+    asg_name: str
+
+    def __init__(self, name: str, args: WorkerFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("shipyard:aws:WorkerFleet", name, None, opts)
+        self._name = name
+        child = pulumi.ResourceOptions(parent=self)
+        self.asg_name = args.asg_name
+
+        self.role = iam.Role(
+            f"{name}-role",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+            description=args.description,
+            opts=child,
+        )
+        self.policy = iam.RolePolicy(f"{name}-jobs", role=self.role.id, policy=args.job_policy, opts=child)
+        profile = iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)
+
+        # Egress for HTTPS and packages; the one ingress is a rule of its own (`admit_ssh_from`), as the
+        # manager's security group, which it names, is created after this one.
+        self.security_group = ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.vpc_id,
+            description=f"{args.description}: SSH from the manager only, web egress",
+            egress=[
+                ec2.SecurityGroupEgressArgs(
+                    protocol="tcp", from_port=port, to_port=port, cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"]
+                )
+                for port in (443, 80)
+            ],
+            opts=child,
+        )
+
+        # Subnets given are private: no public address, and the network interface carries the group
+        # (EC2 takes the groups in one place only). In the default VPC the workers need the subnet's
+        # public address for their egress.
+        interface = ec2.LaunchTemplateNetworkInterfaceArgs(
+            device_index=0,
+            associate_public_ip_address="false",
+            security_groups=[self.security_group.id],
+            delete_on_termination="true",
+        )
+        tags = {"Name": args.asg_name, "shipyard:stack": args.stack}
+        self.launch_template = ec2.LaunchTemplate(
+            f"{name}-lt",
+            description=args.description,
+            image_id=args.image_id,
+            iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+            # IMDSv2 only; hop limit 2 so job containers reach the workers' role (R6).
+            metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2
+            ),
+            block_device_mappings=[
+                ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name=ROOT_DEVICE,
+                    ebs=ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=args.disk_gb, volume_type="gp3", encrypted="true", delete_on_termination="true"
+                    ),
+                )
+            ],
+            user_data=worker_user_data(args.docker_version),
+            tag_specifications=[
+                ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags) for kind in ("instance", "volume")
+            ],
+            network_interfaces=[interface] if args.private_subnets else None,
+            vpc_security_group_ids=None if args.private_subnets else [self.security_group.id],
+            update_default_version=True,
+            tags=tags,
+            opts=child,
+        )
+
+        self.group = autoscaling.Group(
+            f"{name}-asg",
+            name=args.asg_name,  # explicit: the manager's config.toml and IAM policy name it
+            # Created empty; from then on the runner sets the desired capacity, never Pulumi (R15).
+            min_size=0,
+            max_size=args.max_instances,
+            vpc_zone_identifiers=args.subnet_ids,
+            mixed_instances_policy=autoscaling.GroupMixedInstancesPolicyArgs(
+                instances_distribution=autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
+                    on_demand_base_capacity=args.on_demand_base,
+                    on_demand_percentage_above_base_capacity=0 if args.spot else 100,
+                    spot_allocation_strategy="price-capacity-optimized",
+                ),
+                launch_template=autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
+                    launch_template_specification=(
+                        autoscaling.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                            launch_template_id=self.launch_template.id,
+                            version=self.launch_template.latest_version.apply(str),
+                        )
+                    ),
+                    overrides=[
+                        autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=instance_type)
+                        for instance_type in args.instance_types
+                    ],
+                ),
+            ),
+            health_check_type="EC2",
+            # Only the runner removes a worker, once its job is done; AWS neither scales in nor moves
+            # workers between zones under a running job (R15).
+            protect_from_scale_in=True,
+            suspended_processes=["AZRebalance"],
+            tags=[autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.policy],
+                delete_before_replace=True,  # a fixed name
+                # The runner's desired capacity is not drift: `pulumi up` must not reset it to 0 (R15).
+                ignore_changes=["desiredCapacity"],
+            ),
+        )
+
+        # Cache archives only: nothing here outlives `cacheDays`, so a destroy may empty the bucket.
+        self.cache_bucket = s3.Bucket(f"{name}-cache", bucket=args.cache_bucket, force_destroy=True, opts=child)
+        bucket = self.cache_bucket.id
+        s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-cache-encryption",
+            bucket=bucket,
+            rules=[
+                s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=(
+                        s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                            sse_algorithm="AES256"
+                        )
+                    )
+                )
+            ],
+            opts=child,
+        )
+        s3.BucketPublicAccessBlock(
+            f"{name}-cache-private",
+            bucket=bucket,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        s3.BucketOwnershipControls(
+            f"{name}-cache-ownership",
+            bucket=bucket,
+            rule=s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        s3.BucketPolicy(
+            f"{name}-cache-tls-only", bucket=bucket, policy=self.cache_bucket.arn.apply(tls_only_policy), opts=child
+        )
+        s3.BucketLifecycleConfiguration(
+            f"{name}-cache-expiry",
+            bucket=bucket,
+            rules=[
+                s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-cache",
+                    status="Enabled",
+                    filter=s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    expiration=s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.cache_days),
+                    abort_incomplete_multipart_upload=(
+                        s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(days_after_initiation=1)
+                    ),
+                )
+            ],
+            opts=child,
+        )
+        self.register_outputs({"asgName": self.asg_name, "cacheBucket": self.cache_bucket.id})
+
+    def admit_ssh_from(self, manager_security_group_id: pulumi.Input[str]) -> vpc.SecurityGroupIngressRule:
+        """The workers' one ingress: SSH from the runner manager's security group, no address range."""
+        return vpc.SecurityGroupIngressRule(
+            f"{self._name}-ssh-from-manager",
+            security_group_id=self.security_group.id,
+            referenced_security_group_id=manager_security_group_id,
+            ip_protocol="tcp",
+            from_port=SSH_PORT,
+            to_port=SSH_PORT,
+            description="docker-autoscaler: the runner manager runs jobs over SSH",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
