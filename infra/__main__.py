@@ -58,6 +58,7 @@ def gitlab_runner(
             gitlab_runner_version=runner.gitlab_runner_version,
             docker_version=runner.docker_version,
             subnet_ids=runner.subnet_ids,
+            fleet=runner.fleet if runner.mode == "fleet" else None,
         ),
         opts=protect,
     )
@@ -97,7 +98,9 @@ if settings.registry is not None:
     signing = SigningKey(
         "image-signing",
         SigningKeyArgs(
-            stack=settings.stack, signer_role_arn=runners["runner"].role.arn if "runner" in runners else None
+            # The release build's jobs sign: on its host, or in fleet mode on its workers.
+            stack=settings.stack,
+            signer_role_arn=runners["runner"].job_role.arn if "runner" in runners else None,
         ),
         opts=protect,
     )
@@ -207,3 +210,6 @@ for prefix, runner in runners.items():
     pulumi.export(f"{prefix}TokenParameter", runner.token_parameter_name)
     pulumi.export(f"{prefix}RoleArn", runner.role.arn)
     pulumi.export(f"{prefix}Tags", runner.tags)  # what CI jobs name in `tags:`
+    if runner.fleet is not None:  # what `shipyard verify` checks of a fleet (R15)
+        pulumi.export(f"{prefix}WorkersAsgName", runner.fleet.asg_name)
+        pulumi.export(f"{prefix}CacheBucket", runner.fleet.cache_bucket.id)

@@ -105,6 +105,20 @@ def committed_runs() -> dict[str, Run]:
     return {stack: run_stack(stack_document(stack), stack) for stack in ("staging", "prod")}
 
 
+def fleet_document() -> dict[str, Any]:
+    """The committed staging stack with both of its runners in fleet mode, the fleets' defaults."""
+    doc = stack_document("staging")
+    for key in ("shipyard:runner", "shipyard:reviewRunner"):
+        doc[key]["mode"] = "fleet"
+    return doc
+
+
+@pytest.fixture(scope="session")
+def fleet_run() -> Run:
+    """The offline run of fleet_document(), once per session: read it, never change it."""
+    return run_stack(fleet_document())
+
+
 @pytest.fixture(scope="session")
 def staging_plans() -> StagingPlans:
     return build_staging_plans()

@@ -209,3 +209,37 @@ def test_a_review_runner_outside_the_build_stack_is_refused(prod_doc: dict[str, 
     prod_doc["shipyard:reviewRunner"] = {"instanceType": "t3.large"}
     problems = refused(prod_doc, "prod")
     assert any(p.startswith("shipyard:reviewRunner belongs to the build stack") for p in problems), problems
+
+
+# --- fleet mode: the jobs run on the workers, with the jobs' permissions ---------------------------------
+
+
+def test_in_fleet_mode_only_the_protected_runners_workers_push_release_images(fleet_run: Run) -> None:
+    run = fleet_run  # guards G11, R15
+    release, review = arn_of(run, "acme/storefront"), arn_of(run, "acme/storefront-review")
+    pushed = {
+        policy.name: {resource for resource, actions in allowed(run, policy).items() if PUSH & actions}
+        for policy in run.resources(ROLE_POLICY)
+    }
+    assert pushed == {
+        "runner-least-privilege": set(),  # the managers push nothing: they run no job
+        "review-runner-least-privilege": set(),
+        "runner-workers-jobs": {release},
+        "review-runner-workers-jobs": {review},
+    }
+    # The review runner's workers belong to the runner that takes merge-request jobs.
+    workers = next(s for s in run.resources(ROLE_POLICY) if s.name == "review-runner-workers-jobs")
+    fleet = next(s for s in run.steps if s.urn == workers.parent)
+    [review_runner] = [r for r in run.resources(RUNNER) if r.parent == fleet.parent]
+    assert review_runner.raw_inputs["accessLevel"] == "not_protected"
+
+
+def test_in_fleet_mode_only_the_release_runners_workers_may_sign(fleet_run: Run) -> None:
+    run = fleet_run  # guards G11
+    [signer] = [s for s in key_statements(run) if "kms:Sign" in s["Action"]]
+    role = next(s for s in run.resources("aws:iam/role:Role") if s.name == "runner-workers-role")
+    assert signer["Principal"]["AWS"].split(":role/")[1].startswith("runner-workers-role-")
+    assert role.urn in run.one(KEY).dependencies
+    assert signer["Principal"] != {"AWS": run.outputs["runnerRoleArn"]}  # not the manager's role
+    for policy in run.resources(ROLE_POLICY):
+        assert "kms:" not in policy.raw_inputs["policy"]

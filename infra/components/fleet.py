@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 from pulumi_aws import autoscaling, ec2, iam, s3, vpc
@@ -22,6 +23,8 @@ ROOT_DEVICE = "/dev/xvda"
 # The only way in: the manager's SSH connections to run jobs over (docker-autoscaler, EC2 Instance
 # Connect keys). Nothing else may reach a worker (R13).
 SSH_PORT = 22
+# The login the manager's connector uses on Amazon Linux (`connector_config` username).
+WORKER_USER = "ec2-user"
 
 
 @dataclass
@@ -48,6 +51,49 @@ class WorkerFleetArgs:
     subnet_ids: pulumi.Input[list[str]]
     private_subnets: bool
     """Subnets were given: the workers get no public address (the default VPC's subnets need one)."""
+
+
+def manager_statements(group_arn: str, group_name: str, instances: str, bucket_arn: str) -> list[dict[str, Any]]:
+    """What a fleet's runner manager may do, and nothing more: scale and shrink its own worker group,
+    read the groups and instances (no resource scoping exists for Describe*), send a one-minute SSH
+    key to its own workers as ec2-user, and keep the job cache (infra/facts/gitlab-runner-autoscaler.yaml,
+    `iam` for plugin 1.1.0 and `cache_notes`). `instances` is the region's instance ARN pattern."""
+    return [
+        {
+            "Sid": "ScaleOwnWorkers",
+            "Effect": "Allow",
+            "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+            "Resource": group_arn,
+        },
+        {
+            "Sid": "DescribeWorkers",
+            "Effect": "Allow",
+            "Action": [
+                "autoscaling:DescribeAutoScalingGroups",
+                "ec2:DescribeInstances",
+                "ec2:DescribeSpotInstanceRequests",
+            ],
+            "Resource": "*",
+        },
+        # Auto Scaling tags every instance it launches with its group's name, which no job can change.
+        {
+            "Sid": "ConnectToOwnWorkers",
+            "Effect": "Allow",
+            "Action": "ec2-instance-connect:SendSSHPublicKey",
+            "Resource": instances,
+            "Condition": {
+                "StringEquals": {"ec2:ResourceTag/aws:autoscaling:groupName": group_name, "ec2:osuser": WORKER_USER}
+            },
+        },
+        {"Sid": "ListJobCache", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
+        # The manager presigns the cache URLs the jobs use: the workers hold no cache credential.
+        {
+            "Sid": "ReadWriteJobCache",
+            "Effect": "Allow",
+            "Action": ["s3:DeleteObject", "s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+            "Resource": f"{bucket_arn}/*",
+        },
+    ]
 
 
 def worker_user_data(docker_version: str) -> str:

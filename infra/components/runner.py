@@ -18,7 +18,9 @@ import pulumi
 import pulumi_gitlab as gitlab
 from pulumi_aws import autoscaling, ec2, get_caller_identity_output, get_partition_output, iam, ssm
 
-from infra.userdata import RunnerHost, user_data
+from infra.components.fleet import WorkerFleet, WorkerFleetArgs, manager_statements
+from infra.settings import FleetSettings
+from infra.userdata import FleetHost, RunnerHost, user_data
 
 LAUNCH_HOOK = "shipyard-launch"
 TERMINATE_HOOK = "shipyard-terminate"
@@ -90,6 +92,8 @@ class GitlabRunnerArgs:
     enhanced_scanning: pulumi.Input[bool] = False
     """The registry scans with Amazon Inspector: reading findings needs inspector2:ListFindings."""
     subnet_ids: list[str] = field(default_factory=list)
+    fleet: FleetSettings | None = None
+    """Fleet mode: the host only manages, and each job runs on a worker of this fleet (R15)."""
 
 
 def drain_timeout(maximum_timeout: int) -> str:
@@ -130,18 +134,36 @@ def image_statements(
     return statements
 
 
+def job_statements(purpose: RunnerPurpose, arns: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a runner's jobs may do: log in to ECR and use images as their purpose allows."""
+    return [
+        # The one ECR action that cannot be scoped to a repository.
+        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        *image_statements(purpose, arns["repository"], arns["review_repository"], bool(arns["enhanced"])),
+    ]
+
+
 class GitlabRunner(pulumi.ComponentResource):
-    """GitLab runner host: UserRunner + SSM token, IAM, security group, launch template, ASG."""
+    """GitLab runner host: UserRunner + SSM token, IAM, security group, launch template, ASG; in fleet
+    mode the host manages a WorkerFleet, whose workers run the jobs with the jobs' permissions."""
 
     runner: gitlab.UserRunner
     token_parameter: ssm.Parameter
     role: iam.Role
+    """The host's role."""
+    job_role: iam.Role
+    """The role the jobs run with: the host's, or in fleet mode the workers'."""
+    fleet: WorkerFleet | None
     policy: iam.RolePolicy
     security_group: ec2.SecurityGroup
     launch_template: ec2.LaunchTemplate
     group: autoscaling.Group
     runner_id: pulumi.Output[str]
     asg_name: str
+    fleet_asg_name: str
+    """The workers' group in fleet mode; its name is fixed either way."""
+    cache_bucket_name: pulumi.Output[str]
+    """The fleet's job cache in fleet mode: S3 names are global, so the account's id is in it."""
     token_parameter_name: str
     tags: list[str]
 
@@ -153,6 +175,7 @@ class GitlabRunner(pulumi.ComponentResource):
         # world sees; the stack's main runner keeps the names it always had.
         review, review_name = ("review ", "review-") if args.purpose == "review" else ("", "")
         self.asg_name = f"shipyard-{args.stack}-{review_name}runner"
+        self.fleet_asg_name = f"{self.asg_name}-workers"
         self.tags = args.tags
         self.token_parameter_name = f"/shipyard/{args.stack}/gitlab-{review_name}runner-token"
 
@@ -195,6 +218,24 @@ class GitlabRunner(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
+        if args.subnet_ids:
+            subnet_ids: pulumi.Input[list[str]] = args.subnet_ids
+            vpc_id = ec2.get_subnet_output(id=args.subnet_ids[0], opts=invoke).vpc_id
+        else:
+            vpc = ec2.get_vpc_output(default=True, opts=invoke)
+            vpc_id = vpc.id
+            subnet_ids = vpc.id.apply(
+                lambda vpc_id: (
+                    ec2.get_subnets_output(
+                        filters=[
+                            ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
+                            ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"]),
+                        ],
+                        opts=invoke,
+                    ).ids
+                )
+            )
+
         self.role = iam.Role(
             f"{name}-role",
             assume_role_policy=_policy(
@@ -205,6 +246,7 @@ class GitlabRunner(pulumi.ComponentResource):
         )
         partition = get_partition_output(opts=invoke).partition
         account = get_caller_identity_output(opts=invoke).account_id
+        self.cache_bucket_name = pulumi.Output.concat(self.asg_name, "-cache-", account)
         asg_arn = pulumi.Output.format(
             "arn:{0}:autoscaling:{1}:{2}:autoScalingGroup:*:autoScalingGroupName/{3}",
             partition,
@@ -212,14 +254,28 @@ class GitlabRunner(pulumi.ComponentResource):
             account,
             self.asg_name,
         )
+        # What the jobs may do, by purpose (G11): on the host's role, or in fleet mode on the workers'.
+        job_policy = pulumi.Output.all(
+            repository=args.repository_arn,
+            review_repository=args.review_repository_arn,
+            enhanced=args.enhanced_scanning,
+        ).apply(lambda arns: _policy(*job_statements(args.purpose, arns)))
+        self.fleet = None
+        fleet_statements: pulumi.Output[list[dict[str, Any]]] = pulumi.Output.from_input([])
+        if args.fleet is not None:
+            self.fleet = self._workers(name, args, job_policy, vpc_id, subnet_ids)
+            instances = pulumi.Output.format("arn:{0}:ec2:{1}:{2}:instance/*", partition, args.region, account)
+            fleet_statements = pulumi.Output.all(self.fleet.group.arn, instances, self.fleet.cache_bucket.arn).apply(
+                lambda v: manager_statements(v[0], self.fleet_asg_name, v[1], v[2])
+            )
+        self.job_role = self.fleet.role if self.fleet is not None else self.role
         self.policy = iam.RolePolicy(
             f"{name}-least-privilege",
             role=self.role.id,
             policy=pulumi.Output.all(
                 parameter=self.token_parameter.arn,
-                repository=args.repository_arn,
-                review_repository=args.review_repository_arn,
-                enhanced=args.enhanced_scanning,
+                job_policy=job_policy,
+                fleet=fleet_statements,
                 asg=asg_arn,
             ).apply(
                 lambda arns: _policy(
@@ -243,11 +299,9 @@ class GitlabRunner(pulumi.ComponentResource):
                     # does not defer to IAM, so a grant here would change nothing. Its alias also
                     # exists only once Parameter Store has used the key, so looking it up would
                     # fail a new account's first preview.
-                    # The one ECR action that cannot be scoped to a repository.
-                    {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-                    *image_statements(
-                        args.purpose, arns["repository"], arns["review_repository"], bool(arns["enhanced"])
-                    ),
+                    # The jobs' permissions where the jobs run; a fleet manager runs none and only
+                    # scales, reaches and caches for its workers (R15).
+                    *(arns["fleet"] or json.loads(arns["job_policy"])["Statement"]),
                     {
                         "Sid": "OwnLifecycleHooks",
                         "Effect": "Allow",
@@ -266,24 +320,6 @@ class GitlabRunner(pulumi.ComponentResource):
         )
         profile = iam.InstanceProfile(f"{name}-profile", role=self.role.name, opts=child)
 
-        if args.subnet_ids:
-            subnet_ids: pulumi.Input[list[str]] = args.subnet_ids
-            vpc_id = ec2.get_subnet_output(id=args.subnet_ids[0], opts=invoke).vpc_id
-        else:
-            vpc = ec2.get_vpc_output(default=True, opts=invoke)
-            vpc_id = vpc.id
-            subnet_ids = vpc.id.apply(
-                lambda vpc_id: (
-                    ec2.get_subnets_output(
-                        filters=[
-                            ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc_id]),
-                            ec2.GetSubnetsFilterArgs(name="default-for-az", values=["true"]),
-                        ],
-                        opts=invoke,
-                    ).ids
-                )
-            )
-
         # No ingress at all: Session Manager instead of SSH (R13). Egress for HTTPS and packages.
         self.security_group = ec2.SecurityGroup(
             f"{name}-sg",
@@ -295,7 +331,19 @@ class GitlabRunner(pulumi.ComponentResource):
                     protocol="tcp", from_port=port, to_port=port, cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"]
                 )
                 for port in (443, 80)
-            ],
+            ]
+            # A fleet manager runs its jobs over SSH on its workers, and reaches no other host. Inline,
+            # as the rules above: a separate rule resource beside inline rules would be undone by them.
+            # The description stays as it is: changing it replaces the group (P11).
+            + (
+                [
+                    ec2.SecurityGroupEgressArgs(
+                        protocol="tcp", from_port=22, to_port=22, security_groups=[self.fleet.security_group.id]
+                    )
+                ]
+                if self.fleet is not None
+                else []
+            ),
             # Subnets of another VPC replace this security group; AWS deletes the old one only once
             # the host that uses it has drained, which outlasts the provider's 15 minutes (R20).
             opts=pulumi.ResourceOptions(
@@ -303,14 +351,18 @@ class GitlabRunner(pulumi.ComponentResource):
             ),
         )
 
+        if self.fleet is not None:
+            self.fleet.admit_ssh_from(self.security_group.id)
+
         # The runner's id as the parameter's write version: a new runner changes the user data, so
         # new hosts roll out, only once its token is in the parameter. The host's own write-backs
         # (R18) bump the parameter's version, not this, and roll nothing.
-        host = self.token_parameter.value_wo_version.apply(
-            lambda version: RunnerHost(
+        fleet = args.fleet
+        host = pulumi.Output.all(self.token_parameter.value_wo_version, self.cache_bucket_name).apply(
+            lambda values: RunnerHost(
                 aws_region=args.region,
                 token_parameter=self.token_parameter_name,
-                token_version=cast(int, version),
+                token_version=cast(int, values[0]),
                 asg_name=self.asg_name,
                 launch_hook=LAUNCH_HOOK,
                 terminate_hook=TERMINATE_HOOK,
@@ -322,6 +374,24 @@ class GitlabRunner(pulumi.ComponentResource):
                 privileged=args.purpose != "deploy",
                 gitlab_runner_version=args.gitlab_runner_version,
                 docker_version=args.docker_version,
+                executor="docker" if fleet is None else "docker-autoscaler",
+                fleet=None
+                if fleet is None
+                else FleetHost(
+                    asg_name=self.fleet_asg_name,
+                    region=args.region,
+                    cache_bucket=values[1],
+                    max_instances=fleet.max_instances,
+                    policies=[
+                        {
+                            "periods": policy.periods,
+                            "timezone": policy.timezone,
+                            "idle_count": policy.idle_count,
+                            "idle_time": policy.idle_time,
+                        }
+                        for policy in fleet.idle
+                    ],
+                ),
             )
         )
         tags = {"Name": self.asg_name, "shipyard:stack": args.stack}
@@ -401,4 +471,39 @@ class GitlabRunner(pulumi.ComponentResource):
         )
         self.register_outputs(
             {"runnerId": self.runner_id, "asgName": self.asg_name, "tokenParameter": self.token_parameter_name}
+        )
+
+    def _workers(
+        self,
+        name: str,
+        args: GitlabRunnerArgs,
+        job_policy: pulumi.Output[str],
+        vpc_id: pulumi.Input[str],
+        subnet_ids: pulumi.Input[list[str]],
+    ) -> WorkerFleet:
+        fleet = args.fleet
+        assert fleet is not None
+        review = "review " if args.purpose == "review" else ""
+        return WorkerFleet(
+            f"{name}-workers",
+            WorkerFleetArgs(
+                stack=args.stack,
+                asg_name=self.fleet_asg_name,
+                cache_bucket=self.cache_bucket_name,
+                description=f"shipyard {args.stack} GitLab {review}runner workers",
+                # One architecture across the types (a settings rule): the image of the first fits all.
+                image_id=f"resolve:ssm:{AMI_PARAMETER.format(arch=architecture(fleet.instance_types[0]))}",
+                instance_types=fleet.instance_types,
+                max_instances=fleet.max_instances,
+                on_demand_base=fleet.on_demand_base,
+                spot=fleet.spot,
+                disk_gb=fleet.disk_gb,
+                cache_days=fleet.cache_days,
+                docker_version=args.docker_version,
+                job_policy=job_policy,
+                vpc_id=vpc_id,
+                subnet_ids=subnet_ids,
+                private_subnets=bool(args.subnet_ids),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
         )

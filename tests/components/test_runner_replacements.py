@@ -14,8 +14,8 @@ from infra import facts
 from infra.facts.replacements import replace_reasons
 from infra.offline.diff import value_changes
 from infra.offline.engine import Run, Step
-from infra.settings import ReviewRunnerSettings, RunnerSettings, SettingsError
-from tests.conftest import run_stack, stack_document
+from infra.settings import FleetSettings, ReviewRunnerSettings, RunnerSettings, SettingsError
+from tests.conftest import fleet_document, run_stack, stack_document
 
 GROUP = "aws:autoscaling/group:Group"
 FIELDS = {field.alias or name: name for name, field in RunnerSettings.model_fields.items()}
@@ -50,12 +50,25 @@ CHANGED_FOR: dict[tuple[str, str], dict[str, Any]] = {
 # exercised on production's deploy runner, where either value is valid, and
 # test_the_build_stacks_runners_cannot_change_protected_only checks that the rule exists.
 BUILD_STACK_FIXED = {"protectedOnly"}
+# Fleet mode adds resources (the workers) rather than changing the host's: it has tests of its own
+# below, test_fleet_mode_replaces_no_resource_of_the_host and test_no_fleet_setting_replaces_a_resource.
+FLEET_KEYS = {"mode", "fleet"}
 CASES = [
     (stack, runner, key)
     for (stack, runner) in RUNNERS
     for key in sorted(FIELDS)
-    if not (stack == "staging" and key in BUILD_STACK_FIXED)
+    if not (stack == "staging" and key in BUILD_STACK_FIXED) and key not in FLEET_KEYS
 ]
+# A valid value per fleet setting, different from the defaults.
+FLEET_CHANGED: dict[str, Any] = {
+    "instanceTypes": ["m6i.xlarge", "m5.xlarge"],
+    "maxInstances": 20,
+    "onDemandBase": 2,
+    "spot": False,
+    "diskGb": 100,
+    "idle": [{"periods": ["* 8-18 * * mon-fri"], "timezone": "Europe/Berlin", "idleCount": 2, "idleTime": "30m"}],
+    "cacheDays": 30,
+}
 # Replacements a setting is meant to cause: a security group belongs to one VPC, and subnets of
 # another VPC move the runner there (the mock's default VPC differs from the given subnets' VPC).
 EXPECTED_REPLACEMENTS = {"subnetIds": {("aws:ec2/securityGroup:SecurityGroup", "vpcId")}}
@@ -129,6 +142,47 @@ def test_no_runner_setting_replaces_a_runner_resource(
     assert changed, f"changing {key} reaches no resource of {runner}"
     assert not {r for r in replaced if r[0] == GROUP}
     assert replaced == EXPECTED_REPLACEMENTS.get(key, set())
+
+
+def replacements(before: dict[str, Step], after: dict[str, Step]) -> tuple[set[tuple[str, str]], set[str]]:
+    """(type, path) of every replacement between two runs' runner resources, and the resources changed."""
+    replaced, changed = set(), set()
+    for urn, new in after.items():
+        if urn in before and new.custom:  # a component (the workers') has no provider inputs
+            paths = [c.path for c in value_changes(before[urn].inputs, new.inputs)]
+            changed |= {urn} if paths else set()
+            replaced |= {(new.type, path) for path in replace_reasons(new.type, paths)}
+    return replaced, changed
+
+
+@pytest.mark.parametrize(("stack", "runner"), list(RUNNERS))
+def test_fleet_mode_replaces_no_resource_of_the_host(stack: str, runner: str, committed_runs: dict[str, Run]) -> None:
+    # guards R15, P11: switching a runner to fleet mode updates its host (now the manager) in place
+    doc = stack_document(stack)
+    doc[runner] = {**doc[runner], "mode": "fleet"}
+    before, after = runner_steps(committed_runs[stack]), runner_steps(run_stack(doc, stack))
+    assert before.keys() <= after.keys()
+    added = {urn.rsplit("::", 1)[1] for urn in after.keys() - before.keys()}
+    component = RUNNERS[(stack, runner)]
+    assert added and all(name.startswith(f"{component}-workers") for name in added)
+    replaced, changed = replacements(before, after)
+    assert replaced == set()
+    assert all(of_runner(urn, component) for urn in changed), "another runner's resources changed"
+
+
+def test_no_fleet_setting_replaces_a_resource(fleet_run: Run) -> None:
+    # guards R15, P11: the workers' settings are updates (a new template version, the group's sizes)
+    assert set(FLEET_CHANGED) == {f.alias or name for name, f in FleetSettings.model_fields.items()}
+    doc = fleet_document()
+    doc["shipyard:runner"]["fleet"] = FLEET_CHANGED
+    before, after = runner_steps(fleet_run), runner_steps(run_stack(doc))
+    assert before.keys() == after.keys()
+    replaced, changed = replacements(before, after)
+    assert replaced == set()
+    names = {urn.rsplit("::", 1)[1] for urn in changed}
+    # Each setting reaches the workers (group, template, cache expiry) or the manager's config.toml.
+    assert {"runner-workers-asg", "runner-workers-lt", "runner-workers-cache-expiry", "runner-lt"} <= names
+    assert all(of_runner(urn, "runner") for urn in changed)
 
 
 @pytest.mark.parametrize(("runner", "refused", "problem"), [

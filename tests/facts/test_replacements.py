@@ -141,3 +141,10 @@ def test_the_replacements_that_lose_data_or_identity_say_what_they_lose() -> Non
     assert "token" in str(loses("gitlab:index/userRunner:UserRunner"))
     assert "deployment history" in str(loses("gitlab:index/projectEnvironment:ProjectEnvironment"))
     assert facts_of("pulumi:pulumi:StackReference").read_only
+
+
+def test_every_type_a_fleet_runner_creates_is_in_the_fact_table(fleet_run: Run) -> None:
+    # guards P11, R15: the workers' group, template, ingress rule and S3 cache are looked up too
+    types = {s.type for s in fleet_run.steps if s.custom}
+    assert "aws:s3/bucket:Bucket" in types and "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule" in types
+    assert not sorted(types - known_types())

@@ -11,7 +11,9 @@ from typing import Any
 
 from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, StackValidationArgs
 
-from policy.policies import UNKNOWN, Resource, check, pack_policies
+from infra.offline.engine import Run
+from infra.offline.plan import to_preview_json
+from policy.policies import POLICIES, UNKNOWN, Resource, check, pack_policies, resources_of_plan
 from tests.policy.pack import BY_NAME, changed, one, sdk_props, through_the_pack
 
 POLICY = "release-push-protected-only"
@@ -167,3 +169,39 @@ def test_a_policy_not_known_until_apply_waits(plans: dict[str, list[Resource]]) 
     policy = runner_policy(resources, "review-runner")
     unknown = replace_in(resources, policy, changed(policy, policy=UNKNOWN))
     assert check(unknown, [BY_NAME[POLICY]]) == ([], 1)
+
+
+# --- fleet mode: the jobs' permissions are on the workers' role --------------------------------------
+
+
+def workers_policy(resources: list[Resource], component: str) -> Resource:
+    return one([r for r in resources if r.name == f"{component}-workers-jobs"], ROLE_POLICY)
+
+
+def test_the_fleet_plan_passes_every_policy(fleet_run: Run) -> None:  # guards G11, R13, R15
+    resources = resources_of_plan(to_preview_json(fleet_run))
+    assert check(resources, POLICIES) == ([], 0)
+    assert verdict(resources) == []
+
+
+def test_review_workers_pushing_release_images_or_signing_violate(fleet_run: Run) -> None:  # guards G11
+    resources = resources_of_plan(to_preview_json(fleet_run))
+    policy = workers_policy(resources, "review-runner")
+    document = json.loads(policy.props["policy"])
+    document["Statement"] += [
+        {"Sid": "Oops", "Effect": "Allow", "Action": ["ecr:PutImage"], "Resource": RELEASE_ARN},
+        {"Sid": "Sign", "Effect": "Allow", "Action": "kms:Sign", "Resource": "*"},
+    ]
+    pushing = replace_in(resources, policy, changed(policy, policy=json.dumps(document)))
+    assert verdict(pushing) == [
+        "runner review-runner takes jobs of unprotected refs (accessLevel not_protected), but its role may push "
+        f"(ecr:PutImage) to {RELEASE_ARN} (Oops): only review repositories take its images",
+        "runner review-runner takes jobs of unprotected refs (accessLevel not_protected), but its role may "
+        "sign with KMS (Sign)",
+    ]
+    # Nor may the signing key name the review workers' role.
+    role_arn = f"arn:aws:iam::123456789012:role/{policy.props['role']}"
+    assert verdict(key_with_signer(resources, {"AWS": role_arn})) == [
+        "KMS key image-signing lets the role of runner review-runner sign (Extra), a runner that takes jobs of "
+        "unprotected refs (accessLevel not_protected)"
+    ]
