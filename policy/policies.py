@@ -690,8 +690,9 @@ POLICIES: tuple[Policy, ...] = (
     ),
     Policy(
         "no-ingress-from-anywhere",
-        "No security group takes traffic from 0.0.0.0/0 or ::/0.",
-        "R13",
+        "No security group takes traffic from 0.0.0.0/0 or ::/0; between security groups only SSH (tcp 22), the "
+        "runner manager's to its workers.",
+        "R13, R15",
         "remove the ingress rule; reach hosts with Session Manager",
         (SECURITY_GROUP, SECURITY_GROUP_RULE, INGRESS_RULE),
         check=no_open_ingress,
