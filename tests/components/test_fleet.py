@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 
-from infra.components.fleet import ROOT_DEVICE, WorkerFleet, WorkerFleetArgs
+from infra.components.fleet import ROOT_DEVICE, WorkerFleet, WorkerFleetArgs, worker_user_data
 from infra.offline.engine import RecordingMonitor, Step, find_one
 from infra.userdata import decode
+from tests.test_userdata import cloud_init_schema
 
 GROUP = "aws:autoscaling/group:Group"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -199,3 +201,10 @@ def test_workers_boot_with_the_pinned_docker_and_no_secret(mocked: RecordingMoni
         assert "glrt-" not in text and "ssm" not in text.lower()  # nothing to read a credential with
 
     return settled(workers).apply(check)
+
+
+def test_the_workers_cloud_config_passes_cloud_inits_own_schema(tmp_path: Path) -> None:  # guards R9
+    path = tmp_path / "user-data.yaml"
+    path.write_text(decode(worker_user_data("25.0.*")))
+    result = cloud_init_schema(path)
+    assert result.returncode == 0 and result.stdout.startswith("Valid "), result.stdout + result.stderr
