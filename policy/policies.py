@@ -287,7 +287,9 @@ def ebs_encrypted(resource: Resource) -> Iterator[str]:
 
 
 def _open(cidrs: Iterable[Any]) -> list[str]:
-    return [c for c in cidrs if c in ("0.0.0.0/0", "::/0")]
+    """Every address range a rule admits: shipyard's hosts take no traffic from any range at all
+    (Session Manager reaches the hosts; a fleet's workers take SSH from their manager's group only)."""
+    return [str(c) for c in cidrs if c]
 
 
 def _from_groups(rule: Any, protocol_key: str, groups: list[Any]) -> Iterator[str]:
@@ -690,8 +692,8 @@ POLICIES: tuple[Policy, ...] = (
     ),
     Policy(
         "no-ingress-from-anywhere",
-        "No security group takes traffic from 0.0.0.0/0 or ::/0; between security groups only SSH (tcp 22), the "
-        "runner manager's to its workers.",
+        "No security group takes traffic from an address range (any CIDR, 0.0.0.0/0 and ::/0 included); between "
+        "security groups only SSH (tcp 22), the runner manager's to its workers.",
         "R13, R15",
         "remove the ingress rule; reach hosts with Session Manager",
         (SECURITY_GROUP, SECURITY_GROUP_RULE, INGRESS_RULE),

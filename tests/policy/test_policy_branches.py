@@ -72,10 +72,15 @@ def test_inline_ipv6_ingress_from_anywhere(plans: dict[str, list[Resource]]) -> 
     group = one(plans["staging"], "aws:ec2/securityGroup:SecurityGroup", named="runner-sg")
     https6 = {"protocol": "tcp", "fromPort": 443, "toPort": 443, "ipv6CidrBlocks": ["2001:db8::/32", "::/0"]}
     assert violations("no-ingress-from-anywhere", changed(group, ingress=[https6])) == [
-        "ingress from ::/0 on ports 443-443"
+        "ingress from 2001:db8::/32 on ports 443-443",
+        "ingress from ::/0 on ports 443-443",
     ]
+    # guards R15: a narrower range is still an address range; only a security group may reach a host
     scoped = {**https6, "ipv6CidrBlocks": ["2001:db8::/32"]}
-    assert violations("no-ingress-from-anywhere", changed(group, ingress=[scoped])) == []
+    assert violations("no-ingress-from-anywhere", changed(group, ingress=[scoped])) == [
+        "ingress from 2001:db8::/32 on ports 443-443"
+    ]
+    assert violations("no-ingress-from-anywhere", changed(group, ingress=[])) == []
 
 
 @pytest.mark.parametrize(
@@ -99,7 +104,9 @@ def test_an_ingress_rule_resource_from_any_ipv4_address() -> None:  # guards R13
         {"cidrIpv4": "0.0.0.0/0", "fromPort": 22, "toPort": 22, "ipProtocol": "tcp"},
     )
     assert violations("no-ingress-from-anywhere", rule) == ["ingress from 0.0.0.0/0 on ports 22-22"]
-    assert violations("no-ingress-from-anywhere", changed(rule, cidrIpv4="10.0.0.0/16")) == []
+    assert violations("no-ingress-from-anywhere", changed(rule, cidrIpv4="10.0.0.0/16")) == [
+        "ingress from 10.0.0.0/16 on ports 22-22"
+    ]
 
 
 def test_ssh_from_another_security_group_is_the_one_ingress_between_groups() -> None:  # guards R13, R15
