@@ -10,6 +10,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,6 +72,19 @@ def median_seconds(commands: dict[str, list[str]]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def fleet_variant(folder: str) -> str:
+    """Pulumi.staging.yaml with both runners in fleet mode (their fleets' defaults, one idle policy)."""
+    import yaml
+
+    document = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())
+    for key in ("shipyard:runner", "shipyard:reviewRunner"):
+        idle = [{"periods": ["* 8-18 * * mon-fri"], "timezone": "Europe/Berlin", "idleCount": 1, "idleTime": "30m"}]
+        document["config"][key].update(mode="fleet", instanceType="t3.small", fleet={"idle": idle})
+    path = Path(folder) / "Pulumi.staging-fleet.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return str(path)
+
+
 def main() -> int:
     from rich.console import Console
     from rich.table import Table
@@ -79,6 +93,10 @@ def main() -> int:
     stacks = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
     commands = {"": [sys.executable, "-c", f"import {', '.join(modules)}"]}
     commands.update({stack: [str(BIN / "shipyard"), "plan", "--stack", stack, "--json"] for stack in stacks})
+    # The build stack with both its runners in fleet mode: a manager and a worker fleet each.
+    fleet_file = fleet_variant(tempfile.mkdtemp(prefix="shipyard-bench-"))
+    commands["staging, fleet mode"] = [*commands["staging"], "--config-file", fleet_file]
+    stacks.append("staging, fleet mode")
     medians = median_seconds(commands)
     floor = medians[""]
     table = Table(title=f"offline plan vs. import floor (median of {RUNS} runs)", title_justify="left")

@@ -60,7 +60,10 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "aws:iam/instanceProfile:InstanceProfile": ("role",),
     "aws:ec2/securityGroup:SecurityGroup": ("ingress", "egress"),
     "aws:ec2/launchTemplate:LaunchTemplate": ("instanceType", "imageId", "metadataOptions", "blockDeviceMappings"),
-    "aws:autoscaling/group:Group": ("name", "minSize", "maxSize", "desiredCapacity"),
+    "aws:autoscaling/group:Group": (
+        "name", "minSize", "maxSize", "desiredCapacity", "protectFromScaleIn", "suspendedProcesses",
+        "mixedInstancesPolicy",
+    ),
 }  # fmt: skip
 
 SIGNS = {"create": "+", "read": ">"}  # as `pulumi preview` marks its steps
