@@ -43,6 +43,22 @@ READ_ACTIONS = (
     "ssm:DescribeParameters",
     "ssm:ListTagsForResource",
 )
+# A fleet runner's job cache buckets, as a refresh reads them: settings of the bucket itself (its
+# ARN, never an object's), so no cached data. The Terraform provider reads every bucket setting.
+CACHE_BUCKET_READ = ("s3:Get*", "s3:ListBucket", "s3:ListBucketVersions")
+CACHE_BUCKET_WRITE = (
+    "s3:CreateBucket",
+    "s3:DeleteBucket",
+    "s3:DeleteBucketPolicy",
+    "s3:PutBucketOwnershipControls",
+    "s3:PutBucketPolicy",
+    "s3:PutBucketPublicAccessBlock",
+    "s3:PutBucketTagging",
+    "s3:PutEncryptionConfiguration",
+    "s3:PutLifecycleConfiguration",
+)
+# `force_destroy`: deleting the bucket first empties it (a cache, rebuilt by the next job).
+CACHE_OBJECT_DELETE = ("s3:DeleteObject", "s3:DeleteObjectVersion")
 AUTOSCALING_WRITE = (
     "autoscaling:CreateAutoScalingGroup",
     "autoscaling:CreateOrUpdateTags",
@@ -154,6 +170,11 @@ class Scope:
     prod_stack: str  # reads the build stack's outputs (a StackReference)
     staging_key: str  # key ARNs, resolved from aliases
     prod_key: str
+
+    def cache_buckets(self, stack: str) -> str:
+        """The job cache buckets of a stack's fleet runners (infra/components/runner.py names them
+        `shipyard-<stack>-[review-]runner-cache-<account>`)."""
+        return f"arn:{self.partition}:s3:::shipyard-{stack}-*runner-cache-{self.account}"
 
     def arn(self, service: str, resource: str, region: bool = True, account: bool = True) -> str:
         return (
@@ -274,6 +295,9 @@ def _deploy(aws: Scope, stack: str, builds: bool) -> list[dict[str, Any]]:
             "Resource": [
                 aws.arn("iam", "role/*runner-role-*", region=False),
                 aws.arn("iam", "instance-profile/*runner-profile-*", region=False),
+                # A fleet runner's workers: `runner-workers-role-<hex>`, `runner-workers-profile-<hex>`.
+                aws.arn("iam", "role/*runner-workers-role-*", region=False),
+                aws.arn("iam", "instance-profile/*runner-workers-profile-*", region=False),
             ],
         },
         {
@@ -289,8 +313,23 @@ def _deploy(aws: Scope, stack: str, builds: bool) -> list[dict[str, Any]]:
             "Sid": "PassRunnerRole",
             "Effect": "Allow",
             "Action": "iam:PassRole",
-            "Resource": aws.arn("iam", "role/*runner-role-*", region=False),
+            "Resource": [
+                aws.arn("iam", "role/*runner-role-*", region=False),
+                aws.arn("iam", "role/*runner-workers-role-*", region=False),
+            ],
             "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "ec2.amazonaws.com.cn"]}},
+        },
+        {
+            "Sid": "RunnerCacheBuckets",
+            "Effect": "Allow",
+            "Action": [*CACHE_BUCKET_READ, *CACHE_BUCKET_WRITE],
+            "Resource": aws.cache_buckets(stack),
+        },
+        {
+            "Sid": "RunnerCacheObjects",
+            "Effect": "Allow",
+            "Action": list(CACHE_OBJECT_DELETE),
+            "Resource": f"{aws.cache_buckets(stack)}/*",
         },
         {
             "Sid": "AutoScalingServiceRole",
@@ -356,9 +395,18 @@ def permissions(role: str, aws: Scope) -> dict[str, Any]:
     """The one inline policy of a role: preview, deploy-staging, deploy-prod or drift."""
     read = {"Sid": "ReadResources", "Effect": "Allow", "Action": list(READ_ACTIONS), "Resource": "*"}
     staging, prod = aws.staging_stack, aws.prod_stack
+
+    def caches(*stacks: str) -> dict[str, Any]:
+        return {
+            "Sid": "ReadCacheBuckets",
+            "Effect": "Allow",
+            "Action": list(CACHE_BUCKET_READ),
+            "Resource": [aws.cache_buckets(s) for s in stacks],
+        }
+
     if role == "preview":
         # guards P1: merge-request code runs with these credentials: staging's state and key only
-        return _policy(read, *_state(aws, [staging], []), _secrets(aws.staging_key))
+        return _policy(read, caches(staging), *_state(aws, [staging], []), _secrets(aws.staging_key))
     if role == "drift":
         # A refresh reads the runner token parameters too (the provider reads a SecureString
         # decrypted, with the aws/ssm key every principal of the account may use through SSM).
@@ -368,7 +416,8 @@ def permissions(role: str, aws: Scope) -> dict[str, Any]:
             "Action": ["ssm:GetParameter", "ssm:GetParameters"],
             "Resource": [aws.arn("ssm", f"parameter/shipyard/{s}/*") for s in (staging, prod)],
         }
-        return _policy(read, tokens, *_state(aws, [staging, prod], []), _secrets(aws.staging_key, aws.prod_key))
+        keys = _secrets(aws.staging_key, aws.prod_key)
+        return _policy(read, caches(staging, prod), tokens, *_state(aws, [staging, prod], []), keys)
     if role == "deploy-staging":
         return _policy(
             read,
