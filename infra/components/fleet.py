@@ -15,11 +15,10 @@ from typing import Any
 import pulumi
 from pulumi_aws import autoscaling, ec2, iam, s3, vpc
 
+from infra.components.launch import encrypted_root_volume, imdsv2_only
 from infra.userdata import USERDATA_DIR, encode
 
 WORKER_CLOUD_CONFIG = USERDATA_DIR / "worker-cloud-config.yaml"
-# The AMI's own root device; a volume on any other name is a second, unused disk (R10).
-ROOT_DEVICE = "/dev/xvda"
 # The only way in: the manager's SSH connections to run jobs over (docker-autoscaler, EC2 Instance
 # Connect keys). Nothing else may reach a worker (R13).
 SSH_PORT = 22
@@ -182,18 +181,8 @@ class WorkerFleet(pulumi.ComponentResource):
             description=args.description,
             image_id=args.image_id,
             iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
-            # IMDSv2 only; hop limit 2 so job containers reach the workers' role (R6).
-            metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2
-            ),
-            block_device_mappings=[
-                ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=ROOT_DEVICE,
-                    ebs=ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=args.disk_gb, volume_type="gp3", encrypted="true", delete_on_termination="true"
-                    ),
-                )
-            ],
+            metadata_options=imdsv2_only(),
+            block_device_mappings=encrypted_root_volume(args.disk_gb),
             user_data=worker_user_data(args.docker_version),
             tag_specifications=[
                 ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags) for kind in ("instance", "volume")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -19,16 +18,12 @@ import pulumi_gitlab as gitlab
 from pulumi_aws import autoscaling, ec2, get_caller_identity_output, get_partition_output, iam, ssm
 
 from infra.components.fleet import WorkerFleet, WorkerFleetArgs, manager_statements
+from infra.components.launch import encrypted_root_volume, image_id, imdsv2_only
 from infra.settings import FleetSettings
 from infra.userdata import FleetHost, RunnerHost, user_data
 
 LAUNCH_HOOK = "shipyard-launch"
 TERMINATE_HOOK = "shipyard-terminate"
-# Amazon Linux 2023 through EC2's own resolution of AWS's public parameter: every launch (and so
-# every self-heal) gets the current patched AMI without a change here.
-AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
-# The AMI's own root device; a volume on any other name is a second, unused disk (R10).
-ROOT_DEVICE = "/dev/xvda"
 # Both hooks are fixed: any change to `initial_lifecycle_hooks` replaces the whole group in
 # terraform-provider-aws (PR #34260, issue #49226), so no setting may reach them (R19).
 # The launching host has this long to install, verify and report in; ABANDON after it (R8).
@@ -60,12 +55,6 @@ ENHANCED_FINDINGS_ACTION = "inspector2:ListFindings"
 # release: builds default-branch images, pushes and signs them (protected refs only, G11);
 # review: builds merge-request images into the review repository; deploy: releases what was built.
 RunnerPurpose = Literal["release", "review", "deploy"]
-
-
-def architecture(instance_type: str) -> str:
-    """arm64 for Graviton families (a `g` after the generation: t4g, m7gd, c6gn), else x86_64."""
-    family = instance_type.split(".", 1)[0]
-    return "arm64" if "g" in re.sub(r"^[a-z]+\d+", "", family) else "x86_64"
 
 
 @dataclass
@@ -398,22 +387,12 @@ class GitlabRunner(pulumi.ComponentResource):
         self.launch_template = ec2.LaunchTemplate(
             f"{name}-lt",
             description=f"shipyard {args.stack} GitLab {review}runner host",
-            image_id=f"resolve:ssm:{AMI_PARAMETER.format(arch=architecture(args.instance_type))}",
+            image_id=image_id(args.instance_type),
             instance_type=args.instance_type,
             iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
             vpc_security_group_ids=[self.security_group.id],
-            # IMDSv2 only; hop limit 2 so job containers reach the instance role (R6).
-            metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(
-                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=2
-            ),
-            block_device_mappings=[
-                ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=ROOT_DEVICE,
-                    ebs=ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
-                        volume_size=args.disk_gb, volume_type="gp3", encrypted="true", delete_on_termination="true"
-                    ),
-                )
-            ],
+            metadata_options=imdsv2_only(),
+            block_device_mappings=encrypted_root_volume(args.disk_gb),
             # Base64 is what a launch template takes (R9); names and numbers only (R1).
             user_data=host.apply(user_data),
             tag_specifications=[
@@ -492,7 +471,7 @@ class GitlabRunner(pulumi.ComponentResource):
                 cache_bucket=self.cache_bucket_name,
                 description=f"shipyard {args.stack} GitLab {review}runner workers",
                 # One architecture across the types (a settings rule): the image of the first fits all.
-                image_id=f"resolve:ssm:{AMI_PARAMETER.format(arch=architecture(fleet.instance_types[0]))}",
+                image_id=image_id(fleet.instance_types[0]),
                 instance_types=fleet.instance_types,
                 max_instances=fleet.max_instances,
                 on_demand_base=fleet.on_demand_base,

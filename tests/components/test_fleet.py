@@ -12,7 +12,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from infra.components.fleet import ROOT_DEVICE, WorkerFleet, WorkerFleetArgs, worker_user_data
+from infra.components.fleet import WorkerFleet, WorkerFleetArgs, worker_user_data
+from infra.components.launch import ROOT_DEVICE
 from infra.offline.engine import RecordingMonitor, Step, find_one
 from infra.userdata import decode
 from tests.test_userdata import cloud_init_schema

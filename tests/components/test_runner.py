@@ -13,9 +13,10 @@ from typing import Any, cast
 import pulumi
 import pytest
 
-from infra.components.runner import ROOT_DEVICE, GitlabRunner, GitlabRunnerArgs, architecture, image_statements
+from infra.components.launch import ROOT_DEVICE
+from infra.components.runner import GitlabRunner, GitlabRunnerArgs, image_statements
 from infra.offline.engine import SECRET, RecordingMonitor, ShipyardMocks, find_one
-from infra.settings import RunnerSettings
+from infra.settings import RunnerSettings, architecture
 from infra.userdata import USERDATA_DIR, decode
 
 REPO_ARN = "arn:aws:ecr:eu-west-1:123456789012:repository/acme/web"
