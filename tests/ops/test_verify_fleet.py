@@ -14,10 +14,12 @@ import pytest
 from infra.ops.verify import FAIL, PASS, Check, Verify
 from tests.moto_aws import REGION, Aws
 
-MANAGER = "shipyard-staging-runner"
-WORKERS = "shipyard-staging-runner-workers"
-PARAMETER = "/shipyard/staging/gitlab-runner-token"
-BUCKET = "shipyard-staging-runner-cache"
+# Named apart from what other modules deploy into the same moto server and share (test_verify.py's
+# build stack is remade after a reset under its own names, which must still be free).
+MANAGER = "fleet-check-runner"
+WORKERS = "fleet-check-runner-workers"
+PARAMETER = "/fleet-check/gitlab-runner-token"
+BUCKET = "fleet-check-runner-cache"
 
 
 class Session:
