@@ -754,6 +754,26 @@ def _fleet_problems(key: str, runner: Mapping[str, Any], builds: bool) -> list[s
     return problems
 
 
+# S3 bucket names: 3 to 63 lowercase letters, digits and hyphens (dots would break TLS for
+# virtual-hosted requests). A fleet's job cache is `shipyard-<stack>-[review-]runner-cache-<account>`
+# (infra/components/runner.py), so the stack name decides whether S3 takes it.
+CACHE_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _cache_bucket_problems(key: str, stack: str) -> list[str]:
+    review = "review-" if key.endswith(":reviewRunner") else ""
+    longest = f"shipyard-{stack}-{review}runner-cache-{'0' * 12}"  # every account id has 12 digits
+    if CACHE_BUCKET.fullmatch(longest):
+        return []
+    room = 63 - len(longest) + len(stack)
+    return [
+        f"{key}.mode fleet: the job cache bucket of stack {stack!r} would be named "
+        f"shipyard-{stack}-{review}runner-cache-<account id>, which S3 refuses: bucket names are lowercase "
+        f"letters, digits and hyphens, 63 characters at most, so this stack's name may have at most {room} "
+        "of those characters"
+    ]
+
+
 def _cross_problems(data: Mapping[str, Any]) -> list[str]:
     """Rules between keys, checked on the raw values so they are reported with every other problem."""
     problems = []
@@ -813,6 +833,8 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
     for key, settings in (("runner", runner), ("reviewRunner", review_runner)):
         if isinstance(settings, dict):
             problems.extend(_fleet_problems(f"{NAMESPACE}:{key}", settings, builds="registry" in data))
+            if settings.get("mode") == "fleet":
+                problems.extend(_cache_bucket_problems(f"{NAMESPACE}:{key}", str(data.get("stack", ""))))
         instance_type = settings.get("instanceType") if isinstance(settings, dict) else None
         if (
             "registry" in data

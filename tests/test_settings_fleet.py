@@ -3,6 +3,7 @@ named by its key, all at once. Pure settings: no program runs."""
 
 from __future__ import annotations
 
+import json
 import zoneinfo
 from importlib.util import find_spec
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from infra.settings import FleetSettings, IdlePolicy
+from infra.settings import FleetSettings, IdlePolicy, SettingsError, parse_settings
 from tests.conftest import stack_document
 from tests.test_settings import API_KEY, base, parse, problems
 
@@ -183,3 +184,34 @@ def test_the_committed_host_mode_stacks_still_validate(stack: str) -> None:
     settings = parse({**stack_document(stack), "shipyard:herokuApiKey": API_KEY})
     assert settings.runner is not None
     assert all(r is None or (r.mode, r.fleet) == ("host", None) for r in (settings.runner, settings.review_runner))
+
+
+@pytest.mark.parametrize(
+    ("stack", "key", "room"),
+    [
+        ("Staging_EU", "runner", None),  # capitals and underscores: no S3 bucket name
+        ("customer-facing-staging", "runner", 28),  # 23 characters fit the release runner's cache …
+        ("customer-facing-staging-eu-west", "reviewRunner", 21),  # … 31 fit neither
+    ],
+)
+def test_a_stack_name_s3_refuses_in_the_cache_bucket_name_is_refused_in_fleet_mode(
+    stack: str, key: str, room: int | None
+) -> None:
+    # S3 names must be lowercase, 63 characters at most; AWS would refuse the bucket at apply time.
+    config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fleet_runner(key).items()}
+    if room is not None and len(stack) <= room:
+        parse_settings(config, {"shipyard:herokuApiKey"}, stack)
+        return
+    with pytest.raises(SettingsError) as info:
+        parse_settings(config, {"shipyard:herokuApiKey"}, stack)
+    [problem] = [p for p in info.value.problems if "job cache bucket" in p]
+    assert problem.startswith(f"shipyard:{key}.mode fleet: the job cache bucket of stack {stack!r}")
+    assert "lowercase letters, digits and hyphens, 63 characters at most" in problem
+    if room is not None:
+        assert f"at most {room} of those characters" in problem
+
+
+def test_host_mode_takes_any_stack_name() -> None:
+    config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in base(runner=PROTECTED).items()}
+    runner = parse_settings(config, {"shipyard:herokuApiKey"}, "Customer_Facing_Staging_EU_West_1").runner
+    assert runner is not None and runner.mode == "host"
