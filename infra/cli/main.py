@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="print the complete inputs of one resource: its name, or the end of its URN (TYPE::NAME)",
     )
+    shape.add_argument(
+        "--cost",
+        action="store_true",
+        help="print the stack's monthly cost instead (runner hosts, worker fleets' bounds, Heroku dynos)",
+    )
     p.add_argument(
         "--full", action="store_true", help="print every resource's complete inputs; with --base: changed values whole"
     )

@@ -92,6 +92,9 @@ def plan(args: argparse.Namespace) -> int:
     if args.full and args.json:
         print("shipyard plan: --full does not go with --json: the document holds every input whole", file=sys.stderr)
         return 2
+    if args.full and args.cost:
+        print("shipyard plan: --full does not go with --cost: the cost table has no inputs to shorten", file=sys.stderr)
+        return 2
     try:
         project = Project.load(project_root(Path.cwd()))
     except FileNotFoundError as exc:
@@ -137,6 +140,14 @@ def plan(args: argparse.Namespace) -> int:
     elif args.json:
         json.dump(shown, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
+        render_diagnostics(run, errors)
+    elif args.cost:
+        from infra.review.cost import cost_of_plan, render_cost
+
+        # The region is the plan's own: its ARNs carry the stack's aws:region.
+        console.print(
+            "\n".join(wrap("\n".join(render_cost(cost_of_plan(document), args.stack)), width)), soft_wrap=True
+        )
         render_diagnostics(run, errors)
     elif args.show:
         found = matching(shown, args.show)

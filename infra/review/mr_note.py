@@ -30,6 +30,7 @@ from infra.offline.diff import (
     summary,
     warnings,
 )
+from infra.review.cost import cost_of_plan, diff_cost, money, render_markdown, render_markdown_plan, signed
 from policy.policies import check, resources_of_plan
 
 LIMIT = 60_000  # characters; GitLab refuses notes over 1,000,000, and a reviewer reads far fewer
@@ -109,6 +110,24 @@ def _policy(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _cost(doc: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[str, str]:
+    """What the plan costs a month (before → after, with a base) for the summary line, and the
+    note's cost section; prices a fact file lacks are named there and counted here."""
+    if base is None:
+        cost = cost_of_plan(doc)
+        figure, section, missing = money(cost.total), render_markdown_plan(cost), cost.missing
+    else:
+        change = diff_cost(base, doc)
+        before, after = money(change.before.total), money(change.after.total)
+        figure, section, missing = (
+            f"{before} → {after} ({signed(change.delta)})",
+            render_markdown(change),
+            change.missing,
+        )
+    unpriced = f", {len(missing)} without a price" if missing else ""
+    return f"monthly cost {figure}{unpriced}", f"**Monthly cost** (USD)\n\n{section}\n"
+
+
 def note_body(
     stack: str,
     doc: Mapping[str, Any],
@@ -119,7 +138,8 @@ def note_body(
     full: bool = False,
 ) -> str:
     """The note for one stack: marker, heading, counts, where it comes from, the policy verdict,
-    the replacements to read first (data-losing ones first, P11), then the folded detail table cut
+    the replacements to read first (data-losing ones first, P11), the monthly cost (its total, or
+    before → after and the change, on the summary line too), then the folded detail table cut
     to fit `limit` characters. With `base`, the diff from `base` to `doc` instead; with `full`,
     changed values are whole (the limit still applies and says how many rows it left out)."""
     if base is None:
@@ -131,12 +151,15 @@ def note_body(
         heading, counts = f"### Plan changes of stack {code(stack)} against the base plan", summary(diff)
         title, header, rows, noun = "Changes", MARKDOWN_HEADER, markdown_rows(diff, full), "changes"
         first = warnings(diff, markdown=True)
+    monthly, cost_section = _cost(doc, base)
     origin = [f"[pipeline]({pipeline_url})"] if pipeline_url else []
     origin += [f"commit {code(commit)}"] if commit else []
-    head = f"{marker(stack)}\n{heading}\n\n**{counts}**\n\n" + (" · ".join(origin) + "\n\n" if origin else "")
+    head = f"{marker(stack)}\n{heading}\n\n**{counts}** · {monthly}\n\n" + (
+        " · ".join(origin) + "\n\n" if origin else ""
+    )
     if len(first) > MAX_FIRST:  # the note's size cap applies to them too; the table has every row
         first = [*first[:MAX_FIRST], f"… {len(first) - MAX_FIRST} more; every one is in the table below"]
-    head += _policy(doc) + markdown_warnings(first)
+    head += _policy(doc) + markdown_warnings(first) + cost_section
     if not rows:
         return head
     return head + _details(f"{title} ({len(rows)})", header, rows, noun, limit - len(head))
