@@ -530,6 +530,58 @@ class ReviewRunnerSettings(RunnerSettings):
     )
 
 
+# ci/review_apps.py names a merge request's review app `<appPrefix>-mr-<iid>`; with IIDs of up to 7 digits
+# that is a Heroku app name (H1, 30 characters at most) when the prefix has at most 30 - 4 - 7 characters.
+REVIEW_PREFIX_MAX = 19
+REVIEW_PREFIX = re.compile(rf"^[a-z](?:[a-z0-9-]{{0,{REVIEW_PREFIX_MAX - 2}}}[a-z0-9])?$")
+# A GitLab `auto_stop_in` duration: one or more `<number> <unit>` parts, e.g. `3 days` or `1 week 2 days`.
+GITLAB_DURATION = re.compile(
+    r"^\d+\s*(?:minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|m|h|d|w)"
+    r"(?:,?\s+(?:and\s+)?\d+\s*(?:minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|m|h|d|w))*$"
+)
+
+
+class ReviewSettings(_Strict):
+    """A Heroku app per merge request, created and deleted by the review jobs of the delivery template."""
+
+    app_prefix: Annotated[
+        str,
+        _pattern(
+            REVIEW_PREFIX,
+            f"1 to {REVIEW_PREFIX_MAX} lowercase letters, digits or hyphens, starting with a letter and not ending "
+            f"with a hyphen: a review app is named `<appPrefix>-mr-<iid>`, which Heroku takes for merge-request "
+            f"IIDs of up to 7 digits only with a prefix of at most {REVIEW_PREFIX_MAX} characters (H1)",
+        ),
+    ] = Field(
+        alias="appPrefix",
+        description=(
+            f"Review apps are named `<appPrefix>-mr-<iid>`: 1 to {REVIEW_PREFIX_MAX} lowercase letters, digits or "
+            "hyphens, starting with a letter, so that the name stays a valid Heroku app name (H1) for IIDs of up "
+            "to 7 digits."
+        ),
+    )
+    region: Literal["us", "eu"] | None = Field(
+        default=None, description="Heroku region of the review apps; default `heroku.region`."
+    )
+    team: str | None = Field(default=None, description="Heroku team that owns the review apps; default `heroku.team`.")
+    config_vars: dict[ConfigVarKey, ConfigVarValue] = Field(
+        default_factory=dict,
+        alias="configVars",
+        description=(
+            "Config vars of every review app, as `heroku.configVars`: plain text, never staging's or "
+            "production's secrets (H5)."
+        ),
+    )
+    auto_stop_in: Annotated[
+        str, _pattern(GITLAB_DURATION, "a GitLab duration such as `3 days`, `12 hours` or `1 week`")
+    ] = Field(
+        default="3 days",
+        alias="autoStopIn",
+        description="How long GitLab keeps a review environment before stopping it (and deleting its app).",
+    )
+    max_apps: int = Field(default=5, ge=1, le=50, alias="maxApps", description="Most review apps at once, 1 to 50.")
+
+
 class Settings(_Strict):
     """Everything one stack needs; built once, read everywhere."""
 
@@ -560,6 +612,13 @@ class Settings(_Strict):
         description=(
             "Build stack only: the runner of merge-request builds, with `runner`'s keys; it may push to the "
             "review repository only and read the release repository's layer cache. Never `protectedOnly`."
+        ),
+    )
+    review: ReviewSettings | None = Field(
+        default=None,
+        description=(
+            "Build stack only: a review app per merge request (the pipeline jobs come in a later release); "
+            "needs `herokuReviewApiKey`."
         ),
     )
     build_stack: Annotated[str, _pattern(STACK_PATH, "org/project/stack")] | None = Field(
@@ -604,6 +663,15 @@ class Settings(_Strict):
             "`a-zA-Z0-9_+=/@:.~-` (G2)."
         ),
     )
+    heroku_review_api_key: SecretStr | None = Field(
+        default=None,
+        alias="herokuReviewApiKey",
+        description=(
+            "Set with `--secret`; required with `review`: the long-lived token of a Heroku team member with no "
+            "access to the staging and production apps, which becomes the masked HEROKU_REVIEW_API_KEY of "
+            "review jobs; differs from `herokuApiKey`; one line, 8+ characters of `a-zA-Z0-9_+=/@:.~-` (G2)."
+        ),
+    )
     heroku_sensitive_config_vars: dict[ConfigVarKey, SensitiveConfigVarValue] = Field(
         default_factory=dict,
         alias="herokuSensitiveConfigVars",
@@ -620,6 +688,16 @@ class Settings(_Strict):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def review_region(self) -> str:
+        """The review apps' region: `review.region`, else the stack's Heroku region."""
+        return (self.review and self.review.region) or self.heroku.region
+
+    @property
+    def review_team(self) -> str | None:
+        """The review apps' team: `review.team`, else the stack's Heroku team."""
+        return (self.review and self.review.team) or self.heroku.team
 
     @property
     def features(self) -> list[str]:
@@ -652,6 +730,8 @@ SECRET_SETTING_KEYS = {f.alias or k for k, f in Settings.model_fields.items() if
 REQUIRED_SECRET_KEYS = {
     f.alias or k for k, f in Settings.model_fields.items() if _holds_secret(f.annotation) and f.is_required()
 }
+# Secrets a stack needs once another setting is there (secret → that setting); placeholders offline too.
+SECRETS_REQUIRED_WITH = {"herokuReviewApiKey": "review"}
 
 
 def _key_name(loc: Iterable[Any]) -> str:
@@ -855,6 +935,25 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
     api_key = data.get("herokuApiKey")
     if isinstance(api_key, str) and (problem := maskable_problem(api_key)):
         problems.append(f"{NAMESPACE}:herokuApiKey {problem}")
+    review_key = data.get("herokuReviewApiKey")
+    if isinstance(review_key, str) and (problem := maskable_problem(review_key)):
+        problems.append(f"{NAMESPACE}:herokuReviewApiKey {problem}")
+    if "review" in data and "registry" not in data:
+        problems.append(
+            f"{NAMESPACE}:review belongs to the build stack (the one with {NAMESPACE}:registry), whose GitLab "
+            "variables merge-request pipelines read; remove it here"
+        )
+    if "review" in data and review_key is None:
+        problems.append(
+            f"{NAMESPACE}:review needs {NAMESPACE}:herokuReviewApiKey: the token of a Heroku team member with no "
+            "access to the staging and production apps; set it with `pulumi config set --secret "
+            "herokuReviewApiKey …` (README, Review apps)"
+        )
+    if isinstance(review_key, str) and review_key == api_key:
+        problems.append(
+            f"{NAMESPACE}:herokuReviewApiKey must differ from {NAMESPACE}:herokuApiKey: review jobs run the code "
+            "of any merge request, so their key must not reach the staging or production app"
+        )
     return problems
 
 

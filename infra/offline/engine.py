@@ -31,7 +31,7 @@ from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import SETTINGS, configure
 
 from infra.facts import aws_partition
-from infra.settings import NAMESPACE, REQUIRED_SECRET_KEYS
+from infra.settings import NAMESPACE, REQUIRED_SECRET_KEYS, SECRETS_REQUIRED_WITH
 from infra.stacks import read_stack_file
 
 SECRET = "[secret]"
@@ -125,7 +125,8 @@ def stack_config(project: Project, config: Mapping[str, Any], source: str) -> St
                 placeholders[k] = f"encrypted value in {source}"
         values[full] = _as_config_string(value)
     # Secrets a stack needs even when its file does not hold them yet (set later with --secret).
-    for key in sorted(f"{NAMESPACE}:{k}" for k in REQUIRED_SECRET_KEYS):
+    needed = [*REQUIRED_SECRET_KEYS, *(k for k, w in SECRETS_REQUIRED_WITH.items() if f"{NAMESPACE}:{w}" in values)]
+    for key in sorted(f"{NAMESPACE}:{k}" for k in needed):
         if key not in values:
             values[key] = _placeholder(key)
             secret_keys.add(key)
