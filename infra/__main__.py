@@ -4,6 +4,7 @@ Run by Pulumi's language host with `infra/` first on sys.path (P7); `infra` itse
 because `make setup` installs the project into the virtualenv Pulumi uses.
 """
 
+import json
 from pathlib import Path
 
 import pulumi
@@ -147,6 +148,43 @@ else:
         enhanced_scanning = build.registry_scanning.apply(lambda scanning: scanning == "enhanced")
         runners["runner"] = gitlab_runner("runner", settings.runner, "deploy", registry_arn, enhanced_scanning)
 
+# Review apps: what the review jobs of merge-request pipelines read, scoped to their environments
+# `review/<ref slug>` so that no deploy job of staging or production sees them, nor they the deploy
+# ones. Unprotected, since merge-request pipelines run on unprotected refs; the key is that of a Heroku
+# team member who cannot reach the staging or production app (`shipyard verify` checks it).
+review_variables: list[Variable] = []
+if settings.review is not None and settings.heroku_review_api_key is not None:
+    review = settings.review
+    review_variables = [
+        Variable(
+            "HEROKU_REVIEW_API_KEY",
+            pulumi.Output.secret(settings.heroku_review_api_key.get_secret_value()),
+            secret=True,
+            description="Heroku key of the review jobs, without access to staging or production (shipyard)",
+        ),
+        Variable(
+            "SHIPYARD_REVIEW_APP_PREFIX", review.app_prefix, description="Review apps: <prefix>-mr-<iid> (shipyard)"
+        ),
+        Variable(
+            "SHIPYARD_REVIEW_REGION", settings.review_region, description="Heroku region of review apps (shipyard)"
+        ),
+        Variable(
+            "SHIPYARD_REVIEW_AUTO_STOP_IN", review.auto_stop_in, description="Review environments stop after (shipyard)"
+        ),
+        Variable("SHIPYARD_REVIEW_MAX_APPS", str(review.max_apps), description="Most review apps at once (shipyard)"),
+        # JSON of plain text: the settings keep secrets out of it (H5), so nothing here is masked.
+        Variable(
+            "SHIPYARD_REVIEW_CONFIG_VARS",
+            json.dumps(review.config_vars, sort_keys=True),
+            description="Config vars of every review app, JSON (shipyard)",
+        ),
+    ]
+    if settings.review_team:
+        review_variables.append(
+            Variable("SHIPYARD_REVIEW_TEAM", settings.review_team, description="Heroku team of review apps (shipyard)")
+        )
+    build_exports["reviewAppPrefix"] = review.app_prefix
+
 heroku = HerokuEnvironment(
     settings.environment,
     HerokuEnvironmentArgs(
@@ -187,6 +225,7 @@ CiVariables(
             ),
         ],
         unscoped=unscoped,
+        review=review_variables,
         protected=settings.is_production,
         hide_secrets=settings.hide_secret_variables,
         adopt_environment_id=settings.gitlab_environment_id,

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from infra.offline.engine import stack_config
 from infra.settings import REVIEW_PREFIX_MAX
+from tests.conftest import PROJECT, stack_document
 from tests.test_settings import API_KEY, base, parse, problems
 
 REVIEW_KEY = "HRKU-reviewSettingsKey0123456789"
@@ -104,3 +106,12 @@ def test_the_review_key_is_a_secret_gitlab_can_mask() -> None:  # guards G2
     assert any(p.startswith("shipyard:herokuReviewApiKey is stored in plain text") for p in plain), plain
     short = problems(base(review={"appPrefix": "acme-web"}, herokuReviewApiKey="short"), SECRETS)
     assert any(p.startswith("shipyard:herokuReviewApiKey must be at least 8 characters") for p in short), short
+
+
+def test_the_offline_plan_stands_in_a_placeholder_for_a_review_key_not_set_yet() -> None:
+    doc = stack_document("staging")
+    assert "shipyard:herokuReviewApiKey" not in stack_config(PROJECT, doc, "staging").placeholders
+    doc["shipyard:review"] = {"appPrefix": "acme-shop"}
+    config = stack_config(PROJECT, doc, "Pulumi.staging.yaml")
+    assert "pulumi config set --secret herokuReviewApiKey" in config.placeholders["shipyard:herokuReviewApiKey"]
+    assert "shipyard:herokuReviewApiKey" in config.secret_keys

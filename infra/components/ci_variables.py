@@ -1,5 +1,6 @@
 """GitLab's side of one environment: the environment itself and the CI/CD variables that carry
-the deploy credentials to its jobs. The build stack also owns the unscoped variables.
+the deploy credentials to its jobs. The build stack also owns the unscoped variables and, with review
+apps, those of the review jobs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import pulumi_gitlab as gitlab
 from infra.settings import SettingsError, maskable_problem
 
 UNSCOPED = "*"
+# The environments of review apps, `review/<ref slug>`, one per merge request.
+REVIEW_SCOPE = "review/*"
 
 
 @dataclass
@@ -33,6 +36,9 @@ class CiVariablesArgs:
     """Reach only jobs whose `environment:` is this environment (G5)."""
     unscoped: list[Variable] = field(default_factory=list)
     """Build stack only: two stacks owning one key and scope fail at apply time (G5)."""
+    review: list[Variable] = field(default_factory=list)
+    """Build stack only: reach the review jobs alone (scope `review/*`), never protected, since
+    merge-request pipelines run them."""
     protected: bool = False
     """Production: scoped variables reach protected branches and tags only (G4)."""
     hide_secrets: bool = True
@@ -67,6 +73,10 @@ def environment_import_id(project: str, environment_id: int | None) -> str | Non
     return None if environment_id is None else f"{project}:{environment_id}"
 
 
+# Logical names stay unique per key and scope; the environment's own scope has none.
+SUFFIXES = {UNSCOPED: "-all", REVIEW_SCOPE: "-review"}
+
+
 class CiVariables(pulumi.ComponentResource):
     """A GitLab environment and the CI/CD variables of this stack."""
 
@@ -97,13 +107,15 @@ class CiVariables(pulumi.ComponentResource):
             self._variable(name, args, variable, scope=args.environment, protected=args.protected)
         for variable in args.unscoped:
             self._variable(name, args, variable, scope=UNSCOPED, protected=False)
+        for variable in args.review:
+            self._variable(name, args, variable, scope=REVIEW_SCOPE, protected=False)
         self.register_outputs({"environment": self.environment.name})
 
     def _variable(self, name: str, args: CiVariablesArgs, variable: Variable, scope: str, protected: bool) -> None:
         # The provider does not mark `value` secret: wrap it, or it lands in state in plain text (G1).
         value = require_maskable(variable.key, variable.value) if variable.secret else variable.value
         resource = gitlab.ProjectVariable(
-            f"{name}-{variable.key.lower().replace('_', '-')}{'-all' if scope == UNSCOPED else ''}",
+            f"{name}-{variable.key.lower().replace('_', '-')}{SUFFIXES.get(scope, '')}",
             project=args.project,
             key=variable.key,
             value=value,
