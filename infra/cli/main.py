@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--region", help="AWS region, instead of the stack file's aws:region")
     v.add_argument("--wait", type=float, default=0, help="seconds to keep checking while checks fail (default 0)")
     v.add_argument("--interval", type=float, default=15, help="seconds between two rounds of checks")
+    v.add_argument(
+        "--production-app",
+        help="production's Heroku app, on which HEROKU_REVIEW_API_KEY must be refused (build stack with review apps)",
+    )
     v.set_defaults(func=verify)
     return parser
 

@@ -133,7 +133,7 @@ def verify(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, NoCredentialsError
 
     from infra.offline.engine import Project, read_stack_config
-    from infra.ops.verify import FAIL, Verify, VerifyError, stack_outputs
+    from infra.ops.verify import FAIL, Check, Verify, VerifyError, review_key_checks, stack_outputs
     from infra.settings import Settings, SettingsError
 
     # The stack file as the program reads it (short keys in the project namespace, too).
@@ -157,12 +157,17 @@ def verify(args: argparse.Namespace) -> int:
         # every check passes or --wait seconds are up.
         deadline = time.monotonic() + args.wait
         verifier = Verify(boto3.Session(), str(region), outputs)
-        checks = verifier.run(gitlab)
+        review_key = os.environ.get("HEROKU_REVIEW_API_KEY")
+
+        def checked() -> list[Check]:
+            return verifier.run(gitlab) + review_key_checks(outputs, review_key, args.production_app)
+
+        checks = checked()
         while any(c.result == FAIL for c in checks) and time.monotonic() + args.interval <= deadline:
             failing = ", ".join(c.name for c in checks if c.result == FAIL)
             print(f"shipyard verify: not yet: {failing}; checking again in {args.interval:g} s", file=sys.stderr)
             time.sleep(args.interval)
-            checks = verifier.run(gitlab)
+            checks = checked()
     except NoCredentialsError as exc:
         print(f"shipyard verify: no AWS credentials ({exc}); set AWS_PROFILE or the AWS_* variables", file=sys.stderr)
         return 2

@@ -5,8 +5,9 @@ runner to own (minimum 0, scale-in protection, AZRebalance suspended, no scaling
 and their job cache private, encrypted and expiring; the registry's scanning configuration covering the
 release and review repositories, each under a lifecycle policy; the image-signing KMS key enabled,
 ECC_NIST_P256 and SIGN_VERIFY, signable by the release runner's role alone, its public key the one
-the stack hands to CI; and (with a GitLab token) the runners online in GitLab and the CI variable
-carrying that public key.
+the stack hands to CI; (with a GitLab token) the runners online in GitLab and the CI variable
+carrying that public key; and (with review apps and HEROKU_REVIEW_API_KEY) the review key refused on
+the staging and production apps.
 
 Checks whose outputs a stack does not have (a stack that is not the build stack, or one deployed
 before shipyard had them) are skipped with the reason. Reads only: describe, get and list calls,
@@ -21,6 +22,9 @@ import hashlib
 import json
 import re
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +44,10 @@ PUBLIC_KEY_VARIABLE = "SHIPYARD_SIGNING_PUBLIC_KEY"
 # Exports only the build stack has (infra/__main__.py, build_exports): with none of them, a stack is
 # either not the build stack or a build stack deployed before shipyard had them.
 BUILD_EXPORTS = ("registryScanning", "reviewRegistryUrl", "imageSigningKeyArn", "imageSigningPublicKey")
+HEROKU_API = "https://api.heroku.com"
+HEROKU_ACCEPT = "application/vnd.heroku+json; version=3"
+# Heroku's answers to a key that may not read an app: 403 (not a member of it) or 404 (not visible).
+REFUSED = (403, 404)
 PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
 
 
@@ -518,3 +526,56 @@ class Verify:
         if status != "online":
             return False, f"{runner.label} {runner_id} is {status} in GitLab: its host has not contacted GitLab lately"
         return True, f"{runner.label} {runner_id} is online"
+
+
+# --- review apps: a key that cannot reach staging or production -----------------------------------
+
+
+def review_key_checks(
+    outputs: Mapping[str, Any],
+    review_key: str | None,
+    production_app: str | None,
+    api: str = HEROKU_API,
+    timeout: float = 15,
+) -> list[Check]:
+    """The review jobs' Heroku key refused on this stack's (staging) app and on production's: review
+    jobs run the code of any merge request, so their key must belong to a team member without access
+    to either. Sends the key to Heroku only, never prints it."""
+    apps = (("staging", outputs.get("herokuAppName")), ("production", production_app))
+    names = [f"review key refused on the {environment} app" for environment, _ in apps]
+    if not outputs.get("reviewAppPrefix"):
+        why = "no reviewAppPrefix output: this stack has no review apps (shipyard:review is not set)"
+        return [Check(name, SKIP, why) for name in names]
+    if not review_key:
+        return [Check(name, SKIP, "no HEROKU_REVIEW_API_KEY in the environment") for name in names]
+    checks = []
+    for name, (environment, app) in zip(names, apps, strict=True):
+        if not app:
+            where = "pass --production-app NAME" if environment == "production" else "no herokuAppName output"
+            checks.append(Check(name, SKIP, f"the {environment} app is not known: {where}"))
+            continue
+        ok, detail = _review_key_refused(str(app), review_key, api, timeout)
+        checks.append(Check(name, PASS if ok else FAIL, detail))
+    return checks
+
+
+def _review_key_refused(app: str, key: str, api: str, timeout: float) -> tuple[bool, str]:
+    request = urllib.request.Request(
+        f"{api}/apps/{urllib.parse.quote(app, safe='')}",
+        headers={"Accept": HEROKU_ACCEPT, "Authorization": f"Bearer {key}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except OSError as error:  # URLError, a timeout, a refused connection
+        reason = getattr(error, "reason", error)
+        return False, f"cannot reach the Heroku API at {api}: {reason}"
+    if status in REFUSED:
+        return True, f"Heroku refuses the review key on {app} (HTTP {status})"
+    if status == 200:
+        return False, f"the review key can read {app}: it belongs to a member with access to staging/production"
+    if status == 401:
+        return False, "Heroku does not accept the review key (HTTP 401): it is revoked, expired or mistyped"
+    return False, f"Heroku answered HTTP {status} for {app}: neither a refusal nor access"
