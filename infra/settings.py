@@ -949,6 +949,18 @@ def _cross_problems(data: Mapping[str, Any]) -> list[str]:
             "access to the staging and production apps; set it with `pulumi config set --secret "
             "herokuReviewApiKey …` (README, Review apps)"
         )
+    review = data.get("review")
+    review_vars = review.get("configVars") if isinstance(review, dict) else None
+    if isinstance(review_vars, dict):
+        secrets = {v for v in sensitive.values() if isinstance(v, str)} if isinstance(sensitive, dict) else set()
+        secrets |= {k for k in (api_key, review_key) if isinstance(k, str)}
+        leaked = sorted(k for k, v in review_vars.items() if isinstance(v, str) and v in secrets)
+        if leaked:
+            problems.append(
+                f"{NAMESPACE}:review.configVars: {', '.join(leaked)} take the value of a secret of this stack (a "
+                "sensitive config var or an API key); review apps run the code of any merge request and their "
+                "config vars are plain text in a CI/CD variable; give them values of their own"
+            )
     if isinstance(review_key, str) and review_key == api_key:
         problems.append(
             f"{NAMESPACE}:herokuReviewApiKey must differ from {NAMESPACE}:herokuApiKey: review jobs run the code "

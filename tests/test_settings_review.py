@@ -115,3 +115,13 @@ def test_the_offline_plan_stands_in_a_placeholder_for_a_review_key_not_set_yet()
     config = stack_config(PROJECT, doc, "Pulumi.staging.yaml")
     assert "pulumi config set --secret herokuReviewApiKey" in config.placeholders["shipyard:herokuReviewApiKey"]
     assert "shipyard:herokuReviewApiKey" in config.secret_keys
+
+
+def test_review_config_vars_never_take_a_secret_of_the_stack() -> None:
+    database = "postgres://app:Pa55reviewLeak@db.internal/app"
+    config = review(configVars={"DATABASE_URL": database, "TOKEN": API_KEY, "APP_ENV": "review"})
+    config["shipyard:herokuSensitiveConfigVars"] = {"DATABASE_URL": database}
+    found = problems(config, {*SECRETS, "shipyard:herokuSensitiveConfigVars"})
+    leak = [p for p in found if p.startswith("shipyard:review.configVars: DATABASE_URL, TOKEN take the value")]
+    assert leak, found
+    assert not any(database in p or API_KEY in p for p in found)
