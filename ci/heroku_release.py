@@ -18,15 +18,27 @@ severity or worse refuses the image. A scan still running is waited for, --scan-
 The process type released is the last part of $HEROKU_REGISTRY_IMAGE (`…/web`). ECR is read with
 the runner's instance role (docker-credential-ecr-login, the AWS CLI); Heroku's registry with the
 API key.
-Exit codes: 0 released; 1 refused (no valid signature, blocking findings, no finished scan) or the
-copy, the API or the release failed; 2 bad input (missing CI/CD variables, malformed arguments),
-nothing done.
+
+    heroku_release.py --ensure-review-app | --delete-review-app [--dotenv FILE]
+
+A merge request's review app (the review jobs, environment review/*): --ensure-review-app creates
+the app ci/review_apps.py names (or reuses ours), within $SHIPYARD_REVIEW_MAX_APPS, sets its config
+vars from $SHIPYARD_REVIEW_CONFIG_VARS and releases the merge request's image
+$ECR_REVIEW_REPOSITORY_URL:mr-<iid>-<sha> through the same copy and release, without the two checks:
+merge-request images are never signed (G11), and the review key reaches no other app. An app it
+created but could not release is deleted. --delete-review-app deletes the app; one already gone is
+success. Both use $HEROKU_REVIEW_API_KEY only, and do nothing when $SHIPYARD_REVIEW_APP_PREFIX is
+unset (the build stack has no shipyard:review).
+Exit codes: 0 released (or deleted); 1 refused (no valid signature, blocking findings, no finished
+scan, the review app cap reached, a review app name taken) or the copy, the API or the release
+failed; 2 bad input (missing CI/CD variables, malformed arguments), nothing done.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -73,9 +85,33 @@ SCAN_WAIT_FOR = ("IN_PROGRESS", "PENDING")
 THRESHOLDS = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 LONGEST_SCAN_POLL = 60.0
 
+# Review apps: the variables the build stack scopes to review/* (SHIPYARD_REVIEW_TEAM is optional),
+# and what each review job needs of them and of GitLab's.
+REVIEW_KEY = "HEROKU_REVIEW_API_KEY"
+REVIEW_PREFIX = "SHIPYARD_REVIEW_APP_PREFIX"
+REVIEW_REQUIRED = (
+    REVIEW_KEY,
+    REVIEW_PREFIX,
+    "SHIPYARD_REVIEW_REGION",
+    "SHIPYARD_REVIEW_MAX_APPS",
+    "SHIPYARD_REVIEW_CONFIG_VARS",
+    "ECR_REVIEW_REPOSITORY_URL",
+    "CI_MERGE_REQUEST_IID",
+    "CI_COMMIT_SHA",
+)
+REVIEW_STOP_REQUIRED = (REVIEW_KEY, REVIEW_PREFIX, "CI_MERGE_REQUEST_IID")
+
 
 class ReleaseError(Exception):
     """A failure or refusal of the deploy itself; the message is the whole story for the job log."""
+
+
+class ApiError(ReleaseError):
+    """Heroku's API answered with an error status."""
+
+    def __init__(self, message: str, status: int, api_message: str) -> None:
+        super().__init__(message)
+        self.status, self.api_message = status, api_message
 
 
 class BadInput(Exception):
@@ -216,7 +252,7 @@ def inspect_source(skopeo: Skopeo, source: str) -> Image:
     return Image(f"{repository}@{manifest_digest}", manifest_digest, releasable(source, manifest))
 
 
-def copy_image(skopeo: Skopeo, image: Image, target: str, api_key: str) -> None:
+def copy_image(skopeo: Skopeo, image: Image, target: str, api_key: str, key_name: str = "HEROKU_API_KEY") -> None:
     """Copy the checked image to target unchanged."""
     # The key goes in on stdin: a command-line argument would be visible to every process.
     try:
@@ -224,7 +260,7 @@ def copy_image(skopeo: Skopeo, image: Image, target: str, api_key: str) -> None:
     except ReleaseError as exc:
         # The first place an expired or wrong key shows (H9).
         raise ReleaseError(
-            f"{exc}. Heroku's registry takes HEROKU_API_KEY as its password: use a long-lived "
+            f"{exc}. Heroku's registry takes {key_name} as its password: use a long-lived "
             "`heroku authorizations:create` token; `heroku auth:token` expires (H9)."
         ) from None
     # --preserve-digests: fail rather than rewrite the manifest, so the app gets the tested bytes.
@@ -375,8 +411,8 @@ def check_findings(reference: str, answer: dict[str, Any], threshold: str) -> No
 
 
 class Heroku:
-    def __init__(self, base_url: str, api_key: str, app: str) -> None:
-        self.base_url, self.api_key, self.app = base_url.rstrip("/"), api_key, app
+    def __init__(self, base_url: str, api_key: str, app: str, key_name: str = "HEROKU_API_KEY") -> None:
+        self.base_url, self.api_key, self.app, self.key_name = base_url.rstrip("/"), api_key, app, key_name
 
     def request(self, method: str, path: str, body: Any = None, accept: str = RELEASES_API, **headers: str) -> Any:
         request = urllib.request.Request(
@@ -395,25 +431,25 @@ class Heroku:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            raise ReleaseError(self.explain(method, path, exc)) from None
+            try:
+                message = str(json.loads(exc.read()).get("message", ""))
+            except ValueError:
+                message = ""
+            raise ApiError(self.explain(method, path, exc.code, message), exc.code, message) from None
         except (urllib.error.URLError, TimeoutError) as exc:
             raise ReleaseError(f"{method} {path}: Heroku's API did not answer ({exc})") from None
 
-    def explain(self, method: str, path: str, exc: urllib.error.HTTPError) -> str:
-        try:
-            message = json.loads(exc.read()).get("message", "")
-        except ValueError:
-            message = ""
-        if exc.code == 401:
+    def explain(self, method: str, path: str, status: int, message: str) -> str:
+        if status == 401:
             return (
-                "Heroku refused HEROKU_API_KEY (401). Use a long-lived `heroku authorizations:create` token; "
+                f"Heroku refused {self.key_name} (401). Use a long-lived `heroku authorizations:create` token; "
                 "`heroku auth:token` expires (H9)."
             )
-        if exc.code == 403:
-            return f"HEROKU_API_KEY may not deploy app {self.app} (403): {message}"
-        if exc.code == 404:
+        if status == 403:
+            return f"{self.key_name} may not deploy app {self.app} (403): {message}"
+        if status == 404:
             return f"{method} {path}: not found (404); does app {self.app} exist? {message}"
-        return f"{method} {path} failed ({exc.code}): {message}"
+        return f"{method} {path} failed ({status}): {message}"
 
     def latest_release(self) -> dict[str, Any] | None:
         releases = self.request("GET", f"/apps/{self.app}/releases", Range="version ..; max=1, order=desc")
@@ -470,6 +506,7 @@ def deploy(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
         source = f"{repository.url}:{env['CI_COMMIT_SHA'].strip()}"
     target, app, api_key = env["HEROKU_REGISTRY_IMAGE"].strip(), env["HEROKU_APP_NAME"].strip(), env["HEROKU_API_KEY"]
 
+    heroku = Heroku(api_url(env), api_key, app)
     with tempfile.TemporaryDirectory() as folder:
         skopeo = Skopeo(folder, repository.registry)
         image = inspect_source(skopeo, source)
@@ -477,9 +514,19 @@ def deploy(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
         verify_signature(image, folder)
         scan = finished_scan(repository, image.manifest_digest, args.scan_timeout, args.scan_interval)
         check_findings(image.reference, scan, threshold)
-        print(f"copying {image.reference} → {target}")
-        copy_image(skopeo, image, target, api_key)
-    heroku = Heroku(env.get("HEROKU_API_URL", "https://api.heroku.com"), api_key, app)
+        return publish(skopeo, image, target, heroku, args)
+
+
+def api_url(env: dict[str, str]) -> str:
+    return env.get("HEROKU_API_URL", "https://api.heroku.com")
+
+
+def publish(skopeo: Skopeo, image: Image, target: str, heroku: Heroku, args: argparse.Namespace) -> dict[str, str]:
+    """Copy `image` to the app's registry image `target` and release it: the one release path of
+    every deploy, rollback and review app (H14)."""
+    print(f"copying {image.reference} → {target}")
+    copy_image(skopeo, image, target, heroku.api_key, heroku.key_name)
+    app = heroku.app
     before = heroku.latest_release()
     process = target.rsplit("/", 1)[1]
     print(f"releasing {image.config_digest} as {process} of {app}")
@@ -497,6 +544,149 @@ def deploy(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
     }
 
 
+# --- review apps (G5: every variable here is scoped to review/*) ---------------------------------
+
+
+def review_app_name(prefix: str, iid: str) -> str:
+    """The app ci/review_apps.py names, the one place for it: the review jobs write that module
+    beside this script."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "review_apps.py")
+    spec = importlib.util.spec_from_file_location("review_apps", path)
+    if spec is None or spec.loader is None:
+        raise BadInput(f"{path} is missing: the review jobs write it beside this script")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return str(module.review_app_name(prefix, int(iid)))
+    except ValueError as exc:
+        raise BadInput(f"{REVIEW_PREFIX} or CI_MERGE_REQUEST_IID: {exc}") from None
+
+
+def review_input(env: dict[str, str], required: tuple[str, ...]) -> tuple[Heroku, str]:
+    """The review app's API client and name; BadInput naming every missing variable at once."""
+    missing = [name for name in required if not env.get(name, "").strip()]
+    if missing:
+        raise BadInput(
+            "missing CI/CD variable(s): " + ", ".join(missing) + ". The build stack provisions the review "
+            "ones with shipyard:review, scoped to review/*: they reach only jobs of a review/ environment (G5)."
+        )
+    iid = env["CI_MERGE_REQUEST_IID"].strip()
+    if not iid.isdigit():
+        raise BadInput(f"CI_MERGE_REQUEST_IID must be a merge request's IID, got {iid!r}")
+    app = review_app_name(env[REVIEW_PREFIX].strip(), iid)
+    return Heroku(api_url(env), env[REVIEW_KEY], app, key_name=REVIEW_KEY), app
+
+
+def review_settings(env: dict[str, str]) -> tuple[int, dict[str, str], EcrRepository]:
+    """SHIPYARD_REVIEW_MAX_APPS, SHIPYARD_REVIEW_CONFIG_VARS and the review repository, checked."""
+    problems = []
+    cap = env["SHIPYARD_REVIEW_MAX_APPS"].strip()
+    if not cap.isdigit() or int(cap) < 1:
+        problems.append(f"SHIPYARD_REVIEW_MAX_APPS must be a whole number from 1, got {cap!r}")
+    try:
+        config_vars = json.loads(env["SHIPYARD_REVIEW_CONFIG_VARS"])
+    except ValueError:
+        config_vars = None
+    if not isinstance(config_vars, dict) or not all(isinstance(v, str) for v in config_vars.values()):
+        problems.append("SHIPYARD_REVIEW_CONFIG_VARS must be a JSON object of strings (shipyard:review.configVars)")
+    repository = ecr_repository(env["ECR_REVIEW_REPOSITORY_URL"].strip())
+    if repository is None:
+        problems.append("ECR_REVIEW_REPOSITORY_URL must be <account>.dkr.ecr.<region>.amazonaws.com/<repository>")
+    if problems:
+        raise BadInput("\n".join(problems))
+    assert repository is not None and isinstance(config_vars, dict)
+    return int(cap), config_vars, repository
+
+
+def review_apps(heroku: Heroku, prefix: str, team: str) -> list[str]:
+    """The review apps the key sees: names `<prefix>-mr-<digits>`, of the team when there is one."""
+    listed = heroku.request("GET", f"/teams/{team}/apps" if team else "/apps", Range="name ..; max=1000")
+    ours = re.compile(rf"^{re.escape(prefix)}-mr-[0-9]+$")
+    return sorted(str(app["name"]) for app in listed or [] if ours.match(str(app.get("name", ""))))
+
+
+def existing_app(heroku: Heroku) -> dict[str, Any] | None:
+    try:
+        return dict(heroku.request("GET", f"/apps/{heroku.app}"))
+    except ApiError as exc:
+        if exc.status in (403, 404):  # missing, or another account's: creating it tells which
+            return None
+        raise
+
+
+def create_review_app(heroku: Heroku, env: dict[str, str], cap: int) -> dict[str, Any]:
+    prefix, team = env[REVIEW_PREFIX].strip(), env.get("SHIPYARD_REVIEW_TEAM", "").strip()
+    others = review_apps(heroku, prefix, team)
+    if len(others) >= cap:
+        raise ReleaseError(
+            f"refusing to create review app {heroku.app}: {len(others)} review apps exist ({', '.join(others)}) "
+            f"and the cap is {cap} (SHIPYARD_REVIEW_MAX_APPS, shipyard:review.maxApps). Stop the review "
+            "environment of a merge request that no longer needs one, or raise the cap."
+        )
+    body = {"name": heroku.app, "region": env["SHIPYARD_REVIEW_REGION"].strip(), "stack": "container"}
+    try:
+        if team:
+            return dict(heroku.request("POST", "/teams/apps", {**body, "team": team}))
+        return dict(heroku.request("POST", "/apps", body))
+    except ApiError as exc:
+        if exc.status == 422 and "taken" in exc.api_message:
+            raise ReleaseError(
+                f"review app name {heroku.app} is taken by another Heroku account ({exc.api_message}): Heroku app "
+                f"names are global (H1). Choose another shipyard:review.appPrefix."
+            ) from None
+        raise
+
+
+def delete_command(app: str) -> str:
+    return f"heroku apps:destroy --app {app} --confirm {app}"
+
+
+def ensure_review_app(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
+    heroku, app = review_input(env, REVIEW_REQUIRED)
+    cap, config_vars, repository = review_settings(env)
+    found = existing_app(heroku)
+    created = found is None
+    if found is None:
+        found = create_review_app(heroku, env, cap)
+        print(f"created review app {app}")
+    else:
+        print(f"reusing review app {app}")
+    try:
+        heroku.request("PATCH", f"/apps/{app}/config-vars", config_vars)
+        source = f"{repository.url}:mr-{env['CI_MERGE_REQUEST_IID'].strip()}-{env['CI_COMMIT_SHA'].strip()}"
+        with tempfile.TemporaryDirectory() as folder:
+            skopeo = Skopeo(folder, repository.registry)
+            image = inspect_source(skopeo, source)
+            released = publish(skopeo, image, f"registry.heroku.com/{app}/web", heroku, args)
+    except ReleaseError as exc:
+        if not created:
+            raise
+        try:
+            heroku.request("DELETE", f"/apps/{app}")
+        except ReleaseError as undone:
+            raise ReleaseError(
+                f"{exc}\nreview app {app} was created but not released, and deleting it failed "
+                f"({undone}): delete it with `{delete_command(app)}`"
+            ) from None
+        raise ReleaseError(f"{exc}\nreview app {app} was created but not released: deleted it again") from None
+    url = str(found.get("web_url") or f"https://{app}.herokuapp.com/")
+    print(f"review app {app}: {url}")
+    return {"SHIPYARD_REVIEW_APP": app, "SHIPYARD_REVIEW_URL": url, **released}
+
+
+def delete_review_app(env: dict[str, str]) -> dict[str, str]:
+    heroku, app = review_input(env, REVIEW_STOP_REQUIRED)
+    try:
+        heroku.request("DELETE", f"/apps/{app}")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        print(f"review app {app} does not exist: nothing to delete")
+        return {}
+    print(f"deleted review app {app}")
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heroku-release", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -510,9 +700,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scan-interval", type=float, default=5, help="seconds before the first new look at a running scan (doubles)"
     )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--ensure-review-app", action="store_true", help="create or reuse the MR's review app, release")
+    mode.add_argument("--delete-review-app", action="store_true", help="delete the MR's review app")
     args = parser.parse_args(argv)
+    env = dict(os.environ)
+    review = args.ensure_review_app or args.delete_review_app
+    if review and not env.get(REVIEW_PREFIX, "").strip():
+        print(f"{REVIEW_PREFIX} is not set: the build stack has no shipyard:review, so there are no review apps")
+        return 0
     try:
-        result = deploy(args, dict(os.environ))
+        if args.ensure_review_app:
+            result = ensure_review_app(args, env)
+        elif args.delete_review_app:
+            result = delete_review_app(env)
+        else:
+            result = deploy(args, env)
     except BadInput as exc:
         fail(str(exc))
         return 2

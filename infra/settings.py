@@ -577,7 +577,11 @@ class ReviewSettings(_Strict):
     ] = Field(
         default="3 days",
         alias="autoStopIn",
-        description="How long GitLab keeps a review environment before stopping it (and deleting its app).",
+        description=(
+            "Reserved, provisioned as SHIPYARD_REVIEW_AUTO_STOP_IN: the delivery template stops review "
+            "environments (and deletes their apps) after a fixed `3 days`, as GitLab sets `auto_stop_in` "
+            "before the review/* variables reach the job."
+        ),
     )
     max_apps: int = Field(default=5, ge=1, le=50, alias="maxApps", description="Most review apps at once, 1 to 50.")
 
@@ -617,8 +621,8 @@ class Settings(_Strict):
     review: ReviewSettings | None = Field(
         default=None,
         description=(
-            "Build stack only: a review app per merge request (the pipeline jobs come in a later release); "
-            "needs `herokuReviewApiKey`."
+            "Build stack only: a review app per merge request, made and deleted by the delivery template's "
+            "`shipyard-review` and `shipyard-review-stop` jobs; needs `herokuReviewApiKey`."
         ),
     )
     build_stack: Annotated[str, _pattern(STACK_PATH, "org/project/stack")] | None = Field(

@@ -9,6 +9,7 @@ merge-request pipeline runs in the fork, with none of the project's variables or
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ def reaches(variable: Variable, source: Source, environment: str | None) -> bool
     protected or the variable is not (G4), and the job's environment matches its scope (G5)."""
     if source.fork or (variable.protected and not source.protected):
         return False
-    return variable.scope == "*" or variable.scope == environment
+    return variable.scope == "*" or (environment is not None and fnmatch.fnmatchcase(environment, variable.scope))
 
 
 # --- this repository's pipeline: the variables its header documents ------------------------------

@@ -124,10 +124,11 @@ class Request:
 
 @dataclass
 class FakeHeroku:
-    """Heroku's Platform API for one app, as the facts describe it: the key, the app, releases, the
-    docker-releases formation update (of an image pushed to the app's registry image, found in the
-    skopeo stub's registry), release output streams. `outcome` is what the next release ends as;
-    `status` forces an error answer."""
+    """Heroku's Platform API for the key's apps, as the facts describe it: the key, the apps, releases,
+    the docker-releases formation update (of an image pushed to the app's registry image, found in the
+    skopeo stub's registry), release output streams; creating, listing and deleting apps and setting
+    their config vars. `taken` are names of other accounts' apps. `outcome` is what the next release
+    ends as; `status` forces an error answer, `refuse_delete` one to every DELETE."""
 
     key: str = KEY
     outcome: str = "succeeded"
@@ -139,9 +140,15 @@ class FakeHeroku:
     requests: list[Request] = field(default_factory=list)
     registry: Path = Path("/nonexistent")
     url: str = ""
+    apps: dict[str, dict[str, Any]] = field(default_factory=lambda: {APP: {}})
+    taken: set[str] = field(default_factory=set)
+    refuse_delete: bool = False
 
-    def pushed_config_digests(self, process: str) -> set[str]:
-        image = stored(self.registry, HEROKU["registry"]["image"].format(app=APP, process=process))
+    def app(self, name: str) -> dict[str, Any]:
+        return {"name": name, "web_url": f"https://{name}-0a1b2c3d4e5f.herokuapp.com/", **self.apps[name]}
+
+    def pushed_config_digests(self, app: str, process: str) -> set[str]:
+        image = stored(self.registry, HEROKU["registry"]["image"].format(app=app, process=process))
         return {json.loads(p.read_text())["config"]["digest"] for p in self.registry.glob(f"{image.name}@sha256:*")}
 
     def answer(self, method: str, path: str, headers: Message, body: Any) -> tuple[int, Any]:
@@ -157,12 +164,30 @@ class FakeHeroku:
         )
         if not name:
             return 404, {"id": "not_found", "message": "Not found."}
-        if params["app"] != APP:
+        if name in ("app_list", "team_app_list"):
+            return 200, [self.app(app) for app in sorted(self.apps)]
+        if name in ("app_create", "team_app_create"):
+            if body["name"] in self.apps or body["name"] in self.taken:
+                return error("name_taken")
+            self.apps[body["name"]] = {"created": body}
+            return 201, self.app(body["name"])
+        if params["app"] in self.taken:
+            return error("forbidden")
+        if params["app"] not in self.apps:
             return error("app_not_found")
+        if name == "app_info":
+            return 200, self.app(params["app"])
+        if name == "app_delete":
+            if self.refuse_delete:
+                return 503, {"id": "unavailable", "message": "Service unavailable."}
+            return 200, {"name": self.apps.pop(params["app"]) and params["app"]}
+        if name == "config_vars_update":
+            self.apps[params["app"]]["config_vars"] = body
+            return 200, body
         if name == "release_list":
             return 206, sorted(self.releases, key=lambda r: -r["version"])[:1]
         if name == "formation_update":
-            return self.update_formation(headers, body)
+            return self.update_formation(params["app"], headers, body)
         release = next((r for r in self.releases if r["id"] == params["release"]), None)
         if release is None:
             return error("release_not_found")
@@ -171,7 +196,7 @@ class FakeHeroku:
             release["status"] = self.outcome
         return 200, {k: v for k, v in release.items() if k != "polls"}
 
-    def update_formation(self, headers: Message, body: Any) -> tuple[int, Any]:
+    def update_formation(self, app: str, headers: Message, body: Any) -> tuple[int, Any]:
         docker = API["docker_release"]
         updates = body["updates"]
         if any("docker_image" in u for u in updates):
@@ -180,7 +205,7 @@ class FakeHeroku:
                 return 422, {"id": "invalid_params", "message": "Invalid params: docker_image is not allowed."}
             if any(set(u) != set(docker["update_fields"]) for u in updates):
                 return 422, {"id": "invalid_params", "message": f"Each update needs {docker['update_fields']}."}
-            if any(u["docker_image"] not in self.pushed_config_digests(u["type"]) for u in updates):
+            if any(u["docker_image"] not in self.pushed_config_digests(app, u["type"]) for u in updates):
                 return error("image_not_found", docker)
         version = max(r["version"] for r in self.releases) + 1
         self.releases.append(
@@ -963,3 +988,125 @@ def test_the_aws_stub_answers_as_ecr_and_the_cli_do(job: Job) -> None:  # guards
     assert json.loads(third.stdout) == answer  # the scan stays as it ended
     scans.write_text(json.dumps([scan(findings=(basic("CVE-2026-0001", "SEVERE"),))]))
     assert describe().returncode == 99  # the stub refuses to answer what ECR never answers
+
+
+# --- review apps ------------------------------------------------------------------------------------
+
+REVIEW_APP = "acme-shop-mr-7"
+DEPLOY_KEY = "HRKU-deployKeyNeverForReviews0"
+
+
+def review_job(job: Job, **env: str) -> Job:
+    """The review job of merge request 7: the review/* variables, the merge request's image, and a
+    deploy key that the fake API refuses (only HEROKU_REVIEW_API_KEY may be used)."""
+    job.env.update(
+        {
+            "HEROKU_API_KEY": DEPLOY_KEY,
+            "HEROKU_REVIEW_API_KEY": KEY,
+            "SHIPYARD_REVIEW_APP_PREFIX": "acme-shop",
+            "SHIPYARD_REVIEW_REGION": "eu",
+            "SHIPYARD_REVIEW_MAX_APPS": "2",
+            "SHIPYARD_REVIEW_CONFIG_VARS": json.dumps({"APP_ENV": "review"}),
+            "ECR_REVIEW_REPOSITORY_URL": REVIEW_ECR,
+            "CI_MERGE_REQUEST_IID": "7",
+            **env,
+        }
+    )
+    job.tags = {f"{REVIEW_ECR}:mr-7-{SHA}": manifest()}
+    return job
+
+
+@pytest.mark.parametrize("team", ["", "acme-review"])
+def test_a_review_app_is_created_configured_and_released_with_the_review_key(
+    job: Job, heroku: FakeHeroku, team: str
+) -> None:
+    heroku.apps = {"acme-shop-mr-3": {}, "acme-storefront-staging": {}}
+    result = review_job(job, SHIPYARD_REVIEW_TEAM=team).run("--ensure-review-app")
+    assert result.code == 0, result.output
+    created = {"name": REVIEW_APP, "region": "eu", "stack": "container"} | ({"team": team} if team else {})
+    assert api_calls(heroku)[:4] == [
+        ("GET", f"/apps/{REVIEW_APP}"),
+        ("GET", f"/teams/{team}/apps" if team else "/apps"),
+        ("POST", "/teams/apps" if team else "/apps"),
+        ("PATCH", f"/apps/{REVIEW_APP}/config-vars"),
+    ]
+    assert heroku.apps[REVIEW_APP] == {"created": created, "config_vars": {"APP_ENV": "review"}}
+    # The merge request's image, through the same copy and release as staging's; merge-request images
+    # are never signed (G11), so neither cosign nor the scan is asked.
+    assert result.registry[f"registry.heroku.com/{REVIEW_APP}/web:latest"] == manifest()
+    assert [c["tool"] for c in result.calls if c["tool"] != "skopeo"] == []
+    patch = next(r for r in heroku.requests if r.path == f"/apps/{REVIEW_APP}/formation")
+    assert patch.body == {"updates": [{"type": "web", "docker_image": CONFIG_DIGEST}]}
+    assert result.dotenv["SHIPYARD_REVIEW_URL"] == f"https://{REVIEW_APP}-0a1b2c3d4e5f.herokuapp.com/"
+    assert all(r.headers["Authorization"] == f"Bearer {KEY}" for r in heroku.requests if "/streams/" not in r.path)
+    login = next(c for c in result.skopeo if c["args"][0] == "login")
+    assert login["stdin"] == KEY and KEY not in result.output
+
+
+def test_an_existing_review_app_is_reused_even_at_the_cap(job: Job, heroku: FakeHeroku) -> None:
+    heroku.apps = {REVIEW_APP: {}, "acme-shop-mr-3": {}}
+    result = review_job(job, SHIPYARD_REVIEW_MAX_APPS="2").run("--ensure-review-app")
+    assert result.code == 0, result.output
+    assert "reusing review app acme-shop-mr-7" in result.output
+    assert not any(method == "POST" for method, _ in api_calls(heroku))
+
+
+def test_one_review_app_more_than_the_cap_is_refused_naming_the_cap(job: Job, heroku: FakeHeroku) -> None:
+    heroku.apps = {"acme-shop-mr-3": {}, "acme-shop-mr-4": {}, "acme-shop-web": {}, "other-mr-5": {}}
+    result = review_job(job).run("--ensure-review-app")
+    assert result.code == 1
+    assert "2 review apps exist (acme-shop-mr-3, acme-shop-mr-4) and the cap is 2" in result.output
+    assert "SHIPYARD_REVIEW_MAX_APPS" in result.output
+    assert REVIEW_APP not in heroku.apps and result.skopeo == []
+
+
+def test_a_review_app_name_another_account_took_is_a_clear_failure(job: Job, heroku: FakeHeroku) -> None:
+    heroku.taken = {REVIEW_APP}
+    result = review_job(job).run("--ensure-review-app")
+    assert result.code == 1
+    assert f"review app name {REVIEW_APP} is taken by another Heroku account" in result.output
+    assert "shipyard:review.appPrefix" in result.output and result.skopeo == []
+
+
+@pytest.mark.parametrize("refuse_delete", [False, True])
+def test_a_review_app_created_but_not_released_is_deleted_or_its_delete_command_printed(
+    job: Job, heroku: FakeHeroku, refuse_delete: bool
+) -> None:
+    heroku.apps, heroku.outcome, heroku.refuse_delete = {}, "failed", refuse_delete
+    result = review_job(job).run("--ensure-review-app")
+    assert result.code == 1
+    assert "rake aborted!" in result.output  # the release phase's output
+    assert ("DELETE", f"/apps/{REVIEW_APP}") in api_calls(heroku)
+    if refuse_delete:
+        assert f"`heroku apps:destroy --app {REVIEW_APP} --confirm {REVIEW_APP}`" in result.output
+    else:
+        assert REVIEW_APP not in heroku.apps and "deleted it again" in result.output
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_the_stop_job_deletes_the_review_app_and_a_missing_one_is_success(
+    job: Job, heroku: FakeHeroku, exists: bool
+) -> None:
+    heroku.apps = {REVIEW_APP: {}} if exists else {}
+    result = review_job(job).run("--delete-review-app")
+    assert result.code == 0, result.output
+    assert api_calls(heroku) == [("DELETE", f"/apps/{REVIEW_APP}")]
+    assert heroku.apps == {} and result.skopeo == []
+    assert ("deleted review app" if exists else "does not exist: nothing to delete") in result.output
+
+
+@pytest.mark.parametrize("mode", ["--ensure-review-app", "--delete-review-app"])
+def test_review_jobs_list_every_missing_variable_at_once(job: Job, heroku: FakeHeroku, mode: str) -> None:
+    missing = {"HEROKU_REVIEW_API_KEY": "", "SHIPYARD_REVIEW_REGION": "", "CI_MERGE_REQUEST_IID": ""}
+    result = review_job(job, **missing).run(mode)
+    assert result.code == 2
+    listed = ", ".join(k for k in missing if mode == "--ensure-review-app" or k != "SHIPYARD_REVIEW_REGION")
+    assert f"missing CI/CD variable(s): {listed}." in result.output  # HEROKU_API_KEY stands in for nothing
+    assert heroku.requests == [] and result.calls == []
+
+
+@pytest.mark.parametrize("mode", ["--ensure-review-app", "--delete-review-app"])
+def test_review_jobs_do_nothing_without_review_apps(job: Job, heroku: FakeHeroku, mode: str) -> None:
+    result = review_job(job, SHIPYARD_REVIEW_APP_PREFIX="").run(mode)
+    assert result.code == 0 and "no shipyard:review" in result.output
+    assert heroku.requests == [] and result.calls == []

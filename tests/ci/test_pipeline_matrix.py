@@ -31,6 +31,8 @@ CHECKS = {"lint": AUTO, "test": AUTO, "plan": AUTO}
 DEPLOYS = CHECKS | {"deploy-staging": AUTO, "preview-prod": AUTO, "deploy-prod": MANUAL}
 RELEASE = {"shipyard-build": AUTO, "shipyard-staging": AUTO, "shipyard-production": MANUAL}
 ROLLBACK = {"shipyard-rollback-staging": MANUAL, "shipyard-rollback-production": MANUAL}
+# Only merge requests create a review app; the stop job exists wherever the review job does.
+REVIEW = {"shipyard-review": AUTO, "shipyard-review-stop": MANUAL}
 
 OWN_PIPELINES = {
     "merge request": CHECKS | {"preview": AUTO, "offline-diff-prod": AUTO},
@@ -44,7 +46,7 @@ OWN_PIPELINES = {
     "tag": {},
 }
 TEMPLATE_PIPELINES = {
-    "merge request": {"shipyard-build": AUTO},
+    "merge request": {"shipyard-build": AUTO} | REVIEW,
     "merge request from a fork": {},  # the fork has neither shipyard's runners nor its variables
     "push, default branch": RELEASE,
     "push, other branch": {},
@@ -210,7 +212,22 @@ def test_template_deploys_get_their_environments_key_only_on_protected_refs(
                 keys = {
                     v.key for v in variables.values() if v.key == "HEROKU_API_KEY" and reaches(v, source, environment)
                 }
-                assert keys == ({"HEROKU_API_KEY"} if environment else set()), (source.label, name)
+                deploys = environment in ("staging", "production")
+                assert keys == ({"HEROKU_API_KEY"} if deploys else set()), (source.label, name)
+
+
+def test_review_jobs_run_in_merge_request_pipelines_only_and_can_always_be_stopped(template: dict[str, Any]) -> None:
+    # The review/* variables may be unknown when GitLab evaluates rules (G5): the rules must not
+    # read them, so a project without shipyard:review runs the jobs, which then do nothing.
+    for source in SOURCES.values():
+        for asked in ({}, {"SHIPYARD_RELEASE": "true"}, {"SHIPYARD_REVIEW_APP_PREFIX": "acme-shop"}):
+            planned = shape(plan(template, source.variables | asked))
+            review = {name: how for name, how in planned.items() if name in REVIEW}
+            expected = REVIEW if source.label == "merge request" else {}
+            assert review == expected, source.label
+    for name in REVIEW:
+        rules = repr(effective(template, name)["rules"])
+        assert "SHIPYARD_REVIEW" not in rules and "HEROKU_REVIEW" not in rules, name
 
 
 def test_the_table_of_sources_jobs_and_credentials(

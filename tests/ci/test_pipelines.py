@@ -20,7 +20,7 @@ import pytest
 from infra.offline.engine import Run
 from tests.ci.gitlab import jobs, pipeline, plan, script_lines
 from tests.ci.matrix import OWN, SOURCES, TEMPLATE
-from tests.conftest import ROOT, stack_document
+from tests.conftest import ROOT, run_stack, stack_document
 
 CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
 
@@ -189,7 +189,11 @@ def plans(committed_runs: dict[str, Run]) -> dict[str, Run]:
 
 def test_the_template_builds_once_per_commit_and_deploys_only_the_default_branch(template: dict[str, Any]) -> None:
     assert [name for name, job in jobs(template).items() if job["stage"] == "build"] == ["shipyard-build"]
-    assert pipeline(template, MERGE_REQUEST) == {"shipyard-build": "on_success"}
+    assert pipeline(template, MERGE_REQUEST) == {
+        "shipyard-build": "on_success",
+        "shipyard-review": "on_success",
+        "shipyard-review-stop": "manual",
+    }
     assert pipeline(template, DEFAULT_BRANCH) == {
         "shipyard-build": "on_success",
         "shipyard-staging": "on_success",
@@ -387,11 +391,65 @@ def test_one_deploy_definition_serves_every_release_and_rollback(template: dict[
     assert production["script"] == staging["script"]
 
 
-def test_the_embedded_release_script_is_the_tested_one(template: dict[str, Any], tmp_path: Path) -> None:
-    embedded = next(line for line in template[".shipyard-deploy"]["before_script"] if "heroku_release.py" in line)
-    target = tmp_path / "heroku_release.py"
-    subprocess.run(["sh", "-c", embedded.replace("/tmp/heroku_release.py", str(target))], check=True)
-    assert target.read_text() == (ROOT / "ci" / "heroku_release.py").read_text(), "run `make docs`"
+@pytest.mark.parametrize(
+    ("job", "name"), [(".shipyard-deploy", "heroku_release.py"), (".shipyard-review-app", "review_apps.py")]
+)
+def test_the_embedded_scripts_are_the_tested_ones(
+    template: dict[str, Any], tmp_path: Path, job: str, name: str
+) -> None:
+    embedded = next(line for line in template[job]["before_script"] if f"/tmp/{name}" in line)
+    target = tmp_path / name
+    subprocess.run(["sh", "-c", embedded.replace(f"/tmp/{name}", str(target))], check=True)
+    assert target.read_text() == (ROOT / "ci" / name).read_text(), "run `make docs`"
+
+
+def test_the_review_jobs_release_and_delete_the_merge_requests_app(template: dict[str, Any]) -> None:
+    resolved = jobs(template)
+    review, stop = resolved["shipyard-review"], resolved["shipyard-review-stop"]
+    # The same deploy definition (image, no inherited defaults, the release script), the review
+    # runner, and both embedded scripts: the release script loads ci/review_apps.py beside it.
+    for job in (review, stop):
+        for key in ("image", "variables", "inherit"):
+            assert job[key] == template[".shipyard-deploy"][key], key
+        assert job["variables"]["GIT_STRATEGY"] == "none"
+        assert job["tags"] == ["shipyard", "review"]
+        lines = script_lines(template, job, "before_script")
+        written = [line for line in lines if line.lstrip().startswith("cat > /tmp/")]
+        assert [line.split()[2] for line in written] == ["/tmp/heroku_release.py", "/tmp/review_apps.py"]
+        assert job["resource_group"] == job["environment"]["name"] == "review/$CI_COMMIT_REF_SLUG"
+    assert review["needs"] == ["shipyard-build"]
+    assert review["environment"]["on_stop"] == "shipyard-review-stop"
+    # The URL is Heroku's web_url for the app, handed on in the job's dotenv report.
+    assert review["environment"]["url"] == "$SHIPYARD_REVIEW_URL"
+    assert review["artifacts"]["reports"]["dotenv"] == "release.env"
+    assert review["script"] == ["python3 /tmp/heroku_release.py --ensure-review-app --dotenv release.env"]
+    assert stop["environment"]["action"] == "stop"
+    assert stop["script"] == ["python3 /tmp/heroku_release.py --delete-review-app"]
+    assert stop["needs"] == []
+
+
+def test_the_review_jobs_read_the_review_variables_the_build_stack_scopes_to_them(template: dict[str, Any]) -> None:
+    # guards G5: the review/* variables reach jobs of a review/ environment, and no deploy key does
+    doc = stack_document("staging")
+    doc["shipyard:review"] = {"appPrefix": "acme-shop", "team": "acme-review"}
+    secrets = {
+        "shipyard:herokuApiKey": "HRKU-deployKey-0123456789",
+        "shipyard:herokuReviewApiKey": "HRKU-reviewKey-0123",
+    }
+    run = run_stack(doc, "staging", secrets=secrets)
+    scopes = {
+        v.raw_inputs["key"]: v.raw_inputs["environmentScope"]
+        for v in run.resources("gitlab:index/projectVariable:ProjectVariable")
+    }
+    spec = importlib.util.spec_from_file_location("heroku_release_review", ROOT / "ci" / "heroku_release.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for name in ("shipyard-review", "shipyard-review-stop"):
+        environment = jobs(template)[name]["environment"]["name"]
+        for key in {*script.REVIEW_REQUIRED, "SHIPYARD_REVIEW_TEAM"} - {"CI_MERGE_REQUEST_IID", "CI_COMMIT_SHA"}:
+            assert fnmatch.fnmatch(environment, scopes[key]), (name, key)
+        assert not fnmatch.fnmatch(environment, scopes["HEROKU_API_KEY"]), name
 
 
 def provisioned(plans: dict[str, Run]) -> set[str]:
@@ -417,7 +475,8 @@ def test_the_template_reads_only_variables_that_shipyard_provisions(
     text = (
         TEMPLATE.read_text().split("# release-script:begin")[0] + TEMPLATE.read_text().split("# release-script:end")[1]
     )
-    defined = set(template["variables"]) | {"SHIPYARD_IMAGE_DIGEST"}  # the latter from the dotenv reports
+    # the latter two from the dotenv reports
+    defined = set(template["variables"]) | {"SHIPYARD_IMAGE_DIGEST", "SHIPYARD_REVIEW_URL"}
     for job in jobs(template).values():
         defined |= set(job.get("variables", {}))
         for rule in job.get("rules", []):
