@@ -10,7 +10,7 @@ totals, which say so. Amounts are Decimals, so hand-computed figures compare exa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -262,26 +262,25 @@ def diff_cost(base: Mapping[str, Any], head: Mapping[str, Any], region: str | No
 # Text
 
 
-def money(amount: Amount | None) -> str:
-    """A figure as "$68.74", bounds as "$0.00 to $1,459.20", a missing price as "no price"."""
-    if amount is None:
-        return "no price"
+def _figures(amount: Amount, sign: Callable[[Decimal], str]) -> str:
+    """One figure, or bounds as "low to high", each as `sign` marks it."""
 
     def one(value: Decimal) -> str:
-        return f"{'-' if value < 0 else ''}${abs(value):,.2f}"
+        return f"{sign(value)}${abs(value):,.2f}"
 
     return f"{one(amount.low)} to {one(amount.high)}" if amount.bounds else one(amount.low)
+
+
+def money(amount: Amount | None) -> str:
+    """A figure as "$68.74", bounds as "$0.00 to $1,459.20", a missing price as "no price"."""
+    return "no price" if amount is None else _figures(amount, lambda v: "-" if v < 0 else "")
 
 
 def signed(amount: Amount | None) -> str:
     """A change: "+$60.74", "-$8.00", "±$0.00"; bounds as "+$0.00 to +$120.00"."""
     if amount is None:
         return "unknown"
-
-    def one(value: Decimal) -> str:
-        return f"{'+' if value > 0 else '-' if value < 0 else '±'}${abs(value):,.2f}"
-
-    return f"{one(amount.low)} to {one(amount.high)}" if amount.bounds else one(amount.low)
+    return _figures(amount, lambda v: "+" if v > 0 else "-" if v < 0 else "±")
 
 
 def sources() -> str:
