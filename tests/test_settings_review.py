@@ -3,7 +3,6 @@ names Heroku takes (H1), and a key of its own."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from infra.offline.engine import stack_config
 from infra.settings import REVIEW_PREFIX_MAX
+from tests.by_path import load_module
 from tests.conftest import PROJECT, stack_document
 from tests.test_settings import API_KEY, base, parse, problems
 
@@ -52,11 +52,7 @@ def test_a_prefix_heroku_would_refuse_for_some_merge_request_is_refused(prefix: 
 
 
 def test_the_longest_prefix_names_a_heroku_app_for_a_seven_digit_iid() -> None:  # guards H1
-    script = Path(__file__).resolve().parent.parent / "ci" / "review_apps.py"
-    spec = importlib.util.spec_from_file_location("review_apps", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(Path(__file__).resolve().parent.parent / "ci" / "review_apps.py")
     prefix = parse(review(appPrefix="a" * REVIEW_PREFIX_MAX), SECRETS).review.app_prefix
     assert len(module.review_app_name(prefix, 9_999_999)) == 30
 

@@ -40,6 +40,7 @@ import botocore.loaders
 import pytest
 
 from infra import facts
+from tests.by_path import load_module
 from tests.conftest import ROOT
 from tests.fake_api import serve
 
@@ -434,11 +435,7 @@ def api_calls(heroku: FakeHeroku) -> list[tuple[str, str]]:
 @functools.cache
 def release_script() -> Any:
     """ci/heroku_release.py as a module (it keeps no state between runs of main())."""
-    spec = importlib.util.spec_from_file_location("heroku_release", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT)
 
 
 def test_the_release_script_uses_what_the_facts_say_about_heroku() -> None:  # guards H10, H14

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from infra.offline.engine import Run
+from tests.by_path import load_module
 from tests.ci.gitlab import jobs, pipeline, plan, script_lines
 from tests.ci.matrix import OWN, SOURCES, TEMPLATE
 from tests.conftest import ROOT, run_stack, stack_document
@@ -304,10 +305,7 @@ def released_source(template: dict[str, Any], job: str, monkeypatch: pytest.Monk
     """The image reference a deploy job's own command line makes the release script read first (the
     signature check or the copy, whichever comes first): the first `repository@digest` or
     `repository:tag` of the release repository on the command line of the first program it runs."""
-    spec = importlib.util.spec_from_file_location("heroku_release_under_test", ROOT / "ci" / "heroku_release.py")
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_module(ROOT / "ci" / "heroku_release.py")
     reference = re.compile(rf"(?:docker://)?({re.escape(RELEASE_REPOSITORY)}[@:][\w:.-]+)")
 
     def first_command(args: Any, *_: Any, **__: Any) -> Any:
@@ -441,10 +439,7 @@ def test_the_review_jobs_read_the_review_variables_the_build_stack_scopes_to_the
         v.raw_inputs["key"]: v.raw_inputs["environmentScope"]
         for v in run.resources("gitlab:index/projectVariable:ProjectVariable")
     }
-    spec = importlib.util.spec_from_file_location("heroku_release_review", ROOT / "ci" / "heroku_release.py")
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_module(ROOT / "ci" / "heroku_release.py")
     for name in ("shipyard-review", "shipyard-review-stop"):
         environment = jobs(template)[name]["environment"]["name"]
         for key in {*script.REVIEW_REQUIRED, "SHIPYARD_REVIEW_TEAM"} - {"CI_MERGE_REQUEST_IID", "CI_COMMIT_SHA"}:

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.by_path import load_module
 
 SCRIPT = Path(__file__).resolve().parents[2] / "ci" / "review_apps.py"
 H1 = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
 
 
-def load() -> ModuleType:
-    """The module as the review jobs embed it: by file, not as part of a package."""
-    spec = importlib.util.spec_from_file_location("review_apps", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-review_app_name = load().review_app_name
+# The module as the review jobs embed it: by file, not as part of a package.
+review_app_name = load_module(SCRIPT).review_app_name
 
 
 def test_the_name_is_the_prefix_and_the_merge_request_iid() -> None:

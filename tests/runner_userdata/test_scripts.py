@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import datetime
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -29,6 +28,7 @@ import pytest
 
 from infra import facts
 from infra.userdata import USERDATA_DIR, RunnerHost
+from tests.by_path import load_module
 from tests.system_tools import require
 
 STUBS = Path(__file__).resolve().parent / "stubs"
@@ -86,10 +86,7 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> Stubs:
                 text = f"#!{bash}\n" + text.removeprefix("#!/usr/bin/env bash\n")
             (base / "bin" / stub.name).write_text(text)
             (base / "bin" / stub.name).chmod(stat.S_IMODE(stub.stat().st_mode))
-    spec = importlib.util.spec_from_file_location("stub_facts", STUBS / "_facts.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(STUBS / "_facts.py")
     (base / "facts").mkdir()
     module.write(base / "facts")
     return Stubs(base / "bin", base / "facts")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import datetime
-import importlib.util
 import io
 import json
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from infra import facts
 from infra.userdata import USERDATA_DIR
+from tests.by_path import load_module
 
 SCRIPT = USERDATA_DIR / "verify-answer.py"
 NOW = datetime.datetime(2026, 11, 30, 17, 5, 9, 123456, tzinfo=datetime.UTC)
@@ -23,11 +23,7 @@ TOKEN = "glrt-t3stT0kenValue_abcdef123"
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("verify_answer", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT)
 
 
 verify_answer = load()
