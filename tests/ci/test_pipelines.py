@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.metadata
-import importlib.util
 import json
 import re
 import shlex
