@@ -15,7 +15,8 @@ from typing import Any
 import pulumi
 from pulumi_aws import autoscaling, ec2, iam, s3, vpc
 
-from infra.components.launch import encrypted_root_volume, imdsv2_only
+from infra.components.launch import encrypted_root_volume, image_id, imdsv2_only
+from infra.settings import FleetSettings
 from infra.userdata import USERDATA_DIR, encode
 
 WORKER_CLOUD_CONFIG = USERDATA_DIR / "worker-cloud-config.yaml"
@@ -35,14 +36,8 @@ class WorkerFleetArgs:
     """The cache bucket's name; S3 names are global, so it carries the account and region."""
     description: str
     """What the workers are, for people: `shipyard staging GitLab review runner workers`."""
-    image_id: str
-    instance_types: list[str]
-    """One architecture: the image is resolved for the first."""
-    max_instances: int
-    on_demand_base: int
-    spot: bool
-    disk_gb: int
-    cache_days: int
+    fleet: FleetSettings
+    """The fleet's settings: instance types (one architecture), size, spot, disk, cache expiry."""
     docker_version: str
     job_policy: pulumi.Input[str]
     """The jobs' permissions (IAM policy document): jobs run on the workers, not on the manager."""
@@ -179,10 +174,11 @@ class WorkerFleet(pulumi.ComponentResource):
         self.launch_template = ec2.LaunchTemplate(
             f"{name}-lt",
             description=args.description,
-            image_id=args.image_id,
+            # One architecture across the types (a settings rule): the image of the first fits all.
+            image_id=image_id(args.fleet.instance_types[0]),
             iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
             metadata_options=imdsv2_only(),
-            block_device_mappings=encrypted_root_volume(args.disk_gb),
+            block_device_mappings=encrypted_root_volume(args.fleet.disk_gb),
             user_data=worker_user_data(args.docker_version),
             tag_specifications=[
                 ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags) for kind in ("instance", "volume")
@@ -199,12 +195,12 @@ class WorkerFleet(pulumi.ComponentResource):
             name=args.asg_name,  # explicit: the manager's config.toml and IAM policy name it
             # Created empty; from then on the runner sets the desired capacity, never Pulumi (R15).
             min_size=0,
-            max_size=args.max_instances,
+            max_size=args.fleet.max_instances,
             vpc_zone_identifiers=args.subnet_ids,
             mixed_instances_policy=autoscaling.GroupMixedInstancesPolicyArgs(
                 instances_distribution=autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
-                    on_demand_base_capacity=args.on_demand_base,
-                    on_demand_percentage_above_base_capacity=0 if args.spot else 100,
+                    on_demand_base_capacity=args.fleet.on_demand_base,
+                    on_demand_percentage_above_base_capacity=0 if args.fleet.spot else 100,
                     spot_allocation_strategy="price-capacity-optimized",
                 ),
                 launch_template=autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
@@ -216,7 +212,7 @@ class WorkerFleet(pulumi.ComponentResource):
                     ),
                     overrides=[
                         autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=instance_type)
-                        for instance_type in args.instance_types
+                        for instance_type in args.fleet.instance_types
                     ],
                 ),
             ),
@@ -278,7 +274,7 @@ class WorkerFleet(pulumi.ComponentResource):
                     id="expire-cache",
                     status="Enabled",
                     filter=s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
-                    expiration=s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.cache_days),
+                    expiration=s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.fleet.cache_days),
                     abort_incomplete_multipart_upload=(
                         s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(days_after_initiation=1)
                     ),

@@ -460,8 +460,7 @@ class GitlabRunner(pulumi.ComponentResource):
         vpc_id: pulumi.Input[str],
         subnet_ids: pulumi.Input[list[str]],
     ) -> WorkerFleet:
-        fleet = args.fleet
-        assert fleet is not None
+        assert args.fleet is not None
         review = "review " if args.purpose == "review" else ""
         return WorkerFleet(
             f"{name}-workers",
@@ -470,14 +469,7 @@ class GitlabRunner(pulumi.ComponentResource):
                 asg_name=self.fleet_asg_name,
                 cache_bucket=self.cache_bucket_name,
                 description=f"shipyard {args.stack} GitLab {review}runner workers",
-                # One architecture across the types (a settings rule): the image of the first fits all.
-                image_id=image_id(fleet.instance_types[0]),
-                instance_types=fleet.instance_types,
-                max_instances=fleet.max_instances,
-                on_demand_base=fleet.on_demand_base,
-                spot=fleet.spot,
-                disk_gb=fleet.disk_gb,
-                cache_days=fleet.cache_days,
+                fleet=args.fleet,
                 docker_version=args.docker_version,
                 job_policy=job_policy,
                 vpc_id=vpc_id,

@@ -15,6 +15,7 @@ import pytest
 from infra.components.fleet import WorkerFleet, WorkerFleetArgs, worker_user_data
 from infra.components.launch import ROOT_DEVICE
 from infra.offline.engine import RecordingMonitor, Step, find_one
+from infra.settings import FleetSettings
 from infra.userdata import decode
 from tests.test_userdata import cloud_init_schema
 
@@ -26,26 +27,26 @@ BUCKET = "shipyard-staging-runner-cache-123456789012"
 JOB_POLICY = json.dumps({"Version": "2012-10-17", "Statement": []})
 
 
+# Fleet settings by their keys (`spot`, `cacheDays`); any other override is an argument of the component.
+FLEET_KEYS = {"spot", "cacheDays"}
+
+
 def fleet(**overrides: Any) -> WorkerFleet:
     args = WorkerFleetArgs(
         stack="staging",
         asg_name="shipyard-staging-runner-workers",
         cache_bucket=BUCKET,
         description="shipyard staging GitLab runner workers",
-        image_id="resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
-        instance_types=["m7i.large", "m6i.large", "m5.large"],
-        max_instances=10,
-        on_demand_base=1,
-        spot=True,
-        disk_gb=50,
-        cache_days=14,
+        fleet=FleetSettings(onDemandBase=1, **{k: v for k, v in overrides.items() if k in FLEET_KEYS}),
         docker_version="25.0.8",
         job_policy=JOB_POLICY,
         vpc_id="vpc-0123",
         subnet_ids=["subnet-0aaa1111", "subnet-0bbb2222"],
         private_subnets=True,
     )
-    workers = WorkerFleet("runner-workers", replace(args, **overrides))
+    workers = WorkerFleet(
+        "runner-workers", replace(args, **{k: v for k, v in overrides.items() if k not in FLEET_KEYS})
+    )
     workers.admit_ssh_from("sg-manager")
     return workers
 
@@ -168,7 +169,7 @@ def test_only_the_manager_reaches_the_workers_and_only_over_ssh(mocked: Recordin
 
 @pulumi.runtime.test
 def test_the_job_cache_is_encrypted_private_tls_only_and_expires(mocked: RecordingMonitor) -> pulumi.Output:
-    workers = fleet(cache_days=7)
+    workers = fleet(cacheDays=7)
 
     def check(_: Any) -> None:
         bucket = one(mocked, "aws:s3/bucket:Bucket")
