@@ -49,6 +49,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 SIGNING_KEY = "SHIPYARD_SIGNING_PUBLIC_KEY"
@@ -551,29 +552,43 @@ def review_app_name(prefix: str, iid: str) -> str:
     """The app ci/review_apps.py names, the one place for it: the review jobs write that module
     beside this script."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "review_apps.py")
-    spec = importlib.util.spec_from_file_location("review_apps", path)
-    if spec is None or spec.loader is None:
+    if not os.path.isfile(path):
         raise BadInput(f"{path} is missing: the review jobs write it beside this script")
+    spec = importlib.util.spec_from_file_location("review_apps", path)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not iid.isdigit():
+        raise BadInput(f"CI_MERGE_REQUEST_IID must be a merge request's IID, got {iid!r}")
     try:
         return str(module.review_app_name(prefix, int(iid)))
     except ValueError as exc:
         raise BadInput(f"{REVIEW_PREFIX} or CI_MERGE_REQUEST_IID: {exc}") from None
 
 
-def review_input(env: dict[str, str], required: tuple[str, ...]) -> tuple[Heroku, str]:
-    """The review app's API client and name; BadInput naming every missing variable at once."""
+def review_input(
+    env: dict[str, str], required: tuple[str, ...], checks: tuple[Callable[[], object], ...] = ()
+) -> tuple[Heroku, str]:
+    """The review app's API client and name. BadInput names every missing variable at once, and
+    then every problem of the name and of `checks` (the rest of the job's input) at once."""
     missing = [name for name in required if not env.get(name, "").strip()]
     if missing:
         raise BadInput(
             "missing CI/CD variable(s): " + ", ".join(missing) + ". The build stack provisions the review "
             "ones with shipyard:review, scoped to review/*: they reach only jobs of a review/ environment (G5)."
         )
-    iid = env["CI_MERGE_REQUEST_IID"].strip()
-    if not iid.isdigit():
-        raise BadInput(f"CI_MERGE_REQUEST_IID must be a merge request's IID, got {iid!r}")
-    app = review_app_name(env[REVIEW_PREFIX].strip(), iid)
+    problems, app = [], ""
+    try:
+        app = review_app_name(env[REVIEW_PREFIX].strip(), env["CI_MERGE_REQUEST_IID"].strip())
+    except BadInput as exc:
+        problems.append(str(exc))
+    for check in checks:
+        try:
+            check()
+        except BadInput as exc:
+            problems.append(str(exc))
+    if problems:
+        raise BadInput("\n".join(problems))
     return Heroku(api_url(env), env[REVIEW_KEY], app, key_name=REVIEW_KEY), app
 
 
@@ -642,7 +657,7 @@ def delete_command(app: str) -> str:
 
 
 def ensure_review_app(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
-    heroku, app = review_input(env, REVIEW_REQUIRED)
+    heroku, app = review_input(env, REVIEW_REQUIRED, checks=(lambda: review_settings(env),))
     cap, config_vars, repository = review_settings(env)
     found = existing_app(heroku)
     created = found is None

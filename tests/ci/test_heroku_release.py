@@ -361,9 +361,9 @@ class Job:
             "STUB_HEROKU_MANIFEST_TYPES": " ".join(HEROKU["registry"]["manifest_media_types"]),
         }
 
-    def run(self, *args: str, separate_process: bool = False) -> Result:
+    def run(self, *args: str, separate_process: bool = False, script: Path = SCRIPT) -> Result:
         """The script with `args` in the job's environment: its main() in this process, or with
-        `separate_process` as `python ci/heroku_release.py`."""
+        `separate_process` (or another copy of the `script`) as `python <script>`."""
         folder = Path(self.env["STUB_REGISTRY"])
         folder.mkdir()
         with mock.patch.dict(os.environ, {"STUB_REGISTRY": str(folder)}):
@@ -382,9 +382,9 @@ class Job:
         dotenv = self.tmp / "release.env"
         argv = ["--interval", "0.001", "--timeout", "10", "--dotenv", str(dotenv)]
         argv += ["--scan-interval", "0.001", "--scan-timeout", "10", *args]
-        if separate_process:
+        if separate_process or script != SCRIPT:
             proc = subprocess.run(
-                [sys.executable, str(SCRIPT), *argv], env=self.env, capture_output=True, text=True, timeout=60
+                [sys.executable, str(script), *argv], env=self.env, capture_output=True, text=True, timeout=60
             )
             code, output = proc.returncode, proc.stdout + proc.stderr
         else:
@@ -1077,6 +1077,69 @@ def test_a_review_app_created_but_not_released_is_deleted_or_its_delete_command_
         assert f"`heroku apps:destroy --app {REVIEW_APP} --confirm {REVIEW_APP}`" in result.output
     else:
         assert REVIEW_APP not in heroku.apps and "deleted it again" in result.output
+
+
+def test_a_review_app_that_existed_before_is_kept_when_its_release_fails(job: Job, heroku: FakeHeroku) -> None:
+    # Only what this job created is undone: an earlier pipeline's app of the same merge request stays.
+    heroku.apps, heroku.outcome = {REVIEW_APP: {}}, "failed"
+    result = review_job(job).run("--ensure-review-app")
+    assert result.code == 1
+    assert ("DELETE", f"/apps/{REVIEW_APP}") not in api_calls(heroku)
+    assert REVIEW_APP in heroku.apps and "deleted it again" not in result.output
+
+
+def test_a_review_key_the_api_refuses_is_named_as_the_review_key(job: Job, heroku: FakeHeroku) -> None:  # guards H9
+    heroku.key = "HRKU-anotherKeyThanTheReviewOne00"
+    result = review_job(job).run("--ensure-review-app")
+    assert result.code == 1
+    assert "Heroku refused HEROKU_REVIEW_API_KEY (401)" in result.output
+    assert KEY not in result.output and "HEROKU_API_KEY (401)" not in result.output.replace("REVIEW_API_KEY", "")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SHIPYARD_REVIEW_MAX_APPS": "0"}, "SHIPYARD_REVIEW_MAX_APPS must be a whole number from 1, got '0'"),
+        ({"SHIPYARD_REVIEW_MAX_APPS": "two"}, "SHIPYARD_REVIEW_MAX_APPS must be a whole number from 1, got 'two'"),
+        ({"SHIPYARD_REVIEW_CONFIG_VARS": "[1]"}, "SHIPYARD_REVIEW_CONFIG_VARS must be a JSON object of strings"),
+        ({"SHIPYARD_REVIEW_CONFIG_VARS": '{"A": 1}'}, "SHIPYARD_REVIEW_CONFIG_VARS must be a JSON object of strings"),
+        ({"SHIPYARD_REVIEW_CONFIG_VARS": "x"}, "SHIPYARD_REVIEW_CONFIG_VARS must be a JSON object of strings"),
+        ({"ECR_REVIEW_REPOSITORY_URL": "r.example/app"}, "ECR_REVIEW_REPOSITORY_URL must be <account>.dkr.ecr."),
+        ({"CI_MERGE_REQUEST_IID": "7a"}, "CI_MERGE_REQUEST_IID must be a merge request's IID, got '7a'"),
+        (
+            {"SHIPYARD_REVIEW_APP_PREFIX": "a" * 20, "CI_MERGE_REQUEST_IID": "9999999"},
+            "SHIPYARD_REVIEW_APP_PREFIX or CI_MERGE_REQUEST_IID: ",
+        ),
+    ],
+)
+def test_review_bad_input_names_the_problem_and_does_nothing(
+    job: Job, heroku: FakeHeroku, env: dict[str, str], expected: str
+) -> None:
+    result = review_job(job, **env).run("--ensure-review-app")
+    assert result.code == 2
+    assert expected in result.output and "Traceback" not in result.output
+    assert heroku.requests == [] and result.calls == []
+
+
+def test_every_review_input_problem_is_named_at_once(job: Job, heroku: FakeHeroku) -> None:
+    broken = {"CI_MERGE_REQUEST_IID": "7a", "SHIPYARD_REVIEW_MAX_APPS": "0", "SHIPYARD_REVIEW_CONFIG_VARS": "x"}
+    result = review_job(job, **broken).run("--ensure-review-app")
+    assert result.code == 2
+    for problem in ("CI_MERGE_REQUEST_IID must be", "SHIPYARD_REVIEW_MAX_APPS must be", "SHIPYARD_REVIEW_CONFIG_VARS"):
+        assert problem in result.output
+    assert heroku.requests == []
+
+
+def test_a_release_script_without_the_naming_module_beside_it_is_bad_input(
+    job: Job, heroku: FakeHeroku, tmp_path: Path
+) -> None:
+    alone = tmp_path / "alone" / "heroku_release.py"
+    alone.parent.mkdir()
+    alone.write_text(SCRIPT.read_text())
+    result = review_job(job).run("--ensure-review-app", script=alone)
+    assert result.code == 2
+    assert "review_apps.py is missing: the review jobs write it beside this script" in result.output
+    assert "Traceback" not in result.output and heroku.requests == []
 
 
 @pytest.mark.parametrize("exists", [True, False])
