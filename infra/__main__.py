@@ -248,6 +248,8 @@ for prefix, runner in runners.items():
     pulumi.export(f"{prefix}AsgName", runner.asg_name)
     pulumi.export(f"{prefix}TokenParameter", runner.token_parameter_name)
     pulumi.export(f"{prefix}RoleArn", runner.role.arn)
+    # The role the jobs run with (the workers' in fleet mode): the one the signing key lets sign.
+    pulumi.export(f"{prefix}JobRoleArn", runner.job_role.arn)
     pulumi.export(f"{prefix}Tags", runner.tags)  # what CI jobs name in `tags:`
     if runner.fleet is not None:  # what `shipyard verify` checks of a fleet (R15)
         pulumi.export(f"{prefix}WorkersAsgName", runner.fleet.asg_name)

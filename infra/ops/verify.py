@@ -446,7 +446,9 @@ class Verify:
         no one else may kms:Sign, and no one may kms:CreateGrant (which can hand kms:Sign out).
         Strict by design: conditions and Deny statements are not weighed, so a statement that allows
         another principal fails even where a condition or a Deny would narrow it."""
-        signer = str(self.outputs.get("runnerRoleArn") or "") or None
+        # The jobs' role signs: the workers' in fleet mode (R15); a stack deployed before that output
+        # existed ran its jobs on the host, whose role is runnerRoleArn.
+        signer = str(self.outputs.get("runnerJobRoleArn") or self.outputs.get("runnerRoleArn") or "") or None
         text = self.kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"]
         try:
             document = json.loads(text)

@@ -87,6 +87,8 @@ def test_the_jobs_permissions_live_on_the_workers_role(fleet_run: Run) -> None: 
     key = json.loads(fleet_run.one("aws:kms/key:Key").raw_inputs["policy"])
     [signer] = [s for s in key["Statement"] if "kms:Sign" in s["Action"]]
     assert re.fullmatch(r"arn:aws:iam::123456789012:role/runner-workers-role-[0-9a-f]{7}", signer["Principal"]["AWS"])
+    # What `shipyard verify` compares the key policy with: the jobs' role, not the manager's.
+    assert fleet_run.outputs["runnerJobRoleArn"] == signer["Principal"]["AWS"] != fleet_run.outputs["runnerRoleArn"]
 
 
 def test_only_the_manager_reaches_its_workers_and_only_over_ssh(fleet_run: Run) -> None:  # guards R13, R15

@@ -184,3 +184,26 @@ def test_host_mode_has_no_fleet_rows(aws: Aws) -> None:
     outputs |= {"runnerAsgName": MANAGER, "runnerTokenParameter": PARAMETER}
     names = {c.name for c in Verify(Session(aws), REGION, outputs).run(None)}
     assert not {n for n in names if "workers" in n or "cache" in n or "fleeting" in n}
+
+
+def test_in_fleet_mode_the_workers_role_is_the_one_signer(aws: Aws) -> None:
+    # guards G11, R15: the release build signs on its workers, so the key names the workers' role;
+    # verify must judge the key against that role, not the manager's.
+    from infra.components.signing import key_policy
+
+    iam: Any = aws.client("iam")
+    trust = {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    document = json.dumps({"Version": "2012-10-17", "Statement": [trust]})
+    manager_role, workers_role = (
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=document)["Role"]["Arn"]
+        for name in ("fleet-check-manager-role", "fleet-check-workers-role")
+    )
+    kms: Any = aws.client("kms")
+    key = kms.create_key(
+        KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Policy=key_policy("aws", "123456789012", workers_role)
+    )["KeyMetadata"]["Arn"]
+    outputs = {"runnerRoleArn": manager_role, "runnerJobRoleArn": workers_role}
+    ok, detail = Verify(Session(aws), REGION, outputs)._sign_policy(key)
+    assert ok, detail
+    ok, detail = Verify(Session(aws), REGION, {"runnerRoleArn": manager_role})._sign_policy(key)
+    assert not ok  # judged against the manager's role, the workers' is another signer
