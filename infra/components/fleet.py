@@ -248,7 +248,7 @@ class WorkerFleet(pulumi.ComponentResource):
             ],
             opts=child,
         )
-        s3.BucketPublicAccessBlock(
+        private = s3.BucketPublicAccessBlock(
             f"{name}-cache-private",
             bucket=bucket,
             block_public_acls=True,
@@ -257,14 +257,19 @@ class WorkerFleet(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
-        s3.BucketOwnershipControls(
+        ownership = s3.BucketOwnershipControls(
             f"{name}-cache-ownership",
             bucket=bucket,
             rule=s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
             opts=child,
         )
+        # S3 answers OperationAborted to a bucket-policy change that races the public access block
+        # or the ownership controls of the same new bucket: one after the other.
         s3.BucketPolicy(
-            f"{name}-cache-tls-only", bucket=bucket, policy=self.cache_bucket.arn.apply(tls_only_policy), opts=child
+            f"{name}-cache-tls-only",
+            bucket=bucket,
+            policy=self.cache_bucket.arn.apply(tls_only_policy),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[private, ownership])),
         )
         s3.BucketLifecycleConfiguration(
             f"{name}-cache-expiry",

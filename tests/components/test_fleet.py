@@ -188,6 +188,14 @@ def test_the_job_cache_is_encrypted_private_tls_only_and_expires(mocked: Recordi
         assert deny["Resource"] == [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
         [expiry] = by_type["BucketLifecycleConfiguration"]["rules"]
         assert expiry["status"] == "Enabled" and expiry["expiration"]["days"] == 7
+        # The policy waits for the block and the ownership controls: S3 aborts racing changes of a bucket.
+        policy = next(step for step in of_bucket if step.type.endswith(":BucketPolicy"))
+        blockers = {
+            step.urn
+            for step in of_bucket
+            if step.type.endswith((":BucketPublicAccessBlock", ":BucketOwnershipControls"))
+        }
+        assert blockers <= set(policy.dependencies)
 
     return settled(workers).apply(check)
 
