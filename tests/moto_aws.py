@@ -34,10 +34,23 @@ class Aws:
         """A client of the test itself, to arrange and inspect what the command did."""
         return _client(self.endpoint, service, region)
 
+    def session(self) -> _Session:
+        """A stand-in for the boto3 session the operations take, whose clients are the test's own."""
+        return _Session(self)
+
     @property
     def resets(self) -> int:
         """How many times moto's state has been reset so far in this process."""
         return _resets[self.endpoint]
+
+
+@dataclass(frozen=True)
+class _Session:
+    aws: Aws
+
+    def client(self, service: str, region_name: str = REGION) -> Any:
+        # One client per service, made once: a command's checks run without building them again.
+        return self.aws.client(service, region_name)
 
 
 @functools.cache

@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -258,7 +259,7 @@ def test_the_pinned_uv_release_names_real_pypi_files() -> None:
         assert machine in wheel["file"] and wheel["file"].endswith(".whl")
         assert wheel["url"].startswith("https://files.pythonhosted.org/packages/")
         assert wheel["url"].endswith("/" + wheel["file"])
-        assert len(wheel["sha256"]) == 64 and int(wheel["sha256"], 16) >= 0
+        assert re.fullmatch(r"[0-9a-f]{64}", wheel["sha256"]), wheel["sha256"]
     # The uv that made uv.lock reads it: the lock's format belongs to that release.
     lock = (ROOT / "uv.lock").read_text()
     assert lock.startswith("version = 1\n")

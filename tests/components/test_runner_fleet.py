@@ -13,11 +13,7 @@ from infra.userdata import decode
 from tests.conftest import fleet_document, run_stack
 
 FLEET = "shipyard:aws:WorkerFleet"
-GROUP = "aws:autoscaling/group:Group"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
-INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 RUNNERS = {"runner": "shipyard-staging-runner", "review-runner": "shipyard-staging-review-runner"}
 PUSH = {"ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"}
 

@@ -98,17 +98,6 @@ class Deployed:
     outputs: dict[str, Any]
 
 
-class Clients:
-    """A boto3 session for `Verify` whose clients are the test's own (one per service, made once):
-    a broken variant's checks run without building five clients again."""
-
-    def __init__(self, aws: Aws) -> None:
-        self.aws = aws
-
-    def client(self, service: str, region_name: str) -> Any:
-        return self.aws.client(service, region_name)
-
-
 class BuildStacks:
     """The build stack as `pulumi up` leaves it, deployed into moto once (per account) and shared;
     each broken variant is made once, next to it, under a name of its own. Remade after moto's state
@@ -116,7 +105,7 @@ class BuildStacks:
 
     def __init__(self, aws: Aws) -> None:
         self.aws = aws
-        self.session = Clients(aws)
+        self.session = aws.session()
         self._made: dict[tuple[Any, ...], Any] = {}
         self._resets = aws.resets
         self._numbers = itertools.count(1)

@@ -22,14 +22,6 @@ PARAMETER = "/fleet-check/gitlab-runner-token"
 BUCKET = "fleet-check-runner-cache"
 
 
-class Session:
-    def __init__(self, aws: Aws) -> None:
-        self.aws = aws
-
-    def client(self, service: str, region_name: str) -> Any:
-        return self.aws.client(service, region_name)
-
-
 def template(aws: Aws, name: str, tokens: str = "required") -> str:
     data = {"ImageId": "ami-12c6146b", "InstanceType": "t3.small", "MetadataOptions": {"HttpTokens": tokens}}
     found = aws.client("ec2").create_launch_template(LaunchTemplateName=name, LaunchTemplateData=data)
@@ -103,7 +95,7 @@ def fleet_rows(aws: Aws) -> dict[str, Check]:
         "runnerWorkersAsgName": WORKERS,
         "runnerCacheBucket": BUCKET,
     }
-    checks = Verify(Session(aws), REGION, json.loads(json.dumps(outputs))).run(None)
+    checks = Verify(aws.session(), REGION, json.loads(json.dumps(outputs))).run(None)
     return {c.name: c for c in checks if c.name.startswith("runner ")}
 
 
@@ -182,7 +174,7 @@ def test_host_mode_has_no_fleet_rows(aws: Aws) -> None:
     manager(aws)
     outputs = {"registryUrl": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/acme/storefront"}
     outputs |= {"runnerAsgName": MANAGER, "runnerTokenParameter": PARAMETER}
-    names = {c.name for c in Verify(Session(aws), REGION, outputs).run(None)}
+    names = {c.name for c in Verify(aws.session(), REGION, outputs).run(None)}
     assert not {n for n in names if "workers" in n or "cache" in n or "fleeting" in n}
 
 
@@ -203,7 +195,7 @@ def test_in_fleet_mode_the_workers_role_is_the_one_signer(aws: Aws) -> None:
         KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Policy=key_policy("aws", "123456789012", workers_role)
     )["KeyMetadata"]["Arn"]
     outputs = {"runnerRoleArn": manager_role, "runnerJobRoleArn": workers_role}
-    ok, detail = Verify(Session(aws), REGION, outputs)._sign_policy(key)
+    ok, detail = Verify(aws.session(), REGION, outputs)._sign_policy(key)
     assert ok, detail
-    ok, detail = Verify(Session(aws), REGION, {"runnerRoleArn": manager_role})._sign_policy(key)
+    ok, detail = Verify(aws.session(), REGION, {"runnerRoleArn": manager_role})._sign_policy(key)
     assert not ok  # judged against the manager's role, the workers' is another signer
