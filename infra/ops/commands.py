@@ -133,7 +133,15 @@ def verify(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, NoCredentialsError
 
     from infra.offline.engine import Project, read_stack_config
-    from infra.ops.verify import FAIL, Check, Verify, VerifyError, review_key_checks, stack_outputs
+    from infra.ops.verify import (
+        FAIL,
+        Check,
+        Verify,
+        VerifyError,
+        app_lock_checks,
+        review_key_checks,
+        stack_outputs,
+    )
     from infra.settings import Settings, SettingsError
 
     # The stack file as the program reads it (short keys in the project namespace, too).
@@ -158,9 +166,14 @@ def verify(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.wait
         verifier = Verify(boto3.Session(), str(region), outputs)
         review_key = os.environ.get("HEROKU_REVIEW_API_KEY")
+        operator_key = os.environ.get("HEROKU_API_KEY")  # the operator's: reads the apps' team lock
 
         def checked() -> list[Check]:
-            return verifier.run(gitlab) + review_key_checks(outputs, review_key, args.production_app)
+            return (
+                verifier.run(gitlab)
+                + review_key_checks(outputs, review_key, args.production_app)
+                + app_lock_checks(outputs, operator_key, args.production_app)
+            )
 
         checks = checked()
         while any(c.result == FAIL for c in checks) and time.monotonic() + args.interval <= deadline:

@@ -6,12 +6,14 @@ and their job cache private, encrypted and expiring; the registry's scanning con
 release and review repositories, each under a lifecycle policy; the image-signing KMS key enabled,
 ECC_NIST_P256 and SIGN_VERIFY, signable by the release runner's role alone, its public key the one
 the stack hands to CI; (with a GitLab token) the runners online in GitLab and the CI variable
-carrying that public key; and (with review apps and HEROKU_REVIEW_API_KEY) the review key refused on
-the staging and production apps.
+carrying that public key; (with review apps and HEROKU_REVIEW_API_KEY) the review key refused on
+the staging and production apps; and (with review apps and the operator's HEROKU_API_KEY) both apps
+locked in their team, so that no team member can join them later (an app outside a team is skipped:
+no member can join it).
 
 Checks whose outputs a stack does not have (a stack that is not the build stack, or one deployed
 before shipyard had them) are skipped with the reason. Reads only: describe, get and list calls,
-never the token's value.
+never the token's value; the Heroku keys go to Heroku's API only and are never printed.
 """
 
 from __future__ import annotations
@@ -530,7 +532,18 @@ class Verify:
         return True, f"{runner.label} {runner_id} is online"
 
 
-# --- review apps: a key that cannot reach staging or production -----------------------------------
+# --- review apps: a key that cannot reach staging or production, now or later ----------------------
+
+# Platform API paths (infra/facts/heroku-registry.yaml, platform_api.endpoints app_info and
+# team_app_info; tests/ops/test_verify_review.py routes its fake by those facts).
+APP_INFO = "/apps/{app}"
+TEAM_APP_INFO = "/teams/apps/{app}"
+# The review jobs' key, and the operator's, which may read the apps' team settings.
+REVIEW_KEY_VARIABLE = "HEROKU_REVIEW_API_KEY"
+OPERATOR_KEY_VARIABLE = "HEROKU_API_KEY"
+NO_REVIEW_APPS = "no reviewAppPrefix output: this stack has no review apps (shipyard:review is not set)"
+# A probe of one app with one key: (result, detail).
+AppProbe = Callable[[str, str], tuple[str, str]]
 
 
 def review_key_checks(
@@ -543,41 +556,129 @@ def review_key_checks(
     """The review jobs' Heroku key refused on this stack's (staging) app and on production's: review
     jobs run the code of any merge request, so their key must belong to a team member without access
     to either. Sends the key to Heroku only, never prints it."""
+
+    def probe(app: str, key: str) -> tuple[str, str]:
+        ok, detail = _review_key_refused(app, key, api, timeout)
+        return (PASS if ok else FAIL), detail
+
+    return _app_checks(
+        "review key refused on the {} app", outputs, production_app, review_key, REVIEW_KEY_VARIABLE, probe
+    )
+
+
+def app_lock_checks(
+    outputs: Mapping[str, Any],
+    operator_key: str | None,
+    production_app: str | None,
+    api: str = HEROKU_API,
+    timeout: float = 15,
+) -> list[Check]:
+    """The staging and production apps locked in their team: a refusal of the review key today does
+    not stop its member from `heroku apps:join`-ing an unlocked team app tomorrow. Asked with the
+    operator's key (HEROKU_API_KEY), sent to Heroku only, never printed."""
+
+    def probe(app: str, key: str) -> tuple[str, str]:
+        return _app_locked(app, key, api, timeout)
+
+    return _app_checks("{} app locked", outputs, production_app, operator_key, OPERATOR_KEY_VARIABLE, probe)
+
+
+def _app_checks(
+    name: str,
+    outputs: Mapping[str, Any],
+    production_app: str | None,
+    key: str | None,
+    variable: str,
+    probe: AppProbe,
+) -> list[Check]:
+    """One row per app (staging, production), each skipped with the reason when the stack has no
+    review apps, the key is not in the environment or the app is not known."""
     apps = (("staging", outputs.get("herokuAppName")), ("production", production_app))
-    names = [f"review key refused on the {environment} app" for environment, _ in apps]
+    names = [name.format(environment) for environment, _ in apps]
     if not outputs.get("reviewAppPrefix"):
-        why = "no reviewAppPrefix output: this stack has no review apps (shipyard:review is not set)"
-        return [Check(name, SKIP, why) for name in names]
-    if not review_key:
-        return [Check(name, SKIP, "no HEROKU_REVIEW_API_KEY in the environment") for name in names]
+        return [Check(row, SKIP, NO_REVIEW_APPS) for row in names]
+    if not key:
+        return [Check(row, SKIP, f"no {variable} in the environment") for row in names]
     checks = []
-    for name, (environment, app) in zip(names, apps, strict=True):
+    for row, (environment, app) in zip(names, apps, strict=True):
         if not app:
             where = "pass --production-app NAME" if environment == "production" else "no herokuAppName output"
-            checks.append(Check(name, SKIP, f"the {environment} app is not known: {where}"))
+            checks.append(Check(row, SKIP, f"the {environment} app is not known: {where}"))
             continue
-        ok, detail = _review_key_refused(str(app), review_key, api, timeout)
-        checks.append(Check(name, PASS if ok else FAIL, detail))
+        result, detail = probe(str(app), key)
+        checks.append(Check(row, result, detail))
     return checks
 
 
-def _review_key_refused(app: str, key: str, api: str, timeout: float) -> tuple[bool, str]:
+def _heroku_get(api: str, template: str, app: str, key: str, timeout: float) -> tuple[int, bytes]:
+    """GET one app's resource with `key`: the status and body, error statuses included (their body
+    is not needed). Raises OSError when the API cannot be reached."""
     request = urllib.request.Request(
-        f"{api}/apps/{urllib.parse.quote(app, safe='')}",
+        api + template.format(app=urllib.parse.quote(app, safe="")),
         headers={"Accept": HEROKU_ACCEPT, "Authorization": f"Bearer {key}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = response.status
+            return response.status, response.read()
     except urllib.error.HTTPError as error:
-        status = error.code
+        return error.code, b""
+
+
+def _unreachable(api: str, error: OSError) -> str:
+    return f"cannot reach the Heroku API at {api}: {getattr(error, 'reason', error)}"
+
+
+def _review_key_refused(app: str, key: str, api: str, timeout: float) -> tuple[bool, str]:
+    try:
+        status, _ = _heroku_get(api, APP_INFO, app, key, timeout)
     except OSError as error:  # URLError, a timeout, a refused connection
-        reason = getattr(error, "reason", error)
-        return False, f"cannot reach the Heroku API at {api}: {reason}"
+        return False, _unreachable(api, error)
     if status in REFUSED:
         return True, f"Heroku refuses the review key on {app} (HTTP {status})"
     if status == 200:
         return False, f"the review key can read {app}: it belongs to a member with access to staging/production"
     if status == 401:
-        return False, "Heroku does not accept the review key (HTTP 401): it is revoked, expired or mistyped"
+        return False, (
+            f"Heroku does not accept {REVIEW_KEY_VARIABLE} (HTTP 401): it is revoked, expired or mistyped; "
+            "make a long-lived one as the review member with `heroku authorizations:create` (H9)"
+        )
     return False, f"Heroku answered HTTP {status} for {app}: neither a refusal nor access"
+
+
+def _app_locked(app: str, key: str, api: str, timeout: float) -> tuple[str, str]:
+    """PASS for a locked team app, SKIP for an app outside any team (no member can join it)."""
+    try:
+        status, body = _heroku_get(api, TEAM_APP_INFO, app, key, timeout)
+    except OSError as error:
+        return FAIL, _unreachable(api, error)
+    if status == 404:
+        return SKIP, (
+            f"{app} is not a team app, or not one {OPERATOR_KEY_VARIABLE} can see (HTTP 404 for "
+            f"{TEAM_APP_INFO.format(app=app)}): no team member can join an app outside a team; only "
+            "its collaborators reach it, and the review-key check covers those"
+        )
+    if status == 401:
+        return FAIL, (
+            f"Heroku does not accept {OPERATOR_KEY_VARIABLE} (HTTP 401): it is revoked, expired or "
+            "mistyped, so the lock is unknown"
+        )
+    if status != 200:
+        return FAIL, f"Heroku answered HTTP {status} to {OPERATOR_KEY_VARIABLE} for team app {app}: the lock is unknown"
+    locked = _json_field(body, "locked")
+    if locked is True:
+        return PASS, f"{app} is locked: only team admins and members given access to it can join it"
+    if locked is False:
+        return FAIL, (
+            f"{app} is a team app and not locked: any member of its team, the review key's included, "
+            f"can `heroku apps:join` it; lock it as an admin: `heroku apps:lock --app {app}`"
+        )
+    return FAIL, f"Heroku's answer for team app {app} has no `locked` true or false ({locked!r}): the lock is unknown"
+
+
+def _json_field(body: bytes, field: str) -> Any:
+    """A field of a JSON object, None when the body is not one or lacks it."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document.get(field) if isinstance(document, dict) else None
