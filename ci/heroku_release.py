@@ -25,10 +25,12 @@ A merge request's review app (the review jobs, environment review/*): --ensure-r
 the app ci/review_apps.py names (or reuses ours), within $SHIPYARD_REVIEW_MAX_APPS, sets its config
 vars from $SHIPYARD_REVIEW_CONFIG_VARS and releases the merge request's image
 $ECR_REVIEW_REPOSITORY_URL:mr-<iid>-<sha> through the same copy and release, without the two checks:
-merge-request images are never signed (G11), and the review key reaches no other app. An app it
-created but could not release is deleted. --delete-review-app deletes the app; one already gone is
-success. Both use $HEROKU_REVIEW_API_KEY only, and do nothing when $SHIPYARD_REVIEW_APP_PREFIX is
-unset (the build stack has no shipyard:review).
+merge-request images are never signed (G11), and the review key reaches no other app. It then runs
+one web dyno of $SHIPYARD_REVIEW_DYNO_SIZE and couples the app to the Heroku pipeline
+$SHIPYARD_REVIEW_PIPELINE at the stage review, where Heroku allows it (a refusal is reported, not
+fatal). An app it created but could not release or scale is deleted. --delete-review-app deletes
+the app; one already gone is success. Both use $HEROKU_REVIEW_API_KEY only, and do nothing when
+$SHIPYARD_REVIEW_APP_PREFIX is unset (the build stack has no shipyard:review).
 Exit codes: 0 released (or deleted); 1 refused (no valid signature, blocking findings, no finished
 scan, the review app cap reached, a review app name taken) or the copy, the API or the release
 failed; 2 bad input (missing CI/CD variables, malformed arguments), nothing done.
@@ -96,11 +98,17 @@ REVIEW_REQUIRED = (
     "SHIPYARD_REVIEW_REGION",
     "SHIPYARD_REVIEW_MAX_APPS",
     "SHIPYARD_REVIEW_CONFIG_VARS",
+    "SHIPYARD_REVIEW_DYNO_SIZE",
+    "SHIPYARD_REVIEW_PIPELINE",
     "ECR_REVIEW_REPOSITORY_URL",
     "CI_MERGE_REQUEST_IID",
     "CI_COMMIT_SHA",
 )
 REVIEW_STOP_REQUIRED = (REVIEW_KEY, REVIEW_PREFIX, "CI_MERGE_REQUEST_IID")
+# A review app runs its image as the process type `web`, one dyno of SHIPYARD_REVIEW_DYNO_SIZE.
+REVIEW_PROCESS = "web"
+DYNO_SIZE = re.compile(r"^[A-Za-z0-9-]+$")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class ReleaseError(Exception):
@@ -592,8 +600,16 @@ def review_input(
     return Heroku(api_url(env), env[REVIEW_KEY], app, key_name=REVIEW_KEY), app
 
 
-def review_settings(env: dict[str, str]) -> tuple[int, dict[str, str], EcrRepository]:
-    """SHIPYARD_REVIEW_MAX_APPS, SHIPYARD_REVIEW_CONFIG_VARS and the review repository, checked."""
+class ReviewSettings(NamedTuple):
+    cap: int
+    config_vars: dict[str, str]
+    repository: EcrRepository
+    dyno_size: str
+    pipeline: str
+
+
+def review_settings(env: dict[str, str]) -> ReviewSettings:
+    """The review/* variables of shipyard:review and the review repository, checked."""
     problems = []
     cap = env["SHIPYARD_REVIEW_MAX_APPS"].strip()
     if not cap.isdigit() or int(cap) < 1:
@@ -607,10 +623,18 @@ def review_settings(env: dict[str, str]) -> tuple[int, dict[str, str], EcrReposi
     repository = ecr_repository(env["ECR_REVIEW_REPOSITORY_URL"].strip())
     if repository is None:
         problems.append("ECR_REVIEW_REPOSITORY_URL must be <account>.dkr.ecr.<region>.amazonaws.com/<repository>")
+    size, pipeline = env["SHIPYARD_REVIEW_DYNO_SIZE"].strip(), env["SHIPYARD_REVIEW_PIPELINE"].strip()
+    if not DYNO_SIZE.fullmatch(size):
+        problems.append(
+            f"SHIPYARD_REVIEW_DYNO_SIZE must be a Heroku dyno size such as basic (shipyard:review.dynoSize), "
+            f"got {size!r}"
+        )
+    if not UUID.fullmatch(pipeline):
+        problems.append(f"SHIPYARD_REVIEW_PIPELINE must be a Heroku pipeline id (a UUID), got {pipeline!r}")
     if problems:
         raise BadInput("\n".join(problems))
     assert repository is not None and isinstance(config_vars, dict)
-    return int(cap), config_vars, repository
+    return ReviewSettings(int(cap), config_vars, repository, size, pipeline)
 
 
 def review_apps(heroku: Heroku, prefix: str, team: str) -> list[str]:
@@ -652,27 +676,60 @@ def create_review_app(heroku: Heroku, env: dict[str, str], cap: int) -> dict[str
         raise
 
 
+def couple_review_app(heroku: Heroku, pipeline: str, created: bool) -> None:
+    """The app joins the build stack's pipeline at the stage `review`, where Heroku allows it: a
+    coupling asks for access to the pipeline too, which Heroku may deny the review key's member. The
+    app works without it, so a refusal is reported and the job goes on."""
+    try:
+        if not created:
+            coupling = heroku.request("GET", f"/apps/{heroku.app}/pipeline-couplings")
+            coupled_to = str((coupling or {}).get("pipeline", {}).get("id", ""))
+            if coupled_to != pipeline:
+                print(f"note: review app {heroku.app} is in another Heroku pipeline ({coupled_to}), left there")
+            return
+    except ApiError as exc:
+        if exc.status != 404:  # 404: in no pipeline yet
+            print(f"note: review app {heroku.app}: its pipeline coupling could not be read ({exc}); left as it is")
+            return
+    try:
+        heroku.request("POST", "/pipeline-couplings", {"app": heroku.app, "pipeline": pipeline, "stage": "review"})
+    except ApiError as exc:
+        print(
+            f"note: review app {heroku.app} is not in the Heroku pipeline {pipeline}: Heroku refused the coupling "
+            f"({exc.status}: {exc.api_message or 'no message'}). The app works without it; a member with "
+            "access to the pipeline can add it with `heroku pipelines:add`."
+        )
+        return
+    print(f"review app {heroku.app} joined Heroku pipeline {pipeline} at the stage review")
+
+
 def delete_command(app: str) -> str:
     return f"heroku apps:destroy --app {app} --confirm {app}"
 
 
 def ensure_review_app(args: argparse.Namespace, env: dict[str, str]) -> dict[str, str]:
     heroku, app = review_input(env, REVIEW_REQUIRED, checks=(lambda: review_settings(env),))
-    cap, config_vars, repository = review_settings(env)
+    review = review_settings(env)
     found = existing_app(heroku)
     created = found is None
     if found is None:
-        found = create_review_app(heroku, env, cap)
+        found = create_review_app(heroku, env, review.cap)
         print(f"created review app {app}")
     else:
         print(f"reusing review app {app}")
     try:
-        heroku.request("PATCH", f"/apps/{app}/config-vars", config_vars)
-        source = f"{repository.url}:mr-{env['CI_MERGE_REQUEST_IID'].strip()}-{env['CI_COMMIT_SHA'].strip()}"
+        heroku.request("PATCH", f"/apps/{app}/config-vars", review.config_vars)
+        source = f"{review.repository.url}:mr-{env['CI_MERGE_REQUEST_IID'].strip()}-{env['CI_COMMIT_SHA'].strip()}"
         with tempfile.TemporaryDirectory() as folder:
-            skopeo = Skopeo(folder, repository.registry)
+            skopeo = Skopeo(folder, review.repository.registry)
             image = inspect_source(skopeo, source)
-            released = publish(skopeo, image, f"registry.heroku.com/{app}/web", heroku, args)
+            released = publish(skopeo, image, f"registry.heroku.com/{app}/{REVIEW_PROCESS}", heroku, args)
+        # After the release: a container app has no process type before its first one (H6).
+        heroku.request(
+            "PATCH",
+            f"/apps/{app}/formation",
+            {"updates": [{"type": REVIEW_PROCESS, "quantity": 1, "size": review.dyno_size}]},
+        )
     except ReleaseError as exc:
         if not created:
             raise
@@ -684,6 +741,7 @@ def ensure_review_app(args: argparse.Namespace, env: dict[str, str]) -> dict[str
                 f"({undone}): delete it with `{delete_command(app)}`"
             ) from None
         raise ReleaseError(f"{exc}\nreview app {app} was created but not released: deleted it again") from None
+    couple_review_app(heroku, review.pipeline, created)
     url = str(found.get("web_url") or f"https://{app}.herokuapp.com/")
     print(f"review app {app}: {url}")
     return {"SHIPYARD_REVIEW_APP": app, "SHIPYARD_REVIEW_URL": url, **released}

@@ -172,6 +172,9 @@ if settings.review is not None and settings.heroku_review_api_key is not None:
             "SHIPYARD_REVIEW_AUTO_STOP_IN", review.auto_stop_in, description="Review environments stop after (shipyard)"
         ),
         Variable("SHIPYARD_REVIEW_MAX_APPS", str(review.max_apps), description="Most review apps at once (shipyard)"),
+        Variable("SHIPYARD_REVIEW_DYNO_SIZE", review.dyno_size, description="Web dyno size of review apps (shipyard)"),
+        # The build stack's Heroku pipeline: each review app joins it at the stage `review`.
+        Variable("SHIPYARD_REVIEW_PIPELINE", pipeline_id, description="Heroku pipeline of review apps (shipyard)"),
         # JSON of plain text: the settings keep secrets out of it (H5), so nothing here is masked.
         Variable(
             "SHIPYARD_REVIEW_CONFIG_VARS",

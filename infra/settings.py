@@ -541,6 +541,13 @@ GITLAB_DURATION = re.compile(
 )
 
 
+def _review_dyno_size(size: str) -> str:
+    """A Common Runtime dyno size, as Heroku spells it: review apps are not created in a Private Space."""
+    if size.lower() not in HEROKU_DYNO_SIZES:
+        raise ValueError(f"must be one of {', '.join(HEROKU_DYNO_SIZES)} (case does not matter), got {size!r}")
+    return size
+
+
 class ReviewSettings(_Strict):
     """A Heroku app per merge request, created and deleted by the review jobs of the delivery template."""
 
@@ -578,12 +585,19 @@ class ReviewSettings(_Strict):
         default="3 days",
         alias="autoStopIn",
         description=(
-            "Reserved, provisioned as SHIPYARD_REVIEW_AUTO_STOP_IN: the delivery template stops review "
-            "environments (and deletes their apps) after a fixed `3 days`, as GitLab sets `auto_stop_in` "
-            "before the review/* variables reach the job."
+            "GitLab stops a review environment, and its stop job deletes the app, this long after the "
+            "merge request's last deployment to it: a GitLab duration such as `3 days` or `12 hours`."
         ),
     )
     max_apps: int = Field(default=5, ge=1, le=50, alias="maxApps", description="Most review apps at once, 1 to 50.")
+    dyno_size: Annotated[str, AfterValidator(_review_dyno_size)] = Field(
+        default="basic",
+        alias="dynoSize",
+        description=(
+            "Size of each review app's one web dyno: eco, basic, standard-1X, standard-2X or a performance "
+            "size; basic by default (does not sleep, costs the least per app)."
+        ),
+    )
 
 
 class Settings(_Strict):

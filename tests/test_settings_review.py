@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from infra import facts
 from infra.offline.engine import stack_config
-from infra.settings import REVIEW_PREFIX_MAX
+from infra.settings import HEROKU_DYNO_SIZES, REVIEW_PREFIX_MAX
 from tests.by_path import load_module
 from tests.conftest import PROJECT, stack_document
 from tests.test_settings import API_KEY, base, parse, problems
@@ -30,6 +31,7 @@ def test_review_defaults_follow_the_stacks_heroku_settings() -> None:
     )
     assert settings.review is not None
     assert (settings.review.auto_stop_in, settings.review.max_apps, settings.review.config_vars) == ("3 days", 5, {})
+    assert settings.review.dyno_size == "basic"
     assert (settings.review_region, settings.review_team) == ("eu", "acme")
     assert settings.heroku_review_api_key.get_secret_value() == REVIEW_KEY
 
@@ -66,6 +68,8 @@ def test_the_longest_prefix_names_a_heroku_app_for_a_seven_digit_iid() -> None: 
         ("maxApps", 51, "less than or equal to 50"),
         ("region", "asia", "'us' or 'eu'"),
         ("configVars", {"BAD KEY": "x"}, "letters, digits and underscores"),
+        ("dynoSize", "standard-3x", "must be one of eco, basic, standard-1x"),
+        ("dynoSize", "private-s", "must be one of eco, basic"),  # review apps run in no Private Space
     ],
 )
 def test_bad_review_values_are_named(key: str, value: Any, message: str) -> None:
@@ -121,3 +125,12 @@ def test_review_config_vars_never_take_a_secret_of_the_stack() -> None:
     leak = [p for p in found if p.startswith("shipyard:review.configVars: DATABASE_URL, TOKEN take the value")]
     assert leak, found
     assert not any(database in p or API_KEY in p for p in found)
+
+
+@pytest.mark.parametrize("size", ["eco", "Standard-2X", "performance-m"])
+def test_review_dyno_sizes_heroku_takes_are_kept_as_written(size: str) -> None:
+    assert parse(review(dynoSize=size), SECRETS).review.dyno_size == size
+
+
+def test_the_dyno_sizes_settings_take_are_the_ones_heroku_knows() -> None:
+    assert list(HEROKU_DYNO_SIZES) == facts.load("heroku-registry")["platform_api"]["dyno_sizes"]

@@ -107,6 +107,9 @@ def route(endpoint: str) -> tuple[str, re.Pattern[str]]:
 
 
 ROUTES = {name: route(endpoint) for name, endpoint in API["endpoints"].items()}
+COUPLING_STAGES = API["pipeline_coupling_stages"]
+DYNO_SIZES = API["dyno_sizes"]
+PIPELINE = "3be4b9ee-5734-4033-a4c0-28c3d5de99fe"
 
 
 def error(name: str, source: dict[str, Any] | None = None) -> tuple[int, dict[str, str]]:
@@ -126,9 +129,11 @@ class Request:
 class FakeHeroku:
     """Heroku's Platform API for the key's apps, as the facts describe it: the key, the apps, releases,
     the docker-releases formation update (of an image pushed to the app's registry image, found in the
-    skopeo stub's registry), release output streams; creating, listing and deleting apps and setting
-    their config vars. `taken` are names of other accounts' apps. `outcome` is what the next release
-    ends as; `status` forces an error answer, `refuse_delete` one to every DELETE."""
+    skopeo stub's registry), scaling a released process type (no release), release output streams;
+    creating, listing and deleting apps and setting their config vars; pipeline couplings. `taken` are
+    names of other accounts' apps; `pipelines` the pipelines the key may couple apps to. `outcome` is
+    what the next release ends as; `status` forces an error answer, `refuse_delete` one to every
+    DELETE."""
 
     key: str = KEY
     outcome: str = "succeeded"
@@ -143,6 +148,9 @@ class FakeHeroku:
     apps: dict[str, dict[str, Any]] = field(default_factory=lambda: {APP: {}})
     taken: set[str] = field(default_factory=set)
     refuse_delete: bool = False
+    pipelines: set[str] = field(default_factory=lambda: {PIPELINE})
+    couplings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    formation: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def app(self, name: str) -> dict[str, Any]:
         return {"name": name, "web_url": f"https://{name}-0a1b2c3d4e5f.herokuapp.com/", **self.apps[name]}
@@ -171,15 +179,23 @@ class FakeHeroku:
                 return error("name_taken")
             self.apps[body["name"]] = {"created": body}
             return 201, self.app(body["name"])
+        if name == "pipeline_coupling_create":
+            return self.couple(body)
+        if name == "team_app_info":  # not a route the release script may take
+            return 404, {"id": "not_found", "message": "Not found."}
         if params["app"] in self.taken:
             return error("forbidden")
         if params["app"] not in self.apps:
             return error("app_not_found")
         if name == "app_info":
             return 200, self.app(params["app"])
+        if name == "app_pipeline_coupling":
+            coupling = self.couplings.get(params["app"])
+            return (200, coupling) if coupling else error("coupling_not_found")
         if name == "app_delete":
             if self.refuse_delete:
                 return 503, {"id": "unavailable", "message": "Service unavailable."}
+            self.couplings.pop(params["app"], None)  # a coupling goes with its app
             return 200, {"name": self.apps.pop(params["app"]) and params["app"]}
         if name == "config_vars_update":
             self.apps[params["app"]]["config_vars"] = body
@@ -196,9 +212,30 @@ class FakeHeroku:
             release["status"] = self.outcome
         return 200, {k: v for k, v in release.items() if k != "polls"}
 
+    def couple(self, body: Any) -> tuple[int, Any]:
+        """POST /pipeline-couplings: an app of the key's into a pipeline it may reach, at a known stage."""
+        if set(body) != {"app", "pipeline", "stage"} or body["stage"] not in COUPLING_STAGES:
+            return 422, {"id": "invalid_params", "message": "Invalid params."}
+        if body["pipeline"] not in self.pipelines:
+            return 403, {"id": "forbidden", "message": "You do not have access to the pipeline."}
+        if body["app"] not in self.apps:
+            return error("app_not_found")
+        app, pipeline = {"name": body["app"]}, {"id": body["pipeline"]}
+        self.couplings[body["app"]] = {"app": app, "pipeline": pipeline, "stage": body["stage"]}
+        return 201, self.couplings[body["app"]]
+
     def update_formation(self, app: str, headers: Message, body: Any) -> tuple[int, Any]:
         docker = API["docker_release"]
         updates = body["updates"]
+        if not any("docker_image" in u for u in updates):  # scaling: released process types only, no release
+            released = self.formation.get(app, {})
+            if any(u["type"] not in released for u in updates):
+                return error("formation_not_found")
+            if any(str(u.get("size", "basic")).lower() not in DYNO_SIZES for u in updates):
+                return 422, {"id": "invalid_params", "message": "Invalid dyno size."}
+            for u in updates:
+                released[u["type"]].update({k: v for k, v in u.items() if k != "type"})
+            return 200, [{"type": u["type"], **released[u["type"]]} for u in updates]
         if any("docker_image" in u for u in updates):
             # The plain formation update has no docker_image: only the docker-releases variant does (H10, H14).
             if headers.get("Accept") != docker["accept"]:
@@ -207,6 +244,8 @@ class FakeHeroku:
                 return 422, {"id": "invalid_params", "message": f"Each update needs {docker['update_fields']}."}
             if any(u["docker_image"] not in self.pushed_config_digests(app, u["type"]) for u in updates):
                 return error("image_not_found", docker)
+        for u in updates:
+            self.formation.setdefault(app, {}).setdefault(u["type"], {"quantity": 1, "size": "basic"})
         version = max(r["version"] for r in self.releases) + 1
         self.releases.append(
             {
@@ -1003,6 +1042,8 @@ def review_job(job: Job, **env: str) -> Job:
             "SHIPYARD_REVIEW_REGION": "eu",
             "SHIPYARD_REVIEW_MAX_APPS": "2",
             "SHIPYARD_REVIEW_CONFIG_VARS": json.dumps({"APP_ENV": "review"}),
+            "SHIPYARD_REVIEW_DYNO_SIZE": "basic",
+            "SHIPYARD_REVIEW_PIPELINE": PIPELINE,
             "ECR_REVIEW_REPOSITORY_URL": REVIEW_ECR,
             "CI_MERGE_REQUEST_IID": "7",
             **env,
@@ -1031,20 +1072,53 @@ def test_a_review_app_is_created_configured_and_released_with_the_review_key(
     # are never signed (G11), so neither cosign nor the scan is asked.
     assert result.registry[f"registry.heroku.com/{REVIEW_APP}/web:latest"] == manifest()
     assert [c["tool"] for c in result.calls if c["tool"] != "skopeo"] == []
-    patch = next(r for r in heroku.requests if r.path == f"/apps/{REVIEW_APP}/formation")
-    assert patch.body == {"updates": [{"type": "web", "docker_image": CONFIG_DIGEST}]}
+    release, scale = (r.body for r in heroku.requests if r.path == f"/apps/{REVIEW_APP}/formation")
+    assert release == {"updates": [{"type": "web", "docker_image": CONFIG_DIGEST}]}
+    # Then one web dyno of shipyard:review.dynoSize, and the app joins the build stack's pipeline.
+    assert scale == {"updates": [{"type": "web", "quantity": 1, "size": "basic"}]}
+    assert heroku.formation[REVIEW_APP] == {"web": {"quantity": 1, "size": "basic"}}
+    assert heroku.couplings[REVIEW_APP]["pipeline"] == {"id": PIPELINE}
+    assert heroku.couplings[REVIEW_APP]["stage"] == "review"
+    assert ("GET", f"/apps/{REVIEW_APP}/pipeline-couplings") not in api_calls(heroku)  # a new app is in none
     assert result.dotenv["SHIPYARD_REVIEW_URL"] == f"https://{REVIEW_APP}-0a1b2c3d4e5f.herokuapp.com/"
+    assert result.dotenv["SHIPYARD_REVIEW_APP"] == REVIEW_APP
     assert all(r.headers["Authorization"] == f"Bearer {KEY}" for r in heroku.requests if "/streams/" not in r.path)
     login = next(c for c in result.skopeo if c["args"][0] == "login")
     assert login["stdin"] == KEY and KEY not in result.output
 
 
-def test_an_existing_review_app_is_reused_even_at_the_cap(job: Job, heroku: FakeHeroku) -> None:
+@pytest.mark.parametrize("coupled", [True, False])
+def test_an_existing_review_app_is_reused_even_at_the_cap(job: Job, heroku: FakeHeroku, coupled: bool) -> None:
     heroku.apps = {REVIEW_APP: {}, "acme-shop-mr-3": {}}
+    if coupled:
+        heroku.couplings[REVIEW_APP] = {"app": {"name": REVIEW_APP}, "pipeline": {"id": PIPELINE}, "stage": "review"}
     result = review_job(job, SHIPYARD_REVIEW_MAX_APPS="2").run("--ensure-review-app")
     assert result.code == 0, result.output
     assert "reusing review app acme-shop-mr-7" in result.output
-    assert not any(method == "POST" for method, _ in api_calls(heroku))
+    # No app is created; an app in no pipeline yet (an earlier coupling refused) joins it now.
+    posts = [path for method, path in api_calls(heroku) if method == "POST"]
+    assert posts == ([] if coupled else ["/pipeline-couplings"])
+    assert heroku.couplings[REVIEW_APP]["pipeline"] == {"id": PIPELINE}
+
+
+def test_a_refused_pipeline_coupling_is_reported_and_the_review_app_still_released(
+    job: Job, heroku: FakeHeroku
+) -> None:
+    # The review key's member may create apps but not reach the pipeline: Heroku refuses the coupling.
+    heroku.apps, heroku.pipelines = {}, set()
+    result = review_job(job).run("--ensure-review-app")
+    assert result.code == 0, result.output
+    assert ("POST", "/pipeline-couplings") in api_calls(heroku) and REVIEW_APP not in heroku.couplings
+    assert f"review app {REVIEW_APP} is not in the Heroku pipeline {PIPELINE}: Heroku refused" in result.output
+    assert REVIEW_APP in heroku.apps and heroku.formation[REVIEW_APP]["web"]["quantity"] == 1
+
+
+def test_a_dyno_size_heroku_refuses_undoes_the_review_app_it_created(job: Job, heroku: FakeHeroku) -> None:
+    heroku.apps = {}
+    result = review_job(job, SHIPYARD_REVIEW_DYNO_SIZE="standard-3x").run("--ensure-review-app")
+    assert result.code == 1
+    assert "failed (422): Invalid dyno size." in result.output
+    assert REVIEW_APP not in heroku.apps and "deleted it again" in result.output
 
 
 def test_one_review_app_more_than_the_cap_is_refused_naming_the_cap(job: Job, heroku: FakeHeroku) -> None:
@@ -1106,6 +1180,8 @@ def test_a_review_key_the_api_refuses_is_named_as_the_review_key(job: Job, herok
         ({"SHIPYARD_REVIEW_CONFIG_VARS": "x"}, "SHIPYARD_REVIEW_CONFIG_VARS must be a JSON object of strings"),
         ({"ECR_REVIEW_REPOSITORY_URL": "r.example/app"}, "ECR_REVIEW_REPOSITORY_URL must be <account>.dkr.ecr."),
         ({"CI_MERGE_REQUEST_IID": "7a"}, "CI_MERGE_REQUEST_IID must be a merge request's IID, got '7a'"),
+        ({"SHIPYARD_REVIEW_DYNO_SIZE": "basic 1"}, "SHIPYARD_REVIEW_DYNO_SIZE must be a Heroku dyno size"),
+        ({"SHIPYARD_REVIEW_PIPELINE": "my-pipeline"}, "SHIPYARD_REVIEW_PIPELINE must be a Heroku pipeline id"),
         (
             {"SHIPYARD_REVIEW_APP_PREFIX": "a" * 20, "CI_MERGE_REQUEST_IID": "9999999"},
             "SHIPYARD_REVIEW_APP_PREFIX or CI_MERGE_REQUEST_IID: ",

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from infra.offline.engine import Run
+from infra.settings import ReviewSettings
 from tests.by_path import load_module
 from tests.ci.gitlab import jobs, pipeline, plan, script_lines
 from tests.ci.matrix import OWN, SOURCES, TEMPLATE
@@ -389,7 +390,7 @@ def test_one_deploy_definition_serves_every_release_and_rollback(template: dict[
 
 
 @pytest.mark.parametrize(
-    ("job", "name"), [(".shipyard-deploy", "heroku_release.py"), (".shipyard-review-app", "review_apps.py")]
+    ("job", "name"), [(".shipyard-release-script", "heroku_release.py"), (".shipyard-review-app", "review_apps.py")]
 )
 def test_the_embedded_scripts_are_the_tested_ones(
     template: dict[str, Any], tmp_path: Path, job: str, name: str
@@ -405,17 +406,29 @@ def test_the_review_jobs_release_and_delete_the_merge_requests_app(template: dic
     review, stop = resolved["shipyard-review"], resolved["shipyard-review-stop"]
     # The same deploy definition (image, no inherited defaults, the release script), the review
     # runner, and both embedded scripts: the release script loads ci/review_apps.py beside it.
+    deploy = template[".shipyard-deploy"]
     for job in (review, stop):
-        for key in ("image", "variables", "inherit"):
-            assert job[key] == template[".shipyard-deploy"][key], key
+        for key in ("image", "inherit"):
+            assert job[key] == deploy[key], key
         assert job["variables"]["GIT_STRATEGY"] == "none"
         assert job["tags"] == ["shipyard", "review"]
         lines = script_lines(template, job, "before_script")
         written = [line for line in lines if line.lstrip().startswith("cat > /tmp/")]
         assert [line.split()[2] for line in written] == ["/tmp/heroku_release.py", "/tmp/review_apps.py"]
+        # Copy and release only: the packages for signature and scan checks stay in the deploy jobs.
+        assert [line for line in lines if line.startswith("apk ")] == [
+            "apk add --no-cache skopeo docker-credential-ecr-login"
+        ]
         assert job["resource_group"] == job["environment"]["name"] == "review/$CI_COMMIT_REF_SLUG"
+    assert any("'cosign<3' aws-cli" in line for line in script_lines(template, deploy, "before_script"))
     assert review["needs"] == ["shipyard-build"]
     assert review["environment"]["on_stop"] == "shipyard-review-stop"
+    # shipyard:review.autoStopIn, expanded when the deployment succeeds; the job's own value is the
+    # settings' default, which the review/*-scoped project variable overrides.
+    assert review["environment"]["auto_stop_in"] == "$SHIPYARD_REVIEW_AUTO_STOP_IN"
+    default = ReviewSettings.model_fields["auto_stop_in"].default
+    assert review["variables"] == {**deploy["variables"], "SHIPYARD_REVIEW_AUTO_STOP_IN": default}
+    assert stop["variables"] == deploy["variables"]
     # The URL is Heroku's web_url for the app, handed on in the job's dotenv report.
     assert review["environment"]["url"] == "$SHIPYARD_REVIEW_URL"
     assert review["artifacts"]["reports"]["dotenv"] == "release.env"
@@ -441,7 +454,8 @@ def test_the_review_jobs_read_the_review_variables_the_build_stack_scopes_to_the
     script = load_module(ROOT / "ci" / "heroku_release.py")
     for name in ("shipyard-review", "shipyard-review-stop"):
         environment = jobs(template)[name]["environment"]["name"]
-        for key in {*script.REVIEW_REQUIRED, "SHIPYARD_REVIEW_TEAM"} - {"CI_MERGE_REQUEST_IID", "CI_COMMIT_SHA"}:
+        provisioned = {*script.REVIEW_REQUIRED, "SHIPYARD_REVIEW_TEAM", "SHIPYARD_REVIEW_AUTO_STOP_IN"}
+        for key in provisioned - {"CI_MERGE_REQUEST_IID", "CI_COMMIT_SHA"}:
             assert fnmatch.fnmatch(environment, scopes[key]), (name, key)
         assert not fnmatch.fnmatch(environment, scopes["HEROKU_API_KEY"]), name
 

@@ -25,6 +25,8 @@ REVIEW_VARIABLES = {
     "SHIPYARD_REVIEW_AUTO_STOP_IN",
     "SHIPYARD_REVIEW_MAX_APPS",
     "SHIPYARD_REVIEW_CONFIG_VARS",
+    "SHIPYARD_REVIEW_DYNO_SIZE",
+    "SHIPYARD_REVIEW_PIPELINE",
 }
 
 
@@ -61,6 +63,9 @@ def test_review_settings_reach_the_review_jobs_alone(review_run: Run) -> None:
         "SHIPYARD_REVIEW_AUTO_STOP_IN": "3 days",
         "SHIPYARD_REVIEW_MAX_APPS": "5",
         "SHIPYARD_REVIEW_CONFIG_VARS": json.dumps({"WORKERS": "2"}),
+        "SHIPYARD_REVIEW_DYNO_SIZE": "basic",
+        # The build stack's Heroku pipeline, which staging's app is coupled to as well.
+        "SHIPYARD_REVIEW_PIPELINE": review_run.one("heroku:pipeline/coupling:Coupling").raw_inputs["pipeline"],
     }
     assert review_run.outputs["reviewAppPrefix"] == "acme-shop"
 
