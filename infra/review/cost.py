@@ -1,6 +1,6 @@
 """The monthly cost of one plan document (`shipyard plan --json` or `pulumi preview --json`) and of a
-change between two: runner hosts, worker fleets (as bounds) and Heroku dynos, priced from the fact
-files infra/facts/aws-prices.yaml and infra/facts/heroku-prices.yaml.
+change between two: runner hosts, worker fleets (as bounds), Heroku dynos and the review apps' cap
+(as bounds), priced from the fact files infra/facts/aws-prices.yaml and infra/facts/heroku-prices.yaml.
 
 A price the fact files do not hold is named in the result ("t3.small: no price in
 infra/facts/aws-prices.yaml for eu-west-1"), never estimated, and its line is left out of the
@@ -25,6 +25,14 @@ AWS, HEROKU = "aws-prices", "heroku-prices"
 GROUP = "aws:autoscaling/group:Group"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 FORMATION = "heroku:formation/formation:Formation"
+VARIABLE = "gitlab:index/projectVariable:ProjectVariable"
+# What the review jobs read of shipyard:review (ci/heroku_release.py): the cap and each app's one web dyno.
+REVIEW_CAP, REVIEW_SIZE, REVIEW_PREFIX = (
+    "SHIPYARD_REVIEW_MAX_APPS",
+    "SHIPYARD_REVIEW_DYNO_SIZE",
+    "SHIPYARD_REVIEW_APP_PREFIX",
+)
+ECO_NOTE = "in the Eco plan"
 AWS_PROVIDER = "pulumi:providers:aws"
 # arn:PARTITION:SERVICE:REGION:ACCOUNT:… — the region of a regional resource.
 ARN_REGION = re.compile(r"\barn:aws[a-z-]*:[a-z0-9-]+:([a-z]{2}(?:-[a-z]+)+-\d+):")
@@ -212,17 +220,42 @@ def _group_line(group: Mapping[str, Any], template: Mapping[str, Any], name: str
     return Line("worker fleet", name, what, Amount(low_n * min(costs), high_n * max(costs)), note=note)
 
 
+def _dyno_monthly(size: str) -> Decimal | None:
+    monthly = facts.load(HEROKU)["dyno_monthly"].get(size)
+    return None if monthly is None else Decimal(str(monthly))
+
+
 def _dynos_line(formation: Mapping[str, Any], name: str) -> Line:
     inputs = formation.get("inputs") or {}
     size, quantity = str(inputs.get("size", "")).lower(), int(inputs.get("quantity") or 0)
-    prices = facts.load(HEROKU)
     what = f"{inputs.get('type', name)}: {quantity} x {size}"
     if size == "eco":  # paid once for the account, by the plan's "Eco plan" line
-        return Line("dynos", name, what, ZERO, note="in the Eco plan")
-    monthly = prices["dyno_monthly"].get(size)
+        return Line("dynos", name, what, ZERO, note=ECO_NOTE)
+    monthly = _dyno_monthly(size)
     if monthly is None:
         return Line("dynos", name, what, None, (_no_price(size, HEROKU),))
-    return Line("dynos", name, what, Amount.of(quantity * Decimal(str(monthly))))
+    return Line("dynos", name, what, Amount.of(quantity * monthly))
+
+
+def _review_line(variables: Mapping[str, Any]) -> Line | None:
+    """The review apps as bounds: none while no merge request has one, up to the cap, each app one web
+    dyno of the review size. None when the plan provisions no review apps."""
+    if REVIEW_CAP not in variables:
+        return None
+    name = f"{variables.get(REVIEW_PREFIX, 'review')}-mr-*"
+    cap, size = str(variables[REVIEW_CAP]), str(variables.get(REVIEW_SIZE, "")).lower()
+    what = f"0 to {cap} apps x web: 1 x {size}"
+    if not cap.isdigit() or not size:
+        return Line(
+            "review apps", name, what, None, (f"{name}: the plan does not show {REVIEW_CAP} and {REVIEW_SIZE}",)
+        )
+    if size == "eco":
+        return Line("review apps", name, what, ZERO, note=ECO_NOTE)
+    monthly = _dyno_monthly(size)
+    if monthly is None:
+        return Line("review apps", name, what, None, (_no_price(size, HEROKU),))
+    note = "bounds: no app while no merge request has one, shipyard:review.maxApps at most"
+    return Line("review apps", name, what, Amount(Decimal(0), int(cap) * monthly), note=note)
 
 
 def cost_of_plan(doc: Mapping[str, Any], region: str | None = None) -> Cost:
@@ -232,6 +265,7 @@ def cost_of_plan(doc: Mapping[str, Any], region: str | None = None) -> Cost:
     live = _live(doc)
     templates = {str(s.get("parent")): s for s in live if s.get("type") == LAUNCH_TEMPLATE}
     lines: list[Line] = []
+    variables: dict[str, Any] = {}
     for state in live:
         name = _name(str(state.get("urn", "")))
         if state.get("type") == GROUP:
@@ -243,7 +277,12 @@ def cost_of_plan(doc: Mapping[str, Any], region: str | None = None) -> Cost:
                 lines.append(_group_line(state, template, name, region))
         elif state.get("type") == FORMATION:
             lines.append(_dynos_line(state, name))
-    if any(line.note == "in the Eco plan" for line in lines):
+        elif state.get("type") == VARIABLE:
+            inputs = state.get("inputs") or {}
+            variables[str(inputs.get("key"))] = inputs.get("value")
+    review = _review_line(variables)
+    lines += [review] if review else []
+    if any(line.note == ECO_NOTE for line in lines):
         # One flat fee for the account, however many Eco dynos share its 1000 hours.
         fee = Amount.of(Decimal(str(facts.load(HEROKU)["eco_plan_monthly"])))
         lines.append(Line("dynos", "Eco plan", "1000 dyno hours a month for every Eco dyno of the account", fee))
@@ -301,7 +340,7 @@ def render_cost(cost: Cost, stack: str) -> list[str]:
     """The cost of one plan as plain lines, before the caller wraps them to the console's width."""
     lines = [f"Monthly cost of stack {stack} (USD; {cost.region or 'region unknown'}; {HOURS_PER_MONTH} h a month)"]
     if not cost.lines:
-        lines.append("  nothing priced: the plan has no runner host, worker fleet or dynos")
+        lines.append("  nothing priced: the plan has no runner host, worker fleet, dynos or review apps")
     for line in cost.lines:
         bounds = f"  ({line.note})" if line.note else ""
         lines.append(f"  {line.kind} {line.name}: {money(line.amount)}   {line.what}{bounds}")

@@ -18,7 +18,16 @@ import yaml
 from infra.cli.main import main
 from infra.offline.engine import Run
 from infra.offline.plan import to_preview_json
-from infra.review.cost import FORMATION, Amount, cost_of_plan, diff_cost, plan_region
+from infra.review.cost import (
+    FORMATION,
+    REVIEW_SIZE,
+    VARIABLE,
+    Amount,
+    cost_of_plan,
+    diff_cost,
+    plan_region,
+    render_markdown,
+)
 from infra.review.mr_note import note_body
 from tests.conftest import ROOT, run_stack, stack_document
 
@@ -91,18 +100,6 @@ def test_the_eco_plan_is_one_flat_fee_and_an_unpriced_size_is_named() -> None:
     assert [line.amount for line in private.lines] == [None]
     assert private.missing == ["private-s: no price in infra/facts/heroku-prices.yaml"]
     assert private.total == Amount.of(Decimal(0))
-
-
-def test_committed_staging_in_eu_west_1_names_the_prices_it_lacks(committed_runs: dict[str, Run]) -> None:
-    doc = to_preview_json(committed_runs["staging"])
-    cost = cost_of_plan(doc)
-    assert cost.region == "eu-west-1"
-    assert set(amounts(doc).values()) == {None}  # nothing guessed
-    assert cost.missing == [
-        "t3.large: no price in infra/facts/aws-prices.yaml for eu-west-1",
-        "gp3: no price in infra/facts/aws-prices.yaml for eu-west-1",
-    ]
-    assert cost.total == Amount.of(Decimal(0))  # the unpriced hosts are left out, not estimated
 
 
 def test_a_worker_fleet_costs_bounds_up_to_max_size_of_its_dearest_type(fleet_run: Run) -> None:
@@ -184,8 +181,9 @@ def test_the_mr_note_summary_line_carries_the_cost_change(
 
 def test_a_note_on_one_plan_states_its_cost_and_what_has_no_price(committed_runs: dict[str, Run]) -> None:
     body = note_body("staging", to_preview_json(committed_runs["staging"]))
-    assert "· monthly cost $0.00, 2 without a price" in body.splitlines()[3]
-    assert "- not priced: t3.large: no price in infra/facts/aws-prices.yaml for eu-west-1" in body
+    # eu-west-1 has instance prices but no gp3 price: both hosts are left out, gp3 named once.
+    assert "· monthly cost $0.00, 1 without a price" in body.splitlines()[3]
+    assert "- not priced: gp3: no price in infra/facts/aws-prices.yaml for eu-west-1" in body
     unchanged = copy.deepcopy(to_preview_json(committed_runs["staging"]))
     assert "(±$0.00)" in note_body("staging", unchanged, base=to_preview_json(committed_runs["staging"]))
 
@@ -196,3 +194,64 @@ def test_a_replaced_runner_host_in_a_real_preview_counts_once(us_east: dict[str,
     # `pulumi preview --json` shows a replacement as several steps of one URN.
     doc["steps"] += [{**copy.deepcopy(group), "op": op} for op in ("create-replacement", "replace", "delete-replaced")]
     assert cost_of_plan(doc).total == cost_of_plan(us_east).total
+
+
+@pytest.fixture(scope="module")
+def with_review_apps() -> dict[str, Any]:
+    """us_east_document() with review apps: at most 4 at once, each one basic web dyno (the default)."""
+    doc = us_east_document()
+    doc["shipyard:review"] = {"appPrefix": "acme-shop", "maxApps": 4}
+    secrets = {
+        "shipyard:herokuApiKey": "HRKU-costDeployKey-0123",
+        "shipyard:herokuReviewApiKey": "HRKU-costReview-0123",
+    }
+    return to_preview_json(run_stack(doc, secrets=secrets))
+
+
+def review_variable(doc: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    """The plan with one review variable's value changed, as a plan of changed settings shows it."""
+    changed = copy.deepcopy(doc)
+    for step in changed["steps"]:
+        if step["newState"]["type"] == VARIABLE and step["newState"]["inputs"].get("key") == key:
+            step["newState"]["inputs"]["value"] = value
+    return changed
+
+
+def test_review_apps_cost_bounds_up_to_the_cap_of_one_dyno_each(with_review_apps: dict[str, Any]) -> None:
+    cost = cost_of_plan(with_review_apps)
+    line = next(line for line in cost.lines if line.kind == "review apps")
+    # None while no merge request has an app; at the cap, 4 apps x 1 basic dyno x $7.
+    assert (line.name, line.what, line.amount) == (
+        "acme-shop-mr-*",
+        "0 to 4 apps x web: 1 x basic",
+        Amount(Decimal(0), Decimal(28)),
+    )
+    assert cost.total == Amount(2 * T3_LARGE_HOST + DYNOS, 2 * T3_LARGE_HOST + DYNOS + 28)
+
+
+def test_a_larger_review_cap_and_dyno_size_change_the_cost_by_hand(with_review_apps: dict[str, Any]) -> None:
+    after = review_variable(
+        review_variable(with_review_apps, "SHIPYARD_REVIEW_MAX_APPS", "6"), REVIEW_SIZE, "standard-1X"
+    )
+    diff = diff_cost(with_review_apps, after)
+    # 6 x standard-1X at $25 = $150 at most, from 4 x basic at $7 = $28.
+    assert diff.delta == Amount(Decimal(0), Decimal(150 - 28))
+    assert (
+        "| review apps `acme-shop-mr-*` (0 to 6 apps x web: 1 x standard-1x) | $0.00 to $28.00 | $0.00 to $150.00 |"
+        in (render_markdown(diff))
+    )
+
+
+def test_eco_review_apps_share_the_eco_plan_and_an_unpriced_review_size_is_named(
+    with_review_apps: dict[str, Any],
+) -> None:
+    eco = cost_of_plan(review_variable(with_review_apps, REVIEW_SIZE, "eco"))
+    assert {line.name: line.amount for line in eco.lines if line.kind in ("review apps", "dynos")}["Eco plan"] == (
+        Amount.of(Decimal(5))
+    )
+    unpriced = cost_of_plan(review_variable(with_review_apps, REVIEW_SIZE, "shield-m"))
+    assert "shield-m: no price in infra/facts/heroku-prices.yaml" in unpriced.missing
+
+
+def test_a_stack_without_review_apps_has_no_review_line(us_east: dict[str, Any]) -> None:
+    assert [line for line in cost_of_plan(us_east).lines if line.kind == "review apps"] == []
