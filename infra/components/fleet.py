@@ -122,6 +122,8 @@ class WorkerFleet(pulumi.ComponentResource):
     launch_template: ec2.LaunchTemplate
     group: autoscaling.Group
     cache_bucket: s3.Bucket
+    cache_settings: list[pulumi.CustomResource]
+    """The bucket's encryption, public access block, ownership controls, TLS-only policy and expiry."""
     asg_name: str
 
     def __init__(self, name: str, args: WorkerFleetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -234,7 +236,7 @@ class WorkerFleet(pulumi.ComponentResource):
         # Cache archives only: nothing here outlives `cacheDays`, so a destroy may empty the bucket.
         self.cache_bucket = s3.Bucket(f"{name}-cache", bucket=args.cache_bucket, force_destroy=True, opts=child)
         bucket = self.cache_bucket.id
-        s3.BucketServerSideEncryptionConfiguration(
+        encryption = s3.BucketServerSideEncryptionConfiguration(
             f"{name}-cache-encryption",
             bucket=bucket,
             rules=[
@@ -265,13 +267,13 @@ class WorkerFleet(pulumi.ComponentResource):
         )
         # S3 answers OperationAborted to a bucket-policy change that races the public access block
         # or the ownership controls of the same new bucket: one after the other.
-        s3.BucketPolicy(
+        tls_only = s3.BucketPolicy(
             f"{name}-cache-tls-only",
             bucket=bucket,
             policy=self.cache_bucket.arn.apply(tls_only_policy),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[private, ownership])),
         )
-        s3.BucketLifecycleConfiguration(
+        expiry = s3.BucketLifecycleConfiguration(
             f"{name}-cache-expiry",
             bucket=bucket,
             rules=[
@@ -287,6 +289,7 @@ class WorkerFleet(pulumi.ComponentResource):
             ],
             opts=child,
         )
+        self.cache_settings = [encryption, private, ownership, tls_only, expiry]
         self.register_outputs({"asgName": self.asg_name, "cacheBucket": self.cache_bucket.id})
 
     def admit_ssh_from(self, manager_security_group_id: pulumi.Input[str]) -> vpc.SecurityGroupIngressRule:

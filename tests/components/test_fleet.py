@@ -52,7 +52,10 @@ def fleet(**overrides: Any) -> WorkerFleet:
 
 
 def settled(workers: WorkerFleet) -> pulumi.Output:
-    return pulumi.Output.all(workers.group.urn, workers.launch_template.urn, workers.cache_bucket.urn)
+    """Every resource the checks read, registered: the bucket's settings register only once the bucket
+    has an id, and its policy after two of them, so waiting for the bucket alone races them."""
+    resources = [workers.group, workers.launch_template, workers.cache_bucket, *workers.cache_settings]
+    return pulumi.Output.all(*(resource.id for resource in resources))
 
 
 def one(monitor: RecordingMonitor, typ: str) -> Step:

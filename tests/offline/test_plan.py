@@ -122,15 +122,15 @@ def test_console_script_runs_the_program_as_the_language_host_does(tmp_path: Pat
     assert json.loads(result.stdout)["outputs"]["herokuAppName"] == "acme-storefront"
 
 
-def test_console_script_exit_code_for_invalid_settings(tmp_path: Path) -> None:
+def test_invalid_settings_exit_2_naming_the_key_without_a_traceback(
+    tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    # In process: the console script above hands main()'s return value to sys.exit.
     doc = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]
     del doc["shipyard:buildStack"]
-    path = write_stack(tmp_path, doc)
-    result = subprocess.run(
-        [str(SHIPYARD), "plan", "--stack", "prod", "--config-file", str(path)], cwd=ROOT, capture_output=True, text=True
-    )
-    assert result.returncode == 2
-    assert "shipyard:buildStack is required" in result.stderr and "Traceback" not in result.stderr
+    code, out, err = plan(capsys, monkeypatch, "--stack", "prod", "--config-file", str(write_stack(tmp_path, doc)))
+    assert code == 2 and out == ""
+    assert "shipyard:buildStack is required" in err and "Traceback" not in err
 
 
 def test_json_plan_is_the_same_every_time_and_urns_have_the_engines_shape(staging_doc: dict[str, Any]) -> None:
