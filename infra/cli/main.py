@@ -145,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--interval", type=float, default=15, help="seconds between two rounds of checks")
     v.add_argument(
         "--production-app",
-        help="production's Heroku app, on which HEROKU_REVIEW_API_KEY must be refused (build stack with review apps)",
+        help=(
+            "production's Heroku app, on which HEROKU_REVIEW_API_KEY must be refused and which must be locked "
+            "(build stack with review apps)"
+        ),
     )
     v.set_defaults(func=verify)
     return parser

@@ -769,6 +769,18 @@ def test_verify_waits_for_a_host_that_is_still_coming_up(
         return None
 
     monkeypatch.setattr("infra.ops.commands.time.sleep", host_comes_up)
+    # Heroku's answers on the apps are asked once: waiting for a host changes none of them.
+    asked: list[str] = []
+
+    def heroku_check(name: str) -> Any:
+        def check(*args: Any, **kwargs: Any) -> list[Check]:
+            asked.append(name)
+            return [Check(name, PASS, "as Heroku answered")]
+
+        return check
+
+    monkeypatch.setattr("infra.ops.verify.review_key_checks", heroku_check("review key refused"))
+    monkeypatch.setattr("infra.ops.verify.app_lock_checks", heroku_check("apps locked"))
     path = tmp_path / "outputs.json"
     path.write_text(json.dumps(outputs))
     code = main(["verify", "--stack", "staging", "--outputs", str(path), "--wait", "60", "--interval", "5"])
@@ -777,6 +789,8 @@ def test_verify_waits_for_a_host_that_is_still_coming_up(
     assert waits == [5]
     assert "not yet: runner instance in service, runner requires IMDSv2; checking again in 5 s" in err
     assert "every check passed" in out
+    assert asked == ["review key refused", "apps locked"]
+    assert "review key refused" in out and "apps locked" in out
 
 
 @pytest.mark.parametrize(
