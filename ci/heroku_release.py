@@ -27,10 +27,11 @@ vars from $SHIPYARD_REVIEW_CONFIG_VARS and releases the merge request's image
 $ECR_REVIEW_REPOSITORY_URL:mr-<iid>-<sha> through the same copy and release, without the two checks:
 merge-request images are never signed (G11), and the review key reaches no other app. It then runs
 one web dyno of $SHIPYARD_REVIEW_DYNO_SIZE and couples the app to the Heroku pipeline
-$SHIPYARD_REVIEW_PIPELINE at the stage review, where Heroku allows it (a refusal is reported, not
-fatal). An app it created but could not release or scale is deleted. --delete-review-app deletes
-the app; one already gone is success. Both use $HEROKU_REVIEW_API_KEY only, and do nothing when
-$SHIPYARD_REVIEW_APP_PREFIX is unset (the build stack has no shipyard:review).
+$SHIPYARD_REVIEW_PIPELINE at the stage review, each where set; the coupling where Heroku allows it
+(a refusal is reported, not fatal). An app it created but could not release or scale is deleted.
+--delete-review-app deletes the app; one already gone is success. Both use $HEROKU_REVIEW_API_KEY
+only, and do nothing when $SHIPYARD_REVIEW_APP_PREFIX is unset (the build stack has no
+shipyard:review).
 Exit codes: 0 released (or deleted); 1 refused (no valid signature, blocking findings, no finished
 scan, the review app cap reached, a review app name taken) or the copy, the API or the release
 failed; 2 bad input (missing CI/CD variables, malformed arguments), nothing done.
@@ -88,8 +89,10 @@ SCAN_WAIT_FOR = ("IN_PROGRESS", "PENDING")
 THRESHOLDS = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 LONGEST_SCAN_POLL = 60.0
 
-# Review apps: the variables the build stack scopes to review/* (SHIPYARD_REVIEW_TEAM is optional),
-# and what each review job needs of them and of GitLab's.
+# Review apps: the variables the build stack scopes to review/*, and what each review job needs of
+# them and of GitLab's. The optional ones: without a team the apps are the key's own; without a dyno
+# size Heroku's default size runs; without a pipeline the app joins none (a build stack deployed
+# before shipyard provisioned them).
 REVIEW_KEY = "HEROKU_REVIEW_API_KEY"
 REVIEW_PREFIX = "SHIPYARD_REVIEW_APP_PREFIX"
 REVIEW_REQUIRED = (
@@ -98,13 +101,12 @@ REVIEW_REQUIRED = (
     "SHIPYARD_REVIEW_REGION",
     "SHIPYARD_REVIEW_MAX_APPS",
     "SHIPYARD_REVIEW_CONFIG_VARS",
-    "SHIPYARD_REVIEW_DYNO_SIZE",
-    "SHIPYARD_REVIEW_PIPELINE",
     "ECR_REVIEW_REPOSITORY_URL",
     "CI_MERGE_REQUEST_IID",
     "CI_COMMIT_SHA",
 )
 REVIEW_STOP_REQUIRED = (REVIEW_KEY, REVIEW_PREFIX, "CI_MERGE_REQUEST_IID")
+REVIEW_OPTIONAL = ("SHIPYARD_REVIEW_TEAM", "SHIPYARD_REVIEW_DYNO_SIZE", "SHIPYARD_REVIEW_PIPELINE")
 # A review app runs its image as the process type `web`, one dyno of SHIPYARD_REVIEW_DYNO_SIZE.
 REVIEW_PROCESS = "web"
 DYNO_SIZE = re.compile(r"^[A-Za-z0-9-]+$")
@@ -604,8 +606,8 @@ class ReviewSettings(NamedTuple):
     cap: int
     config_vars: dict[str, str]
     repository: EcrRepository
-    dyno_size: str
-    pipeline: str
+    dyno_size: str  # "" where unset: Heroku's default size
+    pipeline: str  # "" where unset: no coupling
 
 
 def review_settings(env: dict[str, str]) -> ReviewSettings:
@@ -623,13 +625,13 @@ def review_settings(env: dict[str, str]) -> ReviewSettings:
     repository = ecr_repository(env["ECR_REVIEW_REPOSITORY_URL"].strip())
     if repository is None:
         problems.append("ECR_REVIEW_REPOSITORY_URL must be <account>.dkr.ecr.<region>.amazonaws.com/<repository>")
-    size, pipeline = env["SHIPYARD_REVIEW_DYNO_SIZE"].strip(), env["SHIPYARD_REVIEW_PIPELINE"].strip()
-    if not DYNO_SIZE.fullmatch(size):
+    size, pipeline = env.get("SHIPYARD_REVIEW_DYNO_SIZE", "").strip(), env.get("SHIPYARD_REVIEW_PIPELINE", "").strip()
+    if size and not DYNO_SIZE.fullmatch(size):
         problems.append(
             f"SHIPYARD_REVIEW_DYNO_SIZE must be a Heroku dyno size such as basic (shipyard:review.dynoSize), "
             f"got {size!r}"
         )
-    if not UUID.fullmatch(pipeline):
+    if pipeline and not UUID.fullmatch(pipeline):
         problems.append(f"SHIPYARD_REVIEW_PIPELINE must be a Heroku pipeline id (a UUID), got {pipeline!r}")
     if problems:
         raise BadInput("\n".join(problems))
@@ -724,12 +726,12 @@ def ensure_review_app(args: argparse.Namespace, env: dict[str, str]) -> dict[str
             skopeo = Skopeo(folder, review.repository.registry)
             image = inspect_source(skopeo, source)
             released = publish(skopeo, image, f"registry.heroku.com/{app}/{REVIEW_PROCESS}", heroku, args)
-        # After the release: a container app has no process type before its first one (H6).
-        heroku.request(
-            "PATCH",
-            f"/apps/{app}/formation",
-            {"updates": [{"type": REVIEW_PROCESS, "quantity": 1, "size": review.dyno_size}]},
-        )
+        if review.dyno_size:  # after the release: a container app has no process type before its first (H6)
+            heroku.request(
+                "PATCH",
+                f"/apps/{app}/formation",
+                {"updates": [{"type": REVIEW_PROCESS, "quantity": 1, "size": review.dyno_size}]},
+            )
     except ReleaseError as exc:
         if not created:
             raise
@@ -741,7 +743,8 @@ def ensure_review_app(args: argparse.Namespace, env: dict[str, str]) -> dict[str
                 f"({undone}): delete it with `{delete_command(app)}`"
             ) from None
         raise ReleaseError(f"{exc}\nreview app {app} was created but not released: deleted it again") from None
-    couple_review_app(heroku, review.pipeline, created)
+    if review.pipeline:
+        couple_review_app(heroku, review.pipeline, created)
     url = str(found.get("web_url") or f"https://{app}.herokuapp.com/")
     print(f"review app {app}: {url}")
     return {"SHIPYARD_REVIEW_APP": app, "SHIPYARD_REVIEW_URL": url, **released}

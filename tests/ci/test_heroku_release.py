@@ -1113,6 +1113,19 @@ def test_a_refused_pipeline_coupling_is_reported_and_the_review_app_still_releas
     assert REVIEW_APP in heroku.apps and heroku.formation[REVIEW_APP]["web"]["quantity"] == 1
 
 
+def test_without_a_dyno_size_and_a_pipeline_the_review_app_runs_as_heroku_starts_it(
+    job: Job, heroku: FakeHeroku
+) -> None:
+    # A build stack deployed before shipyard provisioned them: the release alone, nothing guessed.
+    heroku.apps = {}
+    result = review_job(job, SHIPYARD_REVIEW_DYNO_SIZE="", SHIPYARD_REVIEW_PIPELINE="").run("--ensure-review-app")
+    assert result.code == 0, result.output
+    patches = [r.body for r in heroku.requests if r.path == f"/apps/{REVIEW_APP}/formation"]
+    assert patches == [{"updates": [{"type": "web", "docker_image": CONFIG_DIGEST}]}]
+    assert not [path for _, path in api_calls(heroku) if "pipeline-couplings" in path]
+    assert heroku.couplings == {} and REVIEW_APP in heroku.apps
+
+
 def test_a_dyno_size_heroku_refuses_undoes_the_review_app_it_created(job: Job, heroku: FakeHeroku) -> None:
     heroku.apps = {}
     result = review_job(job, SHIPYARD_REVIEW_DYNO_SIZE="standard-3x").run("--ensure-review-app")

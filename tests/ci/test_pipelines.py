@@ -454,7 +454,7 @@ def test_the_review_jobs_read_the_review_variables_the_build_stack_scopes_to_the
     script = load_module(ROOT / "ci" / "heroku_release.py")
     for name in ("shipyard-review", "shipyard-review-stop"):
         environment = jobs(template)[name]["environment"]["name"]
-        provisioned = {*script.REVIEW_REQUIRED, "SHIPYARD_REVIEW_TEAM", "SHIPYARD_REVIEW_AUTO_STOP_IN"}
+        provisioned = {*script.REVIEW_REQUIRED, *script.REVIEW_OPTIONAL, "SHIPYARD_REVIEW_AUTO_STOP_IN"}
         for key in provisioned - {"CI_MERGE_REQUEST_IID", "CI_COMMIT_SHA"}:
             assert fnmatch.fnmatch(environment, scopes[key]), (name, key)
         assert not fnmatch.fnmatch(environment, scopes["HEROKU_API_KEY"]), name
