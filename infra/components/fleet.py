@@ -43,8 +43,6 @@ class WorkerFleetArgs:
     """The jobs' permissions (IAM policy document): jobs run on the workers, not on the manager."""
     vpc_id: pulumi.Input[str]
     subnet_ids: pulumi.Input[list[str]]
-    private_subnets: bool
-    """Subnets were given: the workers get no public address (the default VPC's subnets need one)."""
 
 
 def manager_statements(group_arn: str, group_name: str, instances: str, bucket_arn: str) -> list[dict[str, Any]]:
@@ -163,15 +161,6 @@ class WorkerFleet(pulumi.ComponentResource):
             opts=child,
         )
 
-        # Subnets given are private: no public address, and the network interface carries the group
-        # (EC2 takes the groups in one place only). In the default VPC the workers need the subnet's
-        # public address for their egress.
-        interface = ec2.LaunchTemplateNetworkInterfaceArgs(
-            device_index=0,
-            associate_public_ip_address="false",
-            security_groups=[self.security_group.id],
-            delete_on_termination="true",
-        )
         tags = {"Name": args.asg_name, "shipyard:stack": args.stack}
         self.launch_template = ec2.LaunchTemplate(
             f"{name}-lt",
@@ -179,14 +168,18 @@ class WorkerFleet(pulumi.ComponentResource):
             # One architecture across the types (a settings rule): the image of the first fits all.
             image_id=image_id(args.fleet.instance_types[0]),
             iam_instance_profile=ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+            # As the host's: the groups on the template, no network interface and no public-address
+            # setting, so a worker takes its subnet's MapPublicIpOnLaunch. A public subnet without NAT
+            # gives the address the workers' egress needs; a private one gives none. An interface block
+            # would have to carry the groups itself (pulumi-aws 7.51.1 LaunchTemplate:
+            # `vpc_security_group_ids` conflicts with `network_interfaces.security_groups`).
+            vpc_security_group_ids=[self.security_group.id],
             metadata_options=imdsv2_only(),
             block_device_mappings=encrypted_root_volume(args.fleet.disk_gb),
             user_data=worker_user_data(args.docker_version),
             tag_specifications=[
                 ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags) for kind in ("instance", "volume")
             ],
-            network_interfaces=[interface] if args.private_subnets else None,
-            vpc_security_group_ids=None if args.private_subnets else [self.security_group.id],
             update_default_version=True,
             tags=tags,
             opts=child,

@@ -474,7 +474,6 @@ class GitlabRunner(pulumi.ComponentResource):
                 job_policy=job_policy,
                 vpc_id=vpc_id,
                 subnet_ids=subnet_ids,
-                private_subnets=bool(args.subnet_ids),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

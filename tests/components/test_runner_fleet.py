@@ -89,7 +89,7 @@ def test_the_jobs_permissions_live_on_the_workers_role(fleet_run: Run) -> None: 
 
 def test_only_the_manager_reaches_its_workers_and_only_over_ssh(fleet_run: Run) -> None:  # guards R13, R15
     for component in RUNNERS:
-        # Each group's id as the launch templates carry it (the default VPC: on the template).
+        # Each group's id as the launch templates carry it.
         [manager_id] = named(fleet_run, f"{component}-lt").raw_inputs["vpcSecurityGroupIds"]
         [workers_id] = named(fleet_run, f"{component}-workers-lt").raw_inputs["vpcSecurityGroupIds"]
         manager_sg = named(fleet_run, f"{component}-sg").raw_inputs
@@ -111,12 +111,17 @@ def test_the_manager_is_told_its_fleet_and_holds_no_secret(fleet_run: Run) -> No
     assert not re.search(r"glrt-[A-Za-z0-9_-]{10,}", text)
 
 
-def test_workers_in_given_subnets_get_no_public_address() -> None:  # guards R13
+def test_workers_in_given_subnets_take_the_subnets_public_addressing_as_the_host_does() -> None:  # guards R13
     doc = fleet_document()
     doc["shipyard:runner"]["subnetIds"] = ["subnet-0abc1234", "subnet-0def5678"]
     run = run_stack(doc)
-    template = named(run, "runner-workers-lt").raw_inputs
-    assert [i["associatePublicIpAddress"] for i in template["networkInterfaces"]] == ["false"]
+    workers, host = named(run, "runner-workers-lt").raw_inputs, named(run, "runner-lt").raw_inputs
+    # Given subnets may be public ones without NAT, where a worker without a public address has no
+    # egress and fails every job: like the host, the workers leave addressing to MapPublicIpOnLaunch.
+    for template in (workers, host):
+        assert "networkInterfaces" not in template and "associatePublicIpAddress" not in json.dumps(template)
+    workers_sg = named(run, "runner-workers-ssh-from-manager").raw_inputs["securityGroupId"]
+    assert workers["vpcSecurityGroupIds"] == [workers_sg]
     assert named(run, "runner-workers-asg").raw_inputs["vpcZoneIdentifiers"] == ["subnet-0abc1234", "subnet-0def5678"]
 
 
