@@ -181,6 +181,7 @@ class Verify:
         self.kms = session.client("kms", region_name=region)
         self.s3 = session.client("s3", region_name=region)
         self.checks: list[Check] = []
+        self._groups: dict[str, dict[str, Any] | None] = {}
 
     def check(self, name: str, probe: Callable[[], tuple[bool, str]]) -> None:
         try:
@@ -200,7 +201,7 @@ class Verify:
         return f"no {output} output: not the build stack, or a build stack deployed before it had {article} {what}"
 
     def run(self, gitlab: tuple[str, str] | None) -> list[Check]:
-        self.checks = []
+        self.checks, self._groups = [], {}
         for runner in (RUNNER, REVIEW_RUNNER):
             self._runner(runner)
         repository = _repository(self.outputs["registryUrl"])
@@ -284,11 +285,17 @@ class Verify:
         else:
             self.checks.append(Check(plugin, FAIL, "no manager in service: nothing has installed the plugin"))
 
+    def _group(self, name: str) -> dict[str, Any] | None:
+        """An Auto Scaling group as AWS describes it, asked once per round of checks (several read it)."""
+        if name not in self._groups:
+            found = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+            self._groups[name] = found[0] if found else None
+        return self._groups[name]
+
     def _worker_group(self, name: str) -> tuple[bool, str]:
-        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
-        if not groups:
+        group = self._group(name)
+        if group is None:
             return False, f"no Auto Scaling group {name}"
-        group = groups[0]
         problems = []
         if group.get("MinSize") != 0:
             problems.append(f"MinSize {group.get('MinSize')}, not 0: workers cannot scale to zero")
@@ -307,10 +314,9 @@ class Verify:
         return True, f"{name}: 0 to {group.get('MaxSize')} workers, {serving} now, scale-in protected, AZRebalance off"
 
     def _worker_imdsv2(self, name: str) -> tuple[bool, str]:
-        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
-        if not groups:
+        group = self._group(name)
+        if group is None:
             return False, f"no Auto Scaling group {name}"
-        group = groups[0]
         mixed = group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("LaunchTemplateSpecification")
         template = group.get("LaunchTemplate") or mixed
         if not template:
@@ -359,15 +365,15 @@ class Verify:
 
     def _in_service(self, runner: Runner, found: dict[str, Any]) -> tuple[bool, str]:
         name = self.outputs[runner.asg]
-        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
-        if not groups:
+        group = self._group(name)
+        if group is None:
             return False, f"no Auto Scaling group {name}"
-        instances = groups[0].get("Instances", [])
+        instances = group.get("Instances", [])
         serving = [i for i in instances if i.get("LifecycleState") == "InService"]
         if len(serving) != 1:
             states = ", ".join(f"{i['InstanceId']} {i.get('LifecycleState')}" for i in instances) or "none"
             return False, f"{len(serving)} instances InService in {name}, expected 1 (instances: {states})"
-        found.update(serving[0], group=groups[0])
+        found.update(serving[0], group=group)
         return True, f"{serving[0]['InstanceId']} in {name}"
 
     def _imdsv2(self, instance: dict[str, Any]) -> tuple[bool, str]:

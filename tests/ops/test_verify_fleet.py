@@ -87,16 +87,43 @@ def cache(aws: Aws, *, private: bool = True, encrypted: bool = True, expiring: b
         s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [expire]})
 
 
+FLEET_OUTPUTS = {
+    "registryUrl": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/acme/storefront",
+    "runnerAsgName": MANAGER,
+    "runnerTokenParameter": PARAMETER,
+    "runnerWorkersAsgName": WORKERS,
+    "runnerCacheBucket": BUCKET,
+}
+
+
 def fleet_rows(aws: Aws) -> dict[str, Check]:
-    outputs = {
-        "registryUrl": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/acme/storefront",
-        "runnerAsgName": MANAGER,
-        "runnerTokenParameter": PARAMETER,
-        "runnerWorkersAsgName": WORKERS,
-        "runnerCacheBucket": BUCKET,
-    }
-    checks = Verify(aws.session(), REGION, json.loads(json.dumps(outputs))).run(None)
+    checks = Verify(aws.session(), REGION, json.loads(json.dumps(FLEET_OUTPUTS))).run(None)
     return {c.name: c for c in checks if c.name.startswith("runner ")}
+
+
+def test_each_group_is_described_once_a_round(aws: Aws) -> None:
+    # Several checks read the manager's and the workers' groups: AWS is asked once for each, and
+    # again in the next round (`--wait`), when the groups may have changed.
+    manager(aws)
+    workers(aws)
+    cache(aws)
+    verifier = Verify(aws.session(), REGION, FLEET_OUTPUTS)
+    asked: list[list[str]] = []
+    real = verifier.autoscaling
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def describe_auto_scaling_groups(self, **kwargs: Any) -> Any:
+            asked.append(kwargs["AutoScalingGroupNames"])
+            return real.describe_auto_scaling_groups(**kwargs)
+
+    verifier.autoscaling = Counting()
+    for _ in range(2):
+        asked.clear()
+        assert all(c.result != FAIL for c in verifier.run(None) if c.name.startswith("runner "))
+        assert sorted(asked) == [[MANAGER], [WORKERS]]
 
 
 def test_a_healthy_fleet_passes_every_fleet_check(aws: Aws) -> None:
