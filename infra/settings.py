@@ -858,15 +858,25 @@ def _fleet_problems(key: str, runner: Mapping[str, Any], builds: bool) -> list[s
 CACHE_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
+def runner_name(stack: str, review: bool, cache_account: str | None = None) -> str:
+    """A runner's name in AWS, `shipyard-<stack>-[review-]runner`: its host's Auto Scaling group (its
+    workers' adds `-workers`). With the account's id, its fleet's job cache bucket
+    `shipyard-<stack>-[review-]runner-cache-<account>` (S3 names are global). One formula for what
+    infra/components/runner.py creates, what `_cache_bucket_problems` measures and what the CI roles
+    may touch (infra/ops/ci_permissions.py), so that the three cannot drift apart."""
+    name = f"shipyard-{stack}-{'review-' if review else ''}runner"
+    return name if cache_account is None else f"{name}-cache-{cache_account}"
+
+
 def _cache_bucket_problems(key: str, stack: str) -> list[str]:
-    review = "review-" if key.endswith(":reviewRunner") else ""
-    longest = f"shipyard-{stack}-{review}runner-cache-{'0' * 12}"  # every account id has 12 digits
+    review = key.endswith(":reviewRunner")
+    longest = runner_name(stack, review, "0" * 12)  # every account id has 12 digits
     if CACHE_BUCKET.fullmatch(longest):
         return []
     room = 63 - len(longest) + len(stack)
     return [
         f"{key}.mode fleet: the job cache bucket of stack {stack!r} would be named "
-        f"shipyard-{stack}-{review}runner-cache-<account id>, which S3 refuses: bucket names are lowercase "
+        f"{runner_name(stack, review, '<account id>')}, which S3 refuses: bucket names are lowercase "
         f"letters, digits and hyphens, 63 characters at most, so this stack's name may have at most {room} "
         "of those characters"
     ]

@@ -206,6 +206,8 @@ def test_a_stack_name_s3_refuses_in_the_cache_bucket_name_is_refused_in_fleet_mo
         parse_settings(config, {"shipyard:herokuApiKey"}, stack)
     [problem] = [p for p in info.value.problems if "job cache bucket" in p]
     assert problem.startswith(f"shipyard:{key}.mode fleet: the job cache bucket of stack {stack!r}")
+    review = "review-" if key == "reviewRunner" else ""  # the name runner.py gives (settings.runner_name)
+    assert f"would be named shipyard-{stack}-{review}runner-cache-<account id>, which S3 refuses" in problem
     assert "lowercase letters, digits and hyphens, 63 characters at most" in problem
     if room is not None:
         assert f"at most {room} of those characters" in problem

@@ -19,7 +19,7 @@ from pulumi_aws import autoscaling, ec2, get_caller_identity_output, get_partiti
 
 from infra.components.fleet import WorkerFleet, WorkerFleetArgs, manager_statements
 from infra.components.launch import encrypted_root_volume, image_id, imdsv2_only
-from infra.settings import FleetSettings
+from infra.settings import FleetSettings, runner_name
 from infra.userdata import FleetHost, RunnerHost, user_data
 
 LAUNCH_HOOK = "shipyard-launch"
@@ -162,8 +162,9 @@ class GitlabRunner(pulumi.ComponentResource):
         invoke = pulumi.InvokeOutputOptions(parent=self)
         # The build stack may have two runners: the review one says so in every name the outside
         # world sees; the stack's main runner keeps the names it always had.
-        review, review_name = ("review ", "review-") if args.purpose == "review" else ("", "")
-        self.asg_name = f"shipyard-{args.stack}-{review_name}runner"
+        is_review = args.purpose == "review"
+        review, review_name = ("review ", "review-") if is_review else ("", "")
+        self.asg_name = runner_name(args.stack, is_review)
         self.fleet_asg_name = f"{self.asg_name}-workers"
         self.tags = args.tags
         self.token_parameter_name = f"/shipyard/{args.stack}/gitlab-{review_name}runner-token"
@@ -235,7 +236,7 @@ class GitlabRunner(pulumi.ComponentResource):
         )
         partition = get_partition_output(opts=invoke).partition
         account = get_caller_identity_output(opts=invoke).account_id
-        self.cache_bucket_name = pulumi.Output.concat(self.asg_name, "-cache-", account)
+        self.cache_bucket_name = account.apply(lambda account_id: runner_name(args.stack, is_review, account_id))
         asg_arn = pulumi.Output.format(
             "arn:{0}:autoscaling:{1}:{2}:autoScalingGroup:*:autoScalingGroupName/{3}",
             partition,

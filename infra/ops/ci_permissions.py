@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.ops.bootstrap import bucket_arn
+from infra.settings import runner_name
 
 # What `pulumi preview` and `--refresh` read of the stacks' AWS resources: descriptions and
 # settings, never data (no parameter value, object, image layer or secret). `Describe*` of EC2 and
@@ -171,10 +172,11 @@ class Scope:
     staging_key: str  # key ARNs, resolved from aliases
     prod_key: str
 
-    def cache_buckets(self, stack: str) -> str:
-        """The job cache buckets of a stack's fleet runners (infra/components/runner.py names them
-        `shipyard-<stack>-[review-]runner-cache-<account>`)."""
-        return f"arn:{self.partition}:s3:::shipyard-{stack}-*runner-cache-{self.account}"
+    def cache_buckets(self, stack: str) -> list[str]:
+        """The job cache buckets of a stack's fleet runners, its main and its review runner's, by their
+        exact names: a wildcard after the stack's name would also match the buckets of every stack whose
+        name starts with it (`staging-eu`'s from `staging`)."""
+        return [f"arn:{self.partition}:s3:::{runner_name(stack, review, self.account)}" for review in (False, True)]
 
     def arn(self, service: str, resource: str, region: bool = True, account: bool = True) -> str:
         return (
@@ -329,7 +331,7 @@ def _deploy(aws: Scope, stack: str, builds: bool) -> list[dict[str, Any]]:
             "Sid": "RunnerCacheObjects",
             "Effect": "Allow",
             "Action": list(CACHE_OBJECT_DELETE),
-            "Resource": f"{aws.cache_buckets(stack)}/*",
+            "Resource": [f"{bucket}/*" for bucket in aws.cache_buckets(stack)],
         },
         {
             "Sid": "AutoScalingServiceRole",
@@ -401,7 +403,7 @@ def permissions(role: str, aws: Scope) -> dict[str, Any]:
             "Sid": "ReadCacheBuckets",
             "Effect": "Allow",
             "Action": list(CACHE_BUCKET_READ),
-            "Resource": [aws.cache_buckets(s) for s in stacks],
+            "Resource": [bucket for s in stacks for bucket in aws.cache_buckets(s)],
         }
 
     if role == "preview":

@@ -5,6 +5,7 @@ no cached object. Names come from the offline plan of the fleet stack, not from 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Any
 
@@ -104,3 +105,29 @@ def test_preview_and_drift_read_the_cache_buckets_settings_and_no_cached_object(
             assert allowed(policy, "s3:GetBucketPolicy", arn) and allowed(policy, "s3:GetLifecycleConfiguration", arn)
             assert not allowed(policy, "s3:GetObject", f"{arn}/runner/project/cache.zip"), role
             assert not allowed(policy, "s3:PutBucketPolicy", arn), role
+
+
+def _iam_like(pattern: str, value: str) -> bool:
+    """IAM's wildcards in a resource ARN: `*` any characters (slashes and hyphens too), `?` one."""
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def test_a_stacks_cache_grant_names_its_own_runners_buckets_and_not_a_longer_named_stacks() -> None:
+    for role, stacks in (("deploy-staging", ["staging"]), ("preview", ["staging"]), ("drift", ["staging", "prod"])):
+        policy = permissions(role, SCOPE)
+        resources = [
+            r
+            for s in policy["Statement"]
+            if s["Sid"] in {"RunnerCacheBuckets", "RunnerCacheObjects", "ReadCacheBuckets"}
+            for r in s["Resource"]
+        ]
+        for stack in stacks:
+            for runner in ("runner", "review-runner"):
+                own = f"arn:aws:s3:::shipyard-{stack}-{runner}-cache-{ACCOUNT}"
+                assert any(_iam_like(r, own) for r in resources), (role, own)
+                # `staging-eu` is another stack: a pattern `shipyard-staging-*runner-cache-…` took its bucket.
+                other = f"arn:aws:s3:::shipyard-{stack}-eu-{runner}-cache-{ACCOUNT}"
+                assert not any(_iam_like(r, other) or _iam_like(r, f"{other}/cache.zip") for r in resources), (
+                    role,
+                    other,
+                )
