@@ -15,7 +15,16 @@ from typing import Any
 import pulumi
 from pulumi_aws import autoscaling, ec2, iam, s3, vpc
 
-from infra.components.launch import encrypted_root_volume, image_id, imdsv2_only
+from infra.components.launch import (
+    ec2_assume_role_policy,
+    encrypted_root_volume,
+    group_tags,
+    image_id,
+    imdsv2_only,
+    instance_tags,
+    launched_tags,
+    web_egress,
+)
 from infra.settings import FleetSettings
 from infra.userdata import USERDATA_DIR, encode
 
@@ -132,14 +141,7 @@ class WorkerFleet(pulumi.ComponentResource):
 
         self.role = iam.Role(
             f"{name}-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
+            assume_role_policy=ec2_assume_role_policy(),
             description=args.description,
             opts=child,
         )
@@ -152,16 +154,11 @@ class WorkerFleet(pulumi.ComponentResource):
             f"{name}-sg",
             vpc_id=args.vpc_id,
             description=f"{args.description}: SSH from the manager only, web egress",
-            egress=[
-                ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=port, to_port=port, cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"]
-                )
-                for port in (443, 80)
-            ],
+            egress=web_egress(),
             opts=child,
         )
 
-        tags = {"Name": args.asg_name, "shipyard:stack": args.stack}
+        tags = instance_tags(args.asg_name, args.stack)
         self.launch_template = ec2.LaunchTemplate(
             f"{name}-lt",
             description=args.description,
@@ -177,9 +174,7 @@ class WorkerFleet(pulumi.ComponentResource):
             metadata_options=imdsv2_only(),
             block_device_mappings=encrypted_root_volume(args.fleet.disk_gb),
             user_data=worker_user_data(args.docker_version),
-            tag_specifications=[
-                ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags) for kind in ("instance", "volume")
-            ],
+            tag_specifications=launched_tags(tags),
             update_default_version=True,
             tags=tags,
             opts=child,
@@ -216,7 +211,7 @@ class WorkerFleet(pulumi.ComponentResource):
             # workers between zones under a running job (R15).
             protect_from_scale_in=True,
             suspended_processes=["AZRebalance"],
-            tags=[autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
+            tags=group_tags(tags),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[self.policy],

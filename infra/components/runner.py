@@ -18,7 +18,16 @@ import pulumi_gitlab as gitlab
 from pulumi_aws import autoscaling, ec2, get_caller_identity_output, get_partition_output, iam, ssm
 
 from infra.components.fleet import WorkerFleet, WorkerFleetArgs, manager_statements
-from infra.components.launch import encrypted_root_volume, image_id, imdsv2_only
+from infra.components.launch import (
+    ec2_assume_role_policy,
+    encrypted_root_volume,
+    group_tags,
+    image_id,
+    imdsv2_only,
+    instance_tags,
+    launched_tags,
+    web_egress,
+)
 from infra.settings import FleetSettings, runner_name
 from infra.userdata import FleetHost, RunnerHost, user_data
 
@@ -228,9 +237,7 @@ class GitlabRunner(pulumi.ComponentResource):
 
         self.role = iam.Role(
             f"{name}-role",
-            assume_role_policy=_policy(
-                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-            ),
+            assume_role_policy=ec2_assume_role_policy(),
             description=f"shipyard {args.stack} GitLab {review}runner host",
             opts=child,
         )
@@ -316,12 +323,7 @@ class GitlabRunner(pulumi.ComponentResource):
             vpc_id=vpc_id,
             description=f"shipyard {args.stack} GitLab {review}runner: no ingress, web egress",
             ingress=[],
-            egress=[
-                ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=port, to_port=port, cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"]
-                )
-                for port in (443, 80)
-            ]
+            egress=web_egress()
             # A fleet manager runs its jobs over SSH on its workers, and reaches no other host. Inline,
             # as the rules above: a separate rule resource beside inline rules would be undone by them.
             # The description stays as it is: changing it replaces the group (P11).
@@ -384,7 +386,7 @@ class GitlabRunner(pulumi.ComponentResource):
                 ),
             )
         )
-        tags = {"Name": self.asg_name, "shipyard:stack": args.stack}
+        tags = instance_tags(self.asg_name, args.stack)
         self.launch_template = ec2.LaunchTemplate(
             f"{name}-lt",
             description=f"shipyard {args.stack} GitLab {review}runner host",
@@ -396,9 +398,7 @@ class GitlabRunner(pulumi.ComponentResource):
             block_device_mappings=encrypted_root_volume(args.disk_gb),
             # Base64 is what a launch template takes (R9); names and numbers only (R1).
             user_data=host.apply(user_data),
-            tag_specifications=[
-                ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags) for kind in ("instance", "volume")
-            ],
+            tag_specifications=launched_tags(tags),
             update_default_version=True,
             tags=tags,
             opts=child,
@@ -438,7 +438,7 @@ class GitlabRunner(pulumi.ComponentResource):
                 ),
             ],
             wait_for_capacity_timeout="20m",
-            tags=[autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True) for k, v in tags.items()],
+            tags=group_tags(tags),
             # The host reads its token and completes its hooks at boot: allow that first.
             opts=pulumi.ResourceOptions(
                 parent=self,
