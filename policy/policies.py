@@ -5,9 +5,19 @@ They run in three places: the policy pack (`policy/__main__.py`) during a real `
 `pulumi preview --json`'s), and the tests. Importing this module starts nothing (P3); the
 `pulumi_policy` SDK is imported only when the pack is built.
 
-Properties use the engine's camelCase input names, as all three places see them. A value that is
-not known yet (a preview before the resource it comes from exists) stops a check without a
-verdict; the real `pulumi up` runs it again with the value.
+Properties use the engine's camelCase input names, as all three places see them.
+
+Values not known yet. A preview does not know the outputs of resources it has not created (a new
+role's ARN, a document built from one): plan documents carry the engine's sentinel strings
+(UNKNOWNS) in their place, and the policy SDK hands the pack proxies that raise its
+UnknownValueError when one is read (pulumi_policy 1.21.0, proxy.py `unknown_checking_proxy`), which
+the SDK turns into an ADVISORY "can't run policy during preview" note: the whole check passes. The
+pack therefore unwraps the proxies (`_plain`), so both places see the same sentinels, and every
+check judges one part at a time (a resource, a rule, a statement): what is known is judged, and only
+the part that is not known waits (`Waits`, counted by `check`). A per-resource check that waits is
+run again by `pulumi up` before the resource is created, with the value known. The stack check that
+guards who may push release images (G11) runs only once everything exists, so there an unknown
+that could itself grant a push or a signature is a violation that says so (`release_push_protected_only`).
 """
 
 from __future__ import annotations
@@ -94,6 +104,18 @@ SSM_VALUES = ("value", "valueWo", "insecureValue")  # a parameter's value, write
 class UnknownValue(Exception):
     """A value a check needs is not known until the deployment runs."""
 
+    def __init__(self, path: str, sentinel: str = UNKNOWN) -> None:
+        super().__init__(path)
+        self.path = path
+        self.sentinel = sentinel
+        """The engine's sentinel for the value's kind: the pack passes it on to the SDK."""
+
+
+class Waits(str):
+    """A check's message that it cannot judge one part (a rule, a statement, a repository) because
+    a value is not known yet. `check` counts it instead of reporting a violation; the pack tells the
+    SDK, which shows it as an advisory note. The rest of the check still judges what is known."""
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -131,6 +153,25 @@ def unknown(value: Any) -> bool:
     return isinstance(value, str) and value in UNKNOWNS
 
 
+def holds_unknown(value: Any) -> bool:
+    """The value is not known, or holds a part (an element, a nested value) that is not."""
+    return any(unknown(leaf) for _, leaf in _leaves(value))
+
+
+def _plain(value: Any) -> Any:
+    """A value as the policy SDK hands it (read-only proxies that raise on an unknown element), as
+    plain dicts and lists that show unknowns as the engine's sentinels, as plan documents do. The
+    proxies keep their contents under the key `__target`, which the SDK itself reads to pass
+    unknowns through (pulumi_policy 1.21.0, deserialize.py `_serialize_property`)."""
+    if type(value).__module__ == "pulumi_policy.proxy":
+        value = value["__target"]
+    if isinstance(value, Mapping):
+        return {key: _plain(value[key]) for key in value}
+    if is_list(value):
+        return [_plain(value[index]) for index in range(len(value))]
+    return value
+
+
 def is_list(value: Any) -> bool:
     # The policy SDK hands lists over as read-only Sequence proxies, not lists.
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
@@ -144,14 +185,15 @@ def get(value: Any, *path: str | int) -> Any:
         else:
             value = value.get(part) if isinstance(value, Mapping) else None
         if unknown(value):
-            raise UnknownValue(".".join(map(str, path)))
+            raise UnknownValue(".".join(map(str, path)), value)
     return value
 
 
 def items(value: Any) -> list[Any]:
-    """A list property as a list: absent is empty."""
-    if unknown(value):
-        raise UnknownValue("a list")
+    """A list property as a list: absent is empty; UnknownValue where the list or an element is not
+    known yet."""
+    if unknown(value) or (is_list(value) and any(unknown(v) for v in value)):
+        raise UnknownValue("a list", value if unknown(value) else UNKNOWN)
     return list(value) if is_list(value) else []
 
 
@@ -303,14 +345,25 @@ def _from_groups(rule: Any, protocol_key: str, groups: list[Any]) -> Iterator[st
             )
 
 
+def _group_rule(rule: Any) -> list[str]:
+    """One inline ingress rule of a security group, judged on its own."""
+    found = []
+    for cidr in _open([*items(get(rule, "cidrBlocks")), *items(get(rule, "ipv6CidrBlocks"))]):
+        found.append(f"ingress from {cidr} on ports {get(rule, 'fromPort')}-{get(rule, 'toPort')}")
+    groups = [*items(get(rule, "securityGroups")), *(["itself"] if true(get(rule, "self")) else [])]
+    return found + list(_from_groups(rule, "protocol", groups))
+
+
 def no_open_ingress(resource: Resource) -> Iterator[str]:
+    """Each rule on its own: a rule that names a group not created yet (the manager's, in a fleet's
+    first preview) waits, and an open rule beside it is still reported."""
     props = resource.props
     if resource.type == SECURITY_GROUP:
-        for rule in items(get(props, "ingress")):
-            for cidr in _open([*items(get(rule, "cidrBlocks")), *items(get(rule, "ipv6CidrBlocks"))]):
-                yield f"ingress from {cidr} on ports {get(rule, 'fromPort')}-{get(rule, 'toPort')}"
-            groups = [*items(get(rule, "securityGroups")), *(["itself"] if true(get(rule, "self")) else [])]
-            yield from _from_groups(rule, "protocol", groups)
+        for index, rule in enumerate(items(get(props, "ingress"))):
+            try:
+                yield from _group_rule(rule)
+            except UnknownValue as exc:
+                yield Waits(f"ingress rule {index}: {exc.path} is not known yet")
     elif resource.type == SECURITY_GROUP_RULE:
         if get(props, "type") == "ingress":
             for cidr in _open([*items(get(props, "cidrBlocks")), *items(get(props, "ipv6CidrBlocks"))]):
@@ -337,8 +390,13 @@ def secret_parameter_is_secure_string(resource: Resource) -> Iterator[str]:
 
 
 def _statements(document: Any) -> list[Mapping[str, Any]]:
+    """The statements of a known document (a JSON string or an object), as mappings; a statement
+    not known yet stays its sentinel string, for the caller to judge. UnknownValue where the
+    document or its list of statements is not known."""
     if document is None or document == SECRET:
         return []
+    if unknown(document):
+        raise UnknownValue("the policy document", document)
     if isinstance(document, str):
         try:
             document = json.loads(document)
@@ -346,7 +404,20 @@ def _statements(document: Any) -> list[Mapping[str, Any]]:
             return []
     statements = get(document, "Statement")
     statements = [statements] if isinstance(statements, Mapping) else statements
-    return [s for s in statements or [] if isinstance(s, Mapping)]
+    return [s for s in _as_list(statements) if isinstance(s, Mapping) or unknown(s)]
+
+
+def _sid(statement: Any) -> str:
+    sid = statement.get("Sid") if isinstance(statement, Mapping) else None
+    return str(sid) if sid and not unknown(sid) else "a statement"
+
+
+def _unknown_keys(statement: Any, keys: Sequence[str]) -> str:
+    """Which of `keys` a statement holds but does not know yet, as a message names them ("" for
+    none); "the whole statement" for a statement that is itself not known."""
+    if unknown(statement):
+        return "the whole statement"
+    return ", ".join(key for key in keys if key in statement and holds_unknown(statement[key]))
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -355,14 +426,24 @@ def _as_list(value: Any) -> list[Any]:
 
 def iam_least_privilege(resource: Resource) -> Iterator[str]:
     props = resource.props
-    documents = [get(props, "policy")] if resource.type != IAM_ROLE else [
-        get(p, "policy") for p in items(get(props, "inlinePolicies"))
+    documents = [props.get("policy")] if resource.type != IAM_ROLE else [
+        p.get("policy") if isinstance(p, Mapping) else p for p in _as_list(get(props, "inlinePolicies"))
     ]  # fmt: skip
-    for document in documents:
-        for statement in _statements(document):
+    for index, document in enumerate(documents):
+        try:
+            statements = _statements(document)
+        except UnknownValue:
+            yield Waits(f"policy document {index} is not known yet")
+            continue
+        for statement in statements:
+            # A statement judged without its unknown parts could pass by their absence: it waits.
+            waiting = _unknown_keys(statement, ("Effect", "Action", "NotAction", "Resource", "NotResource"))
+            if waiting:
+                yield Waits(f"{_sid(statement)}: {waiting} not known yet")
+                continue
             if statement.get("Effect") != "Allow":
                 continue
-            sid = statement.get("Sid") or "a statement"
+            sid = _sid(statement)
             actions = [str(a) for a in _as_list(statement.get("Action"))]
             if "NotAction" in statement or any(a == "*" or a.endswith(":*") for a in actions):
                 yield f"{sid} allows every action ({', '.join(actions) or 'NotAction'})"
@@ -416,21 +497,45 @@ def registry_scans(scan_type: Any, rules: Any, repository: str) -> bool:
     )
 
 
+def _scans(configuration: Resource, repository: str) -> bool | None:
+    """Whether one scanning configuration scans a repository's pushes; None where it is not known yet."""
+    try:
+        return registry_scans(get(configuration.props, "scanType"), get(configuration.props, "rules"), repository)
+    except UnknownValue:
+        return None
+
+
 def ecr_scan_on_push(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
+    """Per repository: scanned by a known configuration passes; otherwise one not known yet could
+    scan it, so the repository waits (a requirement, not a grant: `pulumi up` judges it with the
+    value); with none, a violation."""
     # The repository's own scanOnPush is deprecated (PutImageScanningConfiguration, R21): only the
     # registry-level configuration in the same plan counts.
     configurations = [r for r in resources if r.type == ECR_SCANNING]
     for repository in (r for r in resources if r.type == ECR_REPOSITORY):
-        name = get(repository.props, "name")
-        if not any(registry_scans(get(c.props, "scanType"), get(c.props, "rules"), str(name)) for c in configurations):
+        name = repository.props.get("name")
+        verdicts = [_scans(c, str(name)) for c in configurations] if not unknown(name) else [None]
+        if True in verdicts:
+            continue
+        if None in verdicts:
+            yield repository, Waits(f"whether repository {repository.name} is scanned is not known yet")
+        else:
             yield repository, f"no registry scanning configuration scans the images pushed to repository {name}"
 
 
 def ecr_lifecycle(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
-    covered = {get(r.props, "repository") for r in resources if r.type == ECR_LIFECYCLE}
+    """Per repository, as `ecr_scan_on_push`: a lifecycle policy whose repository is not known yet
+    may be the one, so the repositories it could cover wait instead of failing."""
+    named = [r.props.get("repository") for r in resources if r.type == ECR_LIFECYCLE]
+    covered, pending = {n for n in named if not unknown(n)}, any(unknown(n) for n in named)
     for repository in (r for r in resources if r.type == ECR_REPOSITORY):
-        if get(repository.props, "name") not in covered:
-            yield repository, f"repository {get(repository.props, 'name')} has no lifecycle policy: images pile up"
+        name = repository.props.get("name")
+        if name in covered and not unknown(name):
+            continue
+        if pending or unknown(name):
+            yield repository, Waits(f"whether repository {repository.name} has a lifecycle policy is not known yet")
+        else:
+            yield repository, f"repository {name} has no lifecycle policy: images pile up"
 
 
 # --- GitLab -------------------------------------------------------------------------------------
@@ -558,75 +663,180 @@ def _groups(resources: Sequence[Resource]) -> dict[str, list[Resource]]:
 
 
 def _role_documents(group: Sequence[Resource]) -> Iterator[tuple[Resource, Any]]:
+    """Each policy document on the group's roles, as the resource holds it (a sentinel where the
+    document, or the list of a role's inline policies, is not known yet)."""
     for resource in group:
         if resource.type in (IAM_ROLE_POLICY, IAM_POLICY):
-            yield resource, get(resource.props, "policy")
+            yield resource, resource.props.get("policy")
         elif resource.type == IAM_ROLE:
-            for inline in items(get(resource.props, "inlinePolicies")):
-                yield resource, get(inline, "policy")
+            inline = resource.props.get("inlinePolicies")
+            for policy in [inline] if unknown(inline) else _as_list(inline):
+                yield resource, policy.get("policy") if isinstance(policy, Mapping) else policy
 
 
 def _principals(statement: Mapping[str, Any]) -> list[str]:
     principal = statement.get("Principal")
     if principal == "*":
         return ["*"]
-    return [str(p) for p in _as_list(get(principal, "AWS"))] if isinstance(principal, Mapping) else []
+    return [str(p) for p in _as_list(principal.get("AWS"))] if isinstance(principal, Mapping) else []
 
 
 def _unprotected(runner: Resource) -> str:
-    return f"runner {runner.name} takes jobs of unprotected refs (accessLevel {get(runner.props, 'accessLevel')})"
+    level = runner.props.get("accessLevel")
+    shown = "not known yet" if unknown(level) else level
+    return f"runner {runner.name} takes jobs of unprotected refs (accessLevel {shown})"
 
 
 def _unprotected_runners(resources: Sequence[Resource]) -> list[tuple[Resource, list[Resource]]]:
     """Each runner that takes jobs of unprotected refs (merge requests among them), with the resources
-    of its component: its role, the role's policies, the instance profile."""
+    of its component: its role, the role's policies, the instance profile. A runner whose access
+    level is not known yet counts as unprotected (fails closed)."""
     found = []
     for group in _groups(resources).values():
         for runner in (r for r in group if r.type == GITLAB_RUNNER):
-            if get(runner.props, "accessLevel") != PROTECTED_ACCESS_LEVEL:
+            if runner.props.get("accessLevel") != PROTECTED_ACCESS_LEVEL:
                 found.append((runner, group))
     return found
+
+
+# What a finding on a value not known yet tells the reader to do (G11).
+NOT_KNOWN_FIX = (
+    "this preview cannot rule that out: build the value from what a preview knows (the explicit "
+    "name, the account and partition, as the autoscaling group's ARN is built), or create what it "
+    "names first (`pulumi up --target URN`) and preview again"
+)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one identity-policy statement may let a role do, as far as it is known: `pushes` and
+    `signs` are certain; `may_push` and `may_sign` name the unknown parts that could grant it."""
+
+    pushes: tuple[str, ...] = ()
+    where: tuple[str, ...] = ()
+    signs: bool = False
+    may_push: str = ""
+    may_sign: str = ""
+
+
+def _grant(statement: Any, review: set[Any]) -> Grant:
+    """Judge one statement on its own. An unknown Effect may be Allow; unknown actions (Action,
+    NotAction, or the whole statement) may be push or sign actions; an unknown resource may be a
+    release repository. An unknown part that cannot change the verdict (the resource of a statement
+    whose known actions push nothing, a Sid, a Condition) is no finding."""
+    if unknown(statement):
+        return Grant(may_push="the whole statement", may_sign="the whole statement")
+    effect = statement.get("Effect")
+    if not unknown(effect) and effect != "Allow":
+        return Grant()
+    action_key = "NotAction" if "NotAction" in statement else "Action"
+    actions_unknown = holds_unknown(statement.get(action_key))
+    known = {
+        **statement,
+        "Effect": "Allow",
+        action_key: [a for a in _as_list(statement.get(action_key)) if not unknown(a)],
+    }
+    pushes = () if actions_unknown and action_key == "NotAction" else tuple(_allowed(known, ECR_PUSH_ACTIONS))
+    signs = not (actions_unknown and action_key == "NotAction") and bool(_allowed(known, (SIGN_ACTION,)))
+    if "NotResource" in statement:
+        where, resources_unknown = ["*"], False
+    else:
+        targets = _as_list(statement.get("Resource"))
+        where = [str(t) for t in targets if not unknown(t) and not _is_review_repository(str(t), review)]
+        resources_unknown = holds_unknown(statement.get("Resource"))
+    if unknown(effect):  # nothing is certain, everything it would grant is possible
+        unknown_push = "Effect" if (pushes or actions_unknown) and (where or resources_unknown) else ""
+        return Grant(may_push=unknown_push, may_sign="Effect" if signs or actions_unknown else "")
+    may_push = [action_key] if actions_unknown and (where or resources_unknown) else []
+    may_push += ["Resource"] if resources_unknown and (pushes or actions_unknown) and not where else []
+    return Grant(
+        pushes=pushes if where else (),
+        where=tuple(where) if pushes else (),
+        signs=signs,
+        may_push=", ".join(may_push) if not (pushes and where) else "",
+        may_sign=action_key if actions_unknown and not signs else "",
+    )
+
+
+def _document_findings(who: str, resource: Resource, document: Any, review: set[Any]) -> Iterator[str]:
+    try:
+        statements = _statements(document)
+    except UnknownValue:
+        yield (
+            f"{who}, and the document of its role policy {resource.name} is not known yet: it may push to a "
+            f"release repository or sign; {NOT_KNOWN_FIX}"
+        )
+        return
+    for statement in statements:
+        sid, grant = _sid(statement), _grant(statement, review)
+        if grant.pushes:
+            yield (
+                f"{who}, but its role may push ({', '.join(grant.pushes)}) to {', '.join(grant.where)} ({sid}): "
+                "only review repositories take its images"
+            )
+        if grant.signs:
+            yield f"{who}, but its role may sign with KMS ({sid})"
+        part = grant.may_push if grant.may_push and not grant.pushes else grant.may_sign if not grant.signs else ""
+        if part:
+            subject = f"a statement in {resource.name}" if unknown(statement) else f"{part} of {sid} in {resource.name}"
+            may = " or ".join(
+                [*(["push to a release repository"] if grant.may_push else []), *(["sign"] if grant.may_sign else [])]
+            )
+            yield f"{who}, and {subject} is not known yet: its role may {may}; {NOT_KNOWN_FIX}"
 
 
 def _role_findings(runner: Resource, group: Sequence[Resource], review: set[Any]) -> Iterator[tuple[Resource, str]]:
     who = _unprotected(runner)
     for resource in group:
         if resource.type == IAM_ROLE_POLICY_ATTACHMENT:
-            managed = str(get(resource.props, "policyArn")).rsplit("/", 1)[-1]
-            if managed in PUSHING_MANAGED_POLICIES:
-                yield resource, f"{who}, but its role has {managed}, which may push to every repository"
-    for resource, document in _role_documents(group):
-        for statement in _statements(document):
-            sid = statement.get("Sid") or "a statement"
-            targets = ["*"] if "NotResource" in statement else [str(t) for t in _as_list(statement.get("Resource"))]
-            pushes = _allowed(statement, ECR_PUSH_ACTIONS)
-            elsewhere = [t for t in targets if not _is_review_repository(t, review)]
-            if pushes and elsewhere:
-                where = ", ".join(elsewhere)
+            arn = resource.props.get("policyArn")
+            managed = str(arn).rsplit("/", 1)[-1]
+            if unknown(arn):
                 yield (
                     resource,
-                    (
-                        f"{who}, but its role may push ({', '.join(pushes)}) to {where} ({sid}): "
-                        "only review repositories take its images"
-                    ),
+                    f"{who}, and the policy {resource.name} attaches to its role is not known yet: it may push or "
+                    f"sign; {NOT_KNOWN_FIX}",
                 )
-            if _allowed(statement, (SIGN_ACTION,)):
-                yield resource, f"{who}, but its role may sign with KMS ({sid})"
+            elif managed in PUSHING_MANAGED_POLICIES:
+                yield resource, f"{who}, but its role has {managed}, which may push to every repository"
+    for resource, document in _role_documents(group):
+        for message in _document_findings(who, resource, document, review):
+            yield resource, message
 
 
 def _key_findings(resources: Sequence[Resource], refused: Mapping[str, Resource]) -> Iterator[tuple[Resource, str]]:
-    """Key policies that let anyone, or the role (by name) of a runner in `refused`, sign."""
+    """Key policies that let anyone, or the role (by name) of a runner in `refused`, sign. A key
+    policy, or a statement's Effect, Action or Principal, not known yet may let anyone sign: a
+    violation that says so. Refused roles are known by name: a role's own name (explicit or the
+    bridge's auto-name) is known in a preview, even where its id is not."""
     for key in (r for r in resources if r.type == KMS_KEY):
-        for statement in _statements(get(key.props, "policy")):
+        try:
+            statements = _statements(key.props.get("policy"))
+        except UnknownValue:
+            yield key, f"the policy of KMS key {key.name} is not known yet: it may let anyone sign; {NOT_KNOWN_FIX}"
+            continue
+        for statement in statements:
+            sid = _sid(statement)
+            waiting = _unknown_keys(statement, ("Effect", "Action", "NotAction", "Principal", "NotPrincipal"))
+            if waiting:
+                known = dict(statement) if isinstance(statement, Mapping) else {}
+                could_sign = unknown(statement) or holds_unknown(known.get("Action", known.get("NotAction")))
+                could_sign = could_sign or bool(_allowed({**known, "Effect": "Allow"}, (SIGN_ACTION,)))
+                if could_sign:
+                    yield (
+                        key,
+                        f"{waiting} of {sid} in KMS key {key.name} is not known yet: it may let anyone sign; "
+                        + NOT_KNOWN_FIX,
+                    )
+                continue
             if not _allowed(statement, (SIGN_ACTION,)):
                 continue
-            sid = statement.get("Sid") or "a statement"
             for principal in ["*"] if "NotPrincipal" in statement else _principals(statement):
                 runner = refused.get(principal.rsplit("/", 1)[-1])
                 if principal == "*":
                     yield key, f"KMS key {key.name} lets any principal sign ({sid})"
                 elif runner is not None:
-                    level = get(runner.props, "accessLevel")
+                    level = runner.props.get("accessLevel")
                     yield (
                         key,
                         (
@@ -636,23 +846,52 @@ def _key_findings(resources: Sequence[Resource], refused: Mapping[str, Resource]
                     )
 
 
+def _review_repositories(resources: Sequence[Resource]) -> set[Any]:
+    """The names of the repositories marked for review images; one whose name or mark is not known
+    yet is not among them (it counts as a release repository: fails closed)."""
+    review = set()
+    for r in resources:
+        if r.type != ECR_REPOSITORY:
+            continue
+        tags, name = r.props.get("tags"), r.props.get("name")
+        if isinstance(tags, Mapping) and tags.get(IMAGES_TAG) == REVIEW_IMAGES and not unknown(name):
+            review.add(name)
+    return review
+
+
 def release_push_protected_only(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
     """Whoever can push a tag a protected pipeline releases decides what production runs (G11): a
     runner that also takes merge-request jobs may push only to repositories marked for review images,
     and neither its roles' policies (its host's, and in fleet mode its workers', where the jobs run)
-    nor any key policy may let it sign. Fails closed: a repository
-    without the review mark counts as a release repository, a wildcard as every repository."""
-    review = {
-        get(r.props, "name")
-        for r in resources
-        if r.type == ECR_REPOSITORY and get(r.props, "tags", IMAGES_TAG) == REVIEW_IMAGES
-    }
+    nor any key policy may let it sign. Fails closed: a repository without the review mark counts as
+    a release repository, a wildcard as every repository.
+
+    Judged statement by statement, so a value not known yet hides only its own statement. Where that
+    value could itself grant the push or the signature (a whole document, a statement, its Effect or
+    Action, a key statement's Principal, an attached policy's ARN, or the Resource of a statement
+    that pushes), it is a violation that says the value is not known yet and how to make it known:
+    this check runs over the whole stack, and `pulumi up` runs stack checks only after every
+    resource exists, so a check that waited would judge the role only once a merge-request job
+    could already use it. An unknown that cannot grant either (the Resource of a statement whose
+    actions push nothing, as a runner's SSM or autoscaling statements) does not block.
+
+    Under a real preview a document built with `Output.apply` from a new resource's ARN (the runner
+    token parameter's, a new fleet's group or bucket) is not known as a whole: previewing a new
+    runner, or a switch to fleet mode, of an unprotected runner fails here until those ARNs are built
+    from values the preview knows or those resources exist."""
+    review = _review_repositories(resources)
     refused: dict[str, Resource] = {}  # role name → the unprotected runner whose role it is
     for runner, group in _unprotected_runners(resources):
         yield from _role_findings(runner, group, review)
         for resource in group:
-            role = get(resource.props, "role") if resource.type in (IAM_ROLE_POLICY, IAM_INSTANCE_PROFILE) else None
-            if isinstance(role, str):
+            role = (
+                resource.props.get("role")
+                if resource.type in (IAM_ROLE_POLICY, IAM_INSTANCE_PROFILE)
+                else resource.props.get("name")
+                if resource.type == IAM_ROLE
+                else None
+            )
+            if isinstance(role, str) and not unknown(role):
                 refused[role] = runner
     yield from _key_findings(resources, refused)
 
@@ -663,14 +902,20 @@ def _is_review_repository(arn: str, review: set[Any]) -> bool:
 
 
 def production_protected(resources: Sequence[Resource]) -> Iterator[tuple[Resource, str]]:
-    production = any(
-        (r.type == GITLAB_ENVIRONMENT and get(r.props, "tier") == "production")
-        or (r.type == HEROKU_COUPLING and get(r.props, "stage") == "production")
+    """A stack is production by a known tier or stage; one not known yet makes its unprotected apps
+    wait (protection is an option, always known: the verdict only waits for the stage)."""
+    marks = [
+        r.props.get("tier") if r.type == GITLAB_ENVIRONMENT else r.props.get("stage")
         for r in resources
-    )
-    if production:
-        for app in (r for r in resources if r.type == HEROKU_APP and not r.protect):
-            yield app, f"production app {get(app.props, 'name')} is not protected"
+        if r.type in (GITLAB_ENVIRONMENT, HEROKU_COUPLING)
+    ]
+    production, pending = "production" in marks, any(unknown(m) for m in marks)
+    for app in (r for r in resources if r.type == HEROKU_APP and not r.protect):
+        name = app.props.get("name")
+        if production:
+            yield app, f"production app {app.name if unknown(name) else name} is not protected"
+        elif pending:
+            yield app, Waits(f"whether app {app.name} is production's is not known yet")
 
 
 POLICIES: tuple[Policy, ...] = (
@@ -793,7 +1038,9 @@ POLICIES: tuple[Policy, ...] = (
 
 
 def check(resources: Sequence[Resource], policies: Sequence[Policy] = POLICIES) -> tuple[list[Violation], int]:
-    """Every violation of `policies` among `resources`, and how many checks waited on unknown values."""
+    """Every violation of `policies` among `resources`, and how many checks waited on unknown values:
+    a resource check that stopped on one (UnknownValue), and each part a check could not judge
+    (`Waits`), a stack check's among them; the rest of that check is still judged."""
     violations: list[Violation] = []
     unknown = 0
     for policy in policies:
@@ -808,7 +1055,8 @@ def check(resources: Sequence[Resource], policies: Sequence[Policy] = POLICIES) 
             except UnknownValue:
                 unknown += 1
                 continue
-            violations += [Violation(policy, resource, message) for resource, message in found]
+            unknown += sum(isinstance(message, Waits) for _, message in found)
+            violations += [Violation(policy, r, message) for r, message in found if not isinstance(message, Waits)]
     return violations, unknown
 
 
@@ -839,29 +1087,46 @@ def resources_of_plan(doc: Mapping[str, Any]) -> list[Resource]:
 
 def _from_sdk(resource: Any) -> Resource:
     # The parent's URN is in the options; a stack policy's resources also link their parent's object.
+    # The props as plain values, unknowns as the engine's sentinels (`_plain`): read through the
+    # SDK's proxies, one unknown would stop the whole check.
     parent = resource.opts.parent or getattr(getattr(resource, "parent", None), "urn", None) or ""
     return Resource(
-        resource.resource_type, resource.name, resource.urn, resource.props, bool(resource.opts.protect), parent
+        resource.resource_type, resource.name, resource.urn, _plain(resource.props), bool(resource.opts.protect), parent
     )
 
 
 def pack_policies(policies: Sequence[Policy] = POLICIES) -> list[Any]:
     """The policies as the Pulumi policy SDK's objects, every one MANDATORY."""
     from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
+    from pulumi_policy.proxy import UnknownValueError
+
+    def report(policy: Policy, found: Iterable[tuple[str | None, str]], report_violation: Any) -> None:
+        """Report every violation; then, if a part waited, tell the SDK as its own proxies would,
+        so the preview shows its advisory "can't run policy during preview" note."""
+        waits: list[str] = []
+        try:
+            for urn, message in found:
+                if isinstance(message, Waits):
+                    waits.append(message)
+                else:
+                    report_violation(f"{message}. Fix: {policy.fix} ({policy.guards}).", urn)
+        except UnknownValue as exc:
+            raise UnknownValueError(exc.sentinel, [exc.path]) from exc
+        if waits:
+            raise UnknownValueError(UNKNOWN, ["; ".join(waits)])
 
     def resource_validator(policy: Policy) -> Callable[[Any, Any], None]:
         def validate(args: Any, report_violation: Any) -> None:
             if args.resource_type in policy.types and policy.check is not None:
-                for message in policy.check(_from_sdk(args)):
-                    report_violation(f"{message}. Fix: {policy.fix} ({policy.guards}).", None)
+                report(policy, ((None, m) for m in policy.check(_from_sdk(args))), report_violation)
 
         return validate
 
     def stack_validator(policy: Policy) -> Callable[[Any, Any], None]:
         def validate(args: Any, report_violation: Any) -> None:
             assert policy.check_stack is not None
-            for resource, message in policy.check_stack([_from_sdk(r) for r in args.resources]):
-                report_violation(f"{message}. Fix: {policy.fix} ({policy.guards}).", resource.urn)
+            found = policy.check_stack([_from_sdk(r) for r in args.resources])
+            report(policy, ((r.urn, m) for r, m in found), report_violation)
 
         return validate
 

@@ -1,0 +1,174 @@
+"""Values a real `pulumi preview` does not know yet (the outputs of resources it has not created):
+each check judges what is known and skips only the unknown part, and where that part could itself
+grant a release push or a signature (G11) it is a violation that says so. The unknowns sit where a
+preview has them: a new role's id in a role policy's `role`, a new resource's ARN in a statement's
+Resource or a key statement's Principal, a whole document built with `Output.apply` from such an ARN.
+Each case runs through `check` (plan documents) and through the pack, props in the SDK's proxies
+(`verdict`, tests/policy/test_release_push_policy.py), where the proxies raise on every unknown."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from infra.offline.engine import Run
+from infra.offline.plan import to_preview_json
+from policy.policies import UNKNOWN, Resource, check, resources_of_plan
+from tests.policy.pack import BY_NAME, changed, one, violations
+from tests.policy.test_release_push_policy import (
+    POLICY,
+    RELEASE_ARN,
+    replace_in,
+    runner_policy,
+    verdict,
+    workers_policy,
+)
+
+KEY = "aws:kms/key:Key"
+UNKNOWN_ARRAY = "6a19a0b0-7e62-4c92-b797-7f8e31da9cc2"  # the engine's sentinel for a list not known yet
+REVIEW_RUNNER = "runner review-runner takes jobs of unprotected refs (accessLevel not_protected)"
+PUSH_TO_RELEASE = {"Sid": "Oops", "Effect": "Allow", "Action": ["ecr:PutImage"], "Resource": RELEASE_ARN}
+
+
+def edit_document(resource: Resource, edit: Any) -> Resource:
+    """The resource with its policy document changed by `edit`, kept as JSON text as the plan has it."""
+    document = json.loads(resource.props["policy"])
+    edit(document["Statement"])
+    return changed(resource, policy=json.dumps(document))
+
+
+def statement(statements: list[dict[str, Any]], sid: str) -> dict[str, Any]:
+    [found] = [s for s in statements if s.get("Sid") == sid]
+    return found
+
+
+def new_review_runner(resources: list[Resource], edit: Any = lambda statements: None) -> list[Resource]:
+    """The review runner as the preview that creates it sees it: its role's id (the policy's `role`)
+    and the token parameter's ARN (ReadRunnerToken, WriteBackRotatedToken) are not known yet."""
+    policy = runner_policy(resources, "review-runner")
+
+    def unknown_token(statements: list[dict[str, Any]]) -> None:
+        for sid in ("ReadRunnerToken", "WriteBackRotatedToken"):
+            statement(statements, sid)["Resource"] = UNKNOWN
+        edit(statements)
+
+    return replace_in(resources, policy, changed(edit_document(policy, unknown_token), role=UNKNOWN))
+
+
+# --- (a) a known forbidden grant next to an unknown value is still a violation -----------------------
+
+
+def test_a_known_push_beside_unknown_arns_is_still_a_violation(plans: dict[str, list[Resource]]) -> None:
+    resources = new_review_runner(plans["staging"], lambda statements: statements.append(PUSH_TO_RELEASE))
+    assert verdict(resources) == [  # guards G11
+        f"{REVIEW_RUNNER}, but its role may push (ecr:PutImage) to {RELEASE_ARN} (Oops): only review repositories "
+        "take its images"
+    ]
+
+
+def test_a_known_open_rule_beside_a_group_not_created_yet_is_still_a_violation(
+    plans: dict[str, list[Resource]],
+) -> None:  # guards R13
+    group = one(plans["staging"], "aws:ec2/securityGroup:SecurityGroup", named="runner-sg")
+    from_manager = {"protocol": "tcp", "fromPort": 22, "toPort": 22, "securityGroups": UNKNOWN_ARRAY}
+    https = {"protocol": "tcp", "fromPort": 443, "toPort": 443, "cidrBlocks": ["0.0.0.0/0"]}
+    ingress = changed(group, ingress=[from_manager, https])
+    assert violations("no-ingress-from-anywhere", ingress) == ["ingress from 0.0.0.0/0 on ports 443-443"]
+    assert check([ingress], [BY_NAME["no-ingress-from-anywhere"]])[1] == 1  # the manager's rule waits
+
+
+def test_a_known_production_stage_decides_beside_an_unknown_one(plans: dict[str, list[Resource]]) -> None:
+    resources = plans["prod"]  # guards H4
+    app = one(resources, "heroku:app/app:App")
+    environment = one(resources, "gitlab:index/projectEnvironment:ProjectEnvironment")
+    coupling = one(resources, "heroku:pipeline/coupling:Coupling")
+    order = [changed(coupling, stage=UNKNOWN), environment, changed(app, protect=False)]
+    assert violations("production-protected", *order) == [f"production app {app.props['name']} is not protected"]
+
+
+def test_a_statement_whose_action_is_not_known_waits_instead_of_passing(plans: dict[str, list[Resource]]) -> None:
+    policy = runner_policy(plans["staging"], "review-runner")  # guards R7
+
+    def edit(statements: list[dict[str, Any]]) -> None:
+        statements.append({"Sid": "Later", "Effect": "Allow", "Action": UNKNOWN, "Resource": "*"})
+        statements.append({"Sid": "Everything", "Effect": "Allow", "Action": "*", "Resource": "*"})
+
+    edited = edit_document(policy, edit)
+    assert violations("iam-least-privilege", edited) == ["Everything allows every action (*)"]
+    assert check([edited], [BY_NAME["iam-least-privilege"]])[1] == 1
+
+
+# --- (b) an unknown that cannot grant the forbidden thing does not block ----------------------------
+
+
+def test_unknown_arns_that_grant_no_push_or_signature_do_not_block(plans: dict[str, list[Resource]]) -> None:
+    resources = new_review_runner(plans["staging"])  # guards G11
+    assert verdict(resources) == []
+    assert check(resources, [BY_NAME[POLICY]]) == ([], 0)
+
+
+def test_a_key_statement_that_cannot_sign_may_name_a_principal_not_known_yet(
+    plans: dict[str, list[Resource]],
+) -> None:
+    resources = new_review_runner(plans["staging"])  # guards G11; the preview that creates the runner
+    key = one(resources, KEY)
+    reader = {"Sid": "Reader", "Effect": "Allow", "Principal": {"AWS": UNKNOWN}, "Action": "kms:GetPublicKey"}
+    resources = replace_in(resources, key, edit_document(key, lambda statements: statements.append(reader)))
+    assert check(resources, [BY_NAME[POLICY]]) == ([], 0)
+    assert verdict(resources) == []
+
+
+# --- (c) an unknown that could grant it is not silently passed --------------------------------------
+
+
+def test_a_push_to_a_repository_not_known_yet_fails_closed(plans: dict[str, list[Resource]]) -> None:
+    def unknown_review_repository(statements: list[dict[str, Any]]) -> None:
+        statement(statements, "PushReviewImages")["Resource"] = UNKNOWN
+
+    assert verdict(new_review_runner(plans["staging"], unknown_review_repository)) == [  # guards G11
+        f"{REVIEW_RUNNER}, and Resource of PushReviewImages in review-runner-least-privilege is not known yet: its "
+        "role may push to a release repository; this preview cannot rule that out: build the value from what a "
+        "preview knows (the explicit name, the account and partition, as the autoscaling group's ARN is built), or "
+        "create what it names first (`pulumi up --target URN`) and preview again"
+    ]
+
+
+def test_a_statement_or_action_not_known_yet_fails_closed(plans: dict[str, list[Resource]]) -> None:
+    for unknown_part, expected in (
+        (UNKNOWN, "a statement in review-runner-least-privilege"),
+        ({"Sid": "Later", "Effect": "Allow", "Action": [UNKNOWN], "Resource": RELEASE_ARN}, "Action of Later"),
+        ({"Sid": "Later", "Effect": UNKNOWN, "Action": "kms:Sign", "Resource": "*"}, "Effect of Later"),
+    ):
+        found = verdict(
+            new_review_runner(plans["staging"], lambda statements, part=unknown_part: statements.append(part))
+        )
+        assert len(found) == 1 and found[0].startswith(f"{REVIEW_RUNNER}, and {expected} "), found  # guards G11
+        assert "is not known yet: its role may" in found[0]
+
+
+def test_a_new_fleet_of_the_review_runner_is_judged_not_passed(fleet_run: Run) -> None:
+    # Switching to fleet mode: the manager's document names the new group and bucket, so a preview
+    # knows none of it; the workers' document names only existing repositories and is judged.
+    resources = resources_of_plan(to_preview_json(fleet_run))
+    manager = runner_policy(resources, "review-runner")
+    workers = workers_policy(resources, "review-runner")
+    pushing = edit_document(workers, lambda statements: statements.append(PUSH_TO_RELEASE))
+    switched = replace_in(replace_in(resources, manager, changed(manager, policy=UNKNOWN)), workers, pushing)
+    found = verdict(switched)  # guards G11
+    assert [m.split(":")[0] for m in found] == [
+        f"{REVIEW_RUNNER}, and the document of its role policy review-runner-least-privilege is not known yet",
+        f"{REVIEW_RUNNER}, but its role may push (ecr",
+    ]
+
+
+def test_a_key_policy_or_signer_not_known_yet_fails_closed(plans: dict[str, list[Resource]]) -> None:
+    resources = plans["staging"]  # guards G11, G8
+    key = one(resources, KEY)
+    [whole] = verdict(replace_in(resources, key, changed(key, policy=UNKNOWN)))
+    assert whole.startswith("the policy of KMS key image-signing is not known yet: it may let anyone sign")
+
+    def unknown_signer(statements: list[dict[str, Any]]) -> None:
+        statement(statements, "ReleaseBuildRunnerSigns")["Principal"] = {"AWS": UNKNOWN}
+
+    [signer] = verdict(replace_in(resources, key, edit_document(key, unknown_signer)))
+    assert signer.startswith("Principal of ReleaseBuildRunnerSigns in KMS key image-signing is not known yet")
