@@ -854,7 +854,7 @@ def _fleet_problems(key: str, runner: Mapping[str, Any], builds: bool) -> list[s
 
 # S3 bucket names: 3 to 63 lowercase letters, digits and hyphens (dots would break TLS for
 # virtual-hosted requests). A fleet's job cache is `shipyard-<stack>-[review-]runner-cache-<account>`
-# (infra/components/runner.py), so the stack name decides whether S3 takes it.
+# (runner_name below), so the stack name decides whether S3 takes it.
 CACHE_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
@@ -866,6 +866,12 @@ def runner_name(stack: str, review: bool, cache_account: str | None = None) -> s
     may touch (infra/ops/ci_permissions.py), so that the three cannot drift apart."""
     name = f"shipyard-{stack}-{'review-' if review else ''}runner"
     return name if cache_account is None else f"{name}-cache-{cache_account}"
+
+
+def signing_key_alias(stack: str) -> str:
+    """The alias of the build stack's image-signing key (infra/components/signing.py), which the CI
+    roles may manage (infra/ops/ci_permissions.py)."""
+    return f"alias/shipyard-{stack}-image-signing"
 
 
 def _cache_bucket_problems(key: str, stack: str) -> list[str]:

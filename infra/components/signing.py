@@ -13,6 +13,8 @@ from typing import Any
 import pulumi
 from pulumi_aws import get_caller_identity_output, get_partition_output, kms
 
+from infra.settings import signing_key_alias
+
 # An ECDSA key on NIST P-256, which KMS signs with ECDSA_SHA_256 and cosign's `awskms://` signer
 # supports (the provider's kms.Key docs list the key specs; AWS KMS Developer Guide, "Choosing a key
 # spec"). Both are fixed at creation: changing either replaces the key (ForceNew).
@@ -112,7 +114,7 @@ class SigningKey(pulumi.ComponentResource):
         )
         self.alias = kms.Alias(
             f"{name}-alias",
-            name=f"alias/shipyard-{args.stack}-image-signing",
+            name=signing_key_alias(args.stack),
             target_key_id=self.key.key_id,
             # A fixed name: a replacement must not be created while the old alias still holds it.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.ops.bootstrap import bucket_arn
-from infra.settings import runner_name
+from infra.settings import runner_name, signing_key_alias
 
 # What `pulumi preview` and `--refresh` read of the stacks' AWS resources: descriptions and
 # settings, never data (no parameter value, object, image layer or secret). `Describe*` of EC2 and
@@ -275,7 +275,13 @@ def _deploy(aws: Scope, stack: str, builds: bool) -> list[dict[str, Any]]:
             "Sid": "StackRunnerGroup",
             "Effect": "Allow",
             "Action": list(AUTOSCALING_WRITE),
-            "Resource": aws.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/shipyard-{stack}-*"),
+            # The groups of this stack's runners, by name: `shipyard-<stack>-*` would also be every
+            # group of a stack `<stack>-eu`.
+            "Resource": [
+                aws.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{group}")
+                for review in (False, True)
+                for group in (runner_name(stack, review), f"{runner_name(stack, review)}-workers")
+            ],
         },
         {
             # Broad: security groups and launch templates are auto-named, so any of them in the
@@ -387,7 +393,7 @@ def _deploy(aws: Scope, stack: str, builds: bool) -> list[dict[str, Any]]:
                 "Sid": "SigningKeyAlias",
                 "Effect": "Allow",
                 "Action": list(ALIAS_WRITE),
-                "Resource": aws.arn("kms", f"alias/shipyard-{stack}-*"),
+                "Resource": aws.arn("kms", signing_key_alias(stack)),
             },
         ]
     return statements

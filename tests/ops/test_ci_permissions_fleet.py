@@ -131,3 +131,22 @@ def test_a_stacks_cache_grant_names_its_own_runners_buckets_and_not_a_longer_nam
                     role,
                     other,
                 )
+
+
+def test_a_stacks_runner_groups_and_signing_alias_are_its_own_and_not_a_longer_named_stacks() -> None:
+    # `shipyard-staging-*` also named every group and alias of a stack `staging-eu`.
+    policy = permissions("deploy-staging", SCOPE)
+    resources = {s["Sid"]: _as_list(s["Resource"]) for s in policy["Statement"]}
+    groups, alias = resources["StackRunnerGroup"], resources["SigningKeyAlias"]
+    for runner in ("runner", "review-runner"):
+        for group in (f"shipyard-staging-{runner}", f"shipyard-staging-{runner}-workers"):
+            arn = f"arn:aws:autoscaling:eu-west-1:{ACCOUNT}:autoScalingGroup:0a1b:autoScalingGroupName/{group}"
+            assert any(_iam_like(r, arn) for r in groups), group
+            assert not any(_iam_like(r, arn.replace("staging-", "staging-eu-")) for r in groups), group
+    own = f"arn:aws:kms:eu-west-1:{ACCOUNT}:alias/shipyard-staging-image-signing"
+    assert any(_iam_like(r, own) for r in alias)
+    assert not any(_iam_like(r, own.replace("staging-", "staging-eu-")) for r in alias)
+
+
+def _as_list(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
