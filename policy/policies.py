@@ -699,11 +699,10 @@ def _unprotected_runners(resources: Sequence[Resource]) -> list[tuple[Resource, 
     return found
 
 
-# What a finding on a value not known yet tells the reader to do (G11).
+# What a part this preview cannot judge tells the reader (G11). Pulumi runs stack checks in the
+# preview only, so no later run judges it either: the offline plan does, with every value known.
 NOT_KNOWN_FIX = (
-    "this preview cannot rule that out: build the value from what a preview knows (the explicit "
-    "name, the account and partition, as the autoscaling group's ARN is built), or create what it "
-    "names first (`pulumi up --target URN`) and preview again"
+    "this preview cannot judge it; `shipyard plan` judges the same program with every value known, and refuses it there"
 )
 
 
@@ -762,7 +761,7 @@ def _document_findings(who: str, resource: Resource, document: Any, review: set[
     try:
         statements = _statements(document)
     except UnknownValue:
-        yield (
+        yield Waits(
             f"{who}, and the document of its role policy {resource.name} is not known yet: it may push to a "
             f"release repository or sign; {NOT_KNOWN_FIX}"
         )
@@ -782,7 +781,7 @@ def _document_findings(who: str, resource: Resource, document: Any, review: set[
             may = " or ".join(
                 [*(["push to a release repository"] if grant.may_push else []), *(["sign"] if grant.may_sign else [])]
             )
-            yield f"{who}, and {subject} is not known yet: its role may {may}; {NOT_KNOWN_FIX}"
+            yield Waits(f"{who}, and {subject} is not known yet: its role may {may}; {NOT_KNOWN_FIX}")
 
 
 def _role_findings(runner: Resource, group: Sequence[Resource], review: set[Any]) -> Iterator[tuple[Resource, str]]:
@@ -794,8 +793,10 @@ def _role_findings(runner: Resource, group: Sequence[Resource], review: set[Any]
             if unknown(arn):
                 yield (
                     resource,
-                    f"{who}, and the policy {resource.name} attaches to its role is not known yet: it may push or "
-                    f"sign; {NOT_KNOWN_FIX}",
+                    Waits(
+                        f"{who}, and the policy {resource.name} attaches to its role is not known yet: it may push "
+                        f"or sign; {NOT_KNOWN_FIX}"
+                    ),
                 )
             elif managed in PUSHING_MANAGED_POLICIES:
                 yield resource, f"{who}, but its role has {managed}, which may push to every repository"
@@ -813,7 +814,10 @@ def _key_findings(resources: Sequence[Resource], refused: Mapping[str, Resource]
         try:
             statements = _statements(key.props.get("policy"))
         except UnknownValue:
-            yield key, f"the policy of KMS key {key.name} is not known yet: it may let anyone sign; {NOT_KNOWN_FIX}"
+            yield (
+                key,
+                Waits(f"the policy of KMS key {key.name} is not known yet: it may let anyone sign; {NOT_KNOWN_FIX}"),
+            )
             continue
         for statement in statements:
             sid = _sid(statement)
@@ -825,8 +829,10 @@ def _key_findings(resources: Sequence[Resource], refused: Mapping[str, Resource]
                 if could_sign:
                     yield (
                         key,
-                        f"{waiting} of {sid} in KMS key {key.name} is not known yet: it may let anyone sign; "
-                        + NOT_KNOWN_FIX,
+                        Waits(
+                            f"{waiting} of {sid} in KMS key {key.name} is not known yet: it may let anyone sign; "
+                            + NOT_KNOWN_FIX
+                        ),
                     )
                 continue
             if not _allowed(statement, (SIGN_ACTION,)):
@@ -866,19 +872,17 @@ def release_push_protected_only(resources: Sequence[Resource]) -> Iterator[tuple
     nor any key policy may let it sign. Fails closed: a repository without the review mark counts as
     a release repository, a wildcard as every repository.
 
-    Judged statement by statement, so a value not known yet hides only its own statement. Where that
-    value could itself grant the push or the signature (a whole document, a statement, its Effect or
-    Action, a key statement's Principal, an attached policy's ARN, or the Resource of a statement
-    that pushes), it is a violation that says the value is not known yet and how to make it known:
-    this check runs over the whole stack, and `pulumi up` runs stack checks only after every
-    resource exists, so a check that waited would judge the role only once a merge-request job
-    could already use it. An unknown that cannot grant either (the Resource of a statement whose
-    actions push nothing, as a runner's SSM or autoscaling statements) does not block.
-
-    Under a real preview a document built with `Output.apply` from a new resource's ARN (the runner
-    token parameter's, a new fleet's group or bucket) is not known as a whole: previewing a new
-    runner, or a switch to fleet mode, of an unprotected runner fails here until those ARNs are built
-    from values the preview knows or those resources exist."""
+    Judged statement by statement, so a value not known yet hides only its own statement: a known
+    grant beside it is still a violation. Where that value could itself grant the push or the
+    signature (a whole document, a statement, its Effect or Action, a key statement's Principal, an
+    attached policy's ARN, or the Resource of a statement that pushes), the part waits (`Waits`) with
+    a message that names it, and the preview shows it as Pulumi's advisory note. Failing the preview
+    instead would stop every first `pulumi up` of a stack with a review runner: its documents are
+    built with `Output.apply` from ARNs of resources created in the same run, so a real preview
+    knows none of them. What judges them is the offline plan (`shipyard plan`, which the merge
+    request's pipeline runs and which exits 1 on a violation): the same program and settings with
+    every value known. An unknown that cannot grant either (the Resource of a statement whose
+    actions push nothing, as a runner's SSM or autoscaling statements) is no finding at all."""
     review = _review_repositories(resources)
     refused: dict[str, Resource] = {}  # role name → the unprotected runner whose role it is
     for runner, group in _unprotected_runners(resources):
@@ -1113,7 +1117,7 @@ def pack_policies(policies: Sequence[Policy] = POLICIES) -> list[Any]:
         except UnknownValue as exc:
             raise UnknownValueError(exc.sentinel, [exc.path]) from exc
         if waits:
-            raise UnknownValueError(UNKNOWN, ["; ".join(waits)])
+            raise UnknownValueError(UNKNOWN, [" | ".join(waits)])
 
     def resource_validator(policy: Policy) -> Callable[[Any, Any], None]:
         def validate(args: Any, report_violation: Any) -> None:

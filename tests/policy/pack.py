@@ -103,3 +103,18 @@ def through_the_pack(name: str, resources: tuple[Resource, ...], parents: bool =
         with contextlib.suppress(UnknownValueError):  # the SDK catches it for stack policies too
             built.validate(StackValidationArgs(stack), report)
     return reported
+
+
+def advisory_of_the_pack(name: str, resources: tuple[Resource, ...]) -> list[str]:
+    """What a stack policy could not judge, as the pack tells the SDK: the parts it names in the
+    UnknownValueError that the preview shows as its advisory note (none where it judged everything)."""
+    built = {p.name: p for p in pack_policies([BY_NAME[name]])}[name]
+    stack = [
+        PolicyResource(r.type, sdk_props(r.props), r.urn, r.name, sdk_options(r.protect, None), None, None, [], {})
+        for r in resources
+    ]
+    try:
+        built.validate(StackValidationArgs(stack), lambda message, urn=None: None)
+    except UnknownValueError as exc:
+        return [part for props in exc.props for part in props.split(" | ")]
+    return []

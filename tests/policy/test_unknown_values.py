@@ -1,6 +1,7 @@
 """Values a real `pulumi preview` does not know yet (the outputs of resources it has not created):
 each check judges what is known and skips only the unknown part, and where that part could itself
-grant a release push or a signature (G11) it is a violation that says so. The unknowns sit where a
+grant a release push or a signature (G11) it waits with a message that says so, which the preview
+shows as Pulumi's advisory note: the offline plan judges it with every value known. The unknowns sit where a
 preview has them: a new role's id in a role policy's `role`, a new resource's ARN in a statement's
 Resource or a key statement's Principal, a whole document built with `Output.apply` from such an ARN.
 Each case runs through `check` (plan documents) and through the pack, props in the SDK's proxies
@@ -13,8 +14,8 @@ from typing import Any
 
 from infra.offline.engine import Run
 from infra.offline.plan import to_preview_json
-from policy.policies import UNKNOWN, Resource, check, resources_of_plan
-from tests.policy.pack import BY_NAME, changed, one, violations
+from policy.policies import NOT_KNOWN_FIX, UNKNOWN, Resource, Waits, check, resources_of_plan
+from tests.policy.pack import BY_NAME, advisory_of_the_pack, changed, one, violations
 from tests.policy.test_release_push_policy import (
     POLICY,
     RELEASE_ARN,
@@ -121,27 +122,38 @@ def test_a_key_statement_that_cannot_sign_may_name_a_principal_not_known_yet(
 # --- (c) an unknown that could grant it is not silently passed --------------------------------------
 
 
-def test_a_push_to_a_repository_not_known_yet_fails_closed(plans: dict[str, list[Resource]]) -> None:
+def waits(resources: list[Resource]) -> list[str]:
+    """The parts the policy could not judge: the same through `check` and through the pack, and no
+    violation beside them (the preview goes on; the offline plan judges them)."""
+    stack_check = BY_NAME[POLICY].check_stack
+    assert stack_check is not None
+    found = [str(m) for _, m in stack_check(resources) if isinstance(m, Waits)]
+    assert advisory_of_the_pack(POLICY, tuple(resources)) == found
+    assert all(m.endswith(NOT_KNOWN_FIX) for m in found)
+    return found
+
+
+def test_a_push_to_a_repository_not_known_yet_waits_naming_it(plans: dict[str, list[Resource]]) -> None:
     def unknown_review_repository(statements: list[dict[str, Any]]) -> None:
         statement(statements, "PushReviewImages")["Resource"] = UNKNOWN
 
-    assert verdict(new_review_runner(plans["staging"], unknown_review_repository)) == [  # guards G11
+    resources = new_review_runner(plans["staging"], unknown_review_repository)
+    assert verdict(resources) == []
+    assert waits(resources) == [  # guards G11
         f"{REVIEW_RUNNER}, and Resource of PushReviewImages in review-runner-least-privilege is not known yet: its "
-        "role may push to a release repository; this preview cannot rule that out: build the value from what a "
-        "preview knows (the explicit name, the account and partition, as the autoscaling group's ARN is built), or "
-        "create what it names first (`pulumi up --target URN`) and preview again"
+        f"role may push to a release repository; {NOT_KNOWN_FIX}"
     ]
 
 
-def test_a_statement_or_action_not_known_yet_fails_closed(plans: dict[str, list[Resource]]) -> None:
+def test_a_statement_or_action_not_known_yet_waits_naming_it(plans: dict[str, list[Resource]]) -> None:
     for unknown_part, expected in (
         (UNKNOWN, "a statement in review-runner-least-privilege"),
         ({"Sid": "Later", "Effect": "Allow", "Action": [UNKNOWN], "Resource": RELEASE_ARN}, "Action of Later"),
         ({"Sid": "Later", "Effect": UNKNOWN, "Action": "kms:Sign", "Resource": "*"}, "Effect of Later"),
     ):
-        found = verdict(
-            new_review_runner(plans["staging"], lambda statements, part=unknown_part: statements.append(part))
-        )
+        resources = new_review_runner(plans["staging"], lambda statements, part=unknown_part: statements.append(part))
+        assert verdict(resources) == []
+        found = waits(resources)
         assert len(found) == 1 and found[0].startswith(f"{REVIEW_RUNNER}, and {expected} "), found  # guards G11
         assert "is not known yet: its role may" in found[0]
 
@@ -154,21 +166,25 @@ def test_a_new_fleet_of_the_review_runner_is_judged_not_passed(fleet_run: Run) -
     workers = workers_policy(resources, "review-runner")
     pushing = edit_document(workers, lambda statements: statements.append(PUSH_TO_RELEASE))
     switched = replace_in(replace_in(resources, manager, changed(manager, policy=UNKNOWN)), workers, pushing)
-    found = verdict(switched)  # guards G11
-    assert [m.split(":")[0] for m in found] == [
-        f"{REVIEW_RUNNER}, and the document of its role policy review-runner-least-privilege is not known yet",
-        f"{REVIEW_RUNNER}, but its role may push (ecr",
+    # guards G11: the known push is a violation; the unknown document waits beside it.
+    assert [m.split(":")[0] for m in verdict(switched)] == [f"{REVIEW_RUNNER}, but its role may push (ecr"]
+    assert [m.split(":")[0] for m in waits(switched)] == [
+        f"{REVIEW_RUNNER}, and the document of its role policy review-runner-least-privilege is not known yet"
     ]
 
 
-def test_a_key_policy_or_signer_not_known_yet_fails_closed(plans: dict[str, list[Resource]]) -> None:
+def test_a_key_policy_or_signer_not_known_yet_waits_naming_it(plans: dict[str, list[Resource]]) -> None:
     resources = plans["staging"]  # guards G11, G8
     key = one(resources, KEY)
-    [whole] = verdict(replace_in(resources, key, changed(key, policy=UNKNOWN)))
+    unknown_policy = replace_in(resources, key, changed(key, policy=UNKNOWN))
+    assert verdict(unknown_policy) == []
+    [whole] = waits(unknown_policy)
     assert whole.startswith("the policy of KMS key image-signing is not known yet: it may let anyone sign")
 
     def unknown_signer(statements: list[dict[str, Any]]) -> None:
         statement(statements, "ReleaseBuildRunnerSigns")["Principal"] = {"AWS": UNKNOWN}
 
-    [signer] = verdict(replace_in(resources, key, edit_document(key, unknown_signer)))
+    unknown_principal = replace_in(resources, key, edit_document(key, unknown_signer))
+    assert verdict(unknown_principal) == []
+    [signer] = waits(unknown_principal)
     assert signer.startswith("Principal of ReleaseBuildRunnerSigns in KMS key image-signing is not known yet")
