@@ -1,17 +1,15 @@
-"""AWS for tests: moto's server, a real AWS API emulator, on 127.0.0.1. boto3 reaches it through
-AWS_ENDPOINT_URL, so the code under test builds its clients exactly as it does against AWS; no
-network, no real credentials."""
+"""AWS for tests: moto, a real AWS API emulator, in this process. The code under test builds its
+boto3 clients exactly as it does against AWS (default endpoints, credentials from the environment);
+moto answers every request to an AWS endpoint from its backends, before anything is sent: no
+network, no real credentials. A request to any other address (a test's own fake API) goes out as
+it would without moto."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import functools
-import logging
 import os
-import socket
-import threading
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,10 @@ DEFAULT_ACCOUNT = "123456789012"  # moto's
 
 # How often each server's state has been wiped: what a test deployed before is gone once it changes.
 _resets: collections.Counter[str] = collections.Counter()
+
+
+# What tests pass around where a server's address used to be: moto answers in this process.
+IN_PROCESS = "moto:in-process"
 
 
 @dataclass(frozen=True)
@@ -56,19 +58,13 @@ class _Session:
 @functools.cache
 def _client(endpoint: str, service: str, region: str) -> Any:
     # Built once per service: creating a boto3 client costs a tenth of a second.
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return boto3.client(service, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 @contextlib.contextmanager
 def account(account_id: str) -> Iterator[None]:
-    """Every request to moto's server is served by another emulated account while inside: the server
-    runs in this process and reads MOTO_ACCOUNT_ID on each request (an account's state is its own)."""
+    """Every request moto answers is served by another emulated account while inside: moto reads
+    MOTO_ACCOUNT_ID on each request (an account's state is its own)."""
     before = os.environ.get("MOTO_ACCOUNT_ID")
     os.environ["MOTO_ACCOUNT_ID"] = account_id
     try:
@@ -131,21 +127,17 @@ class _KeyPairOnFirstUse:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    import moto.backends
     import moto.kms.models
-    from moto.server import ThreadedMotoServer  # only where a test needs it: moto is slow to import
+    from moto import mock_aws
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # The server runs in this process: this keeps its EC2 backend from loading thousands of public
-    # AMIs on every reset. The tests name their own image id.
+    # Moto answers in this process, once the first test that needs AWS has asked for it, until the
+    # session ends. It intercepts requests to AWS endpoints only, and leaves the environment's
+    # credentials alone (each test's `environment` sets them), so a test without credentials still
+    # finds none. In-process, a call costs a fifth of what a call to moto's server costs.
     before = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
+    # Keeps the EC2 backend from loading thousands of public AMIs on every reset: the tests name
+    # their own image id.
     os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
-    # To tell a backend's name from a host name, the server lists moto's package directory (a listdir
-    # and a stat per backend, some 180) twice on every request: about a third of a request's time. The
-    # directory does not change while the tests run, so it is listed once.
-    list_of_moto_modules = moto.backends.list_of_moto_modules
-    modules = tuple(list_of_moto_modules())
-    moto.backends.list_of_moto_modules = lambda: modules
     # KMS keys get their key pair when it is first used (see _KeyPairOnFirstUse).
     generate_private_key = moto.kms.models.generate_private_key
 
@@ -153,19 +145,10 @@ def moto_endpoint() -> Iterator[str]:
         return _KeyPairOnFirstUse(generate_private_key, key_spec)
 
     moto.kms.models.generate_private_key = key_pair_on_first_use
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    # The server's loop looks for a stop request twice a second (stop() waits for it), or as soon as a
-    # connection wakes it.
-    stopping = threading.Thread(target=server.stop)
-    stopping.start()
-    while stopping.is_alive():
-        with contextlib.suppress(OSError):
-            socket.create_connection((host, port), timeout=1).close()
-        stopping.join(0.01)
-    moto.backends.list_of_moto_modules = list_of_moto_modules
+    mock = mock_aws(config={"core": {"mock_credentials": False, "reset_boto3_session": False}})
+    mock.start(reset=True)
+    yield IN_PROCESS
+    mock.stop()
     moto.kms.models.generate_private_key = generate_private_key
     if before is None:
         os.environ.pop("MOTO_EC2_LOAD_DEFAULT_AMIS")
@@ -174,18 +157,20 @@ def moto_endpoint() -> Iterator[str]:
 
 
 def _reset(endpoint: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
+    from moto.core.base_backend import BackendDict
+
+    BackendDict.reset()
     _resets[endpoint] += 1
 
 
 def environment(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
-    """An environment whose credentials point at moto's server only. Without the reset of `aws`, the
-    server's state is as the tests before left it: for tests that share what their module deployed
+    """An environment whose credentials are moto's only. Without the reset of `aws`, moto's state is
+    as the tests before left it: for tests that share what their module deployed
     once, and add only resources of their own, named apart. What was deployed before `Aws.resets`
     changed is gone."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "MOTO_ACCOUNT_ID"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # AWS's own endpoints: the ones moto answers
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")

@@ -293,7 +293,7 @@ def test_the_component_registers_the_lifecycle_of_its_settings(mocked: Recording
 
 
 def test_ecr_accepts_the_lifecycle_policies(aws: Aws) -> None:
-    # moto's server validates a policy's shape the way ECR's PutLifecyclePolicy does.
+    # moto validates a policy's shape the way ECR's PutLifecyclePolicy does.
     ecr: Any = aws.client("ecr")
     for repository, policy in (
         ("acme/web", lifecycle_policy(keep_images=30, review_image_days=7, cache_tag="buildcache")),

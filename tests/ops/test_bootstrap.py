@@ -1,4 +1,4 @@
-"""`shipyard bootstrap` against moto's server: from nothing, twice, a half-configured bucket (reported,
+"""`shipyard bootstrap` against moto: from nothing, twice, a half-configured bucket (reported,
 fixed only with --fix), denied access, someone else's bucket, no credentials, bad arguments; one key
 per stack, the first also the bucket's."""
 
@@ -114,7 +114,7 @@ def test_a_half_configured_bucket_is_reported_and_fixed_only_with_fix(aws: Aws, 
 
 
 def test_someone_elses_bucket_is_refused(aws: Aws, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MOTO_ACCOUNT_ID", "111111111111")  # moto's server runs in this process
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", "111111111111")  # moto runs in this process and reads it on each request
     s3: Any = aws.client("s3")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     monkeypatch.delenv("MOTO_ACCOUNT_ID")

@@ -1,4 +1,4 @@
-"""`shipyard ci-access` against moto's server: from nothing, twice, a trust policy loosened by hand
+"""`shipyard ci-access` against moto: from nothing, twice, a trust policy loosened by hand
 and a policy attached by hand (reported, fixed only with --fix), denied access, no credentials, bad
 arguments; the GitLab check of the protected branch against a local fake. And who may assume what:
 each role's trust policy as IAM stores it, evaluated against the ID tokens of GitLab's pipelines."""

@@ -1,4 +1,4 @@
-"""`shipyard verify` against moto's server: a healthy deployed build stack passes; each broken variant
+"""`shipyard verify` against moto: a healthy deployed build stack passes; each broken variant
 (IMDSv1 allowed, a String token parameter, a registry that does not scan a repository, no
 instance, of either runner; a review repository without lifecycle; a signing key that is symmetric,
 that another principal may sign with, or whose public key is not the exported one) fails with its
@@ -319,7 +319,7 @@ def build_stacks(moto_endpoint: str) -> BuildStacks:
 
 @pytest.fixture
 def stacks(build_stacks: BuildStacks, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> BuildStacks:
-    """The shared build stacks, and an environment whose credentials point at moto's server only."""
+    """The shared build stacks, and an environment whose credentials are moto's only."""
     environment(moto_endpoint, monkeypatch)
     monkeypatch.delenv("GITLAB_TOKEN", raising=False)
     return build_stacks

@@ -1,4 +1,4 @@
-"""`shipyard verify` of a runner in fleet mode, against moto's server: the manager as in host mode,
+"""`shipyard verify` of a runner in fleet mode, against moto: the manager as in host mode,
 then its workers' Auto Scaling group shaped for the runner to own it (R15: minimum 0, scale-in
 protection, AZRebalance suspended, no scaling policies), their launch template requiring IMDSv2,
 the shared job cache private, encrypted and expiring, and the plugin vouched for by the manager's
@@ -14,7 +14,7 @@ import pytest
 from infra.ops.verify import FAIL, PASS, Check, Verify
 from tests.moto_aws import REGION, Aws
 
-# Named apart from what other modules deploy into the same moto server and share (test_verify.py's
+# Named apart from what other modules deploy into the same moto and share (test_verify.py's
 # build stack is remade after a reset under its own names, which must still be free).
 MANAGER = "fleet-check-runner"
 WORKERS = "fleet-check-runner-workers"
