@@ -159,25 +159,21 @@ class RunnerHost:
     privileged: bool
     gitlab_runner_version: str
     docker_version: str
-    executor: Literal["docker", "docker-autoscaler"] = "docker"
-    """docker: jobs run on this host. docker-autoscaler: this host is a fleet manager, and each job
-    runs on a worker of `fleet`'s Auto Scaling group (R15)."""
     fleet: FleetHost | None = None
-    """The worker fleet; given exactly when the executor is docker-autoscaler."""
+    """The worker fleet this host manages, or None: its jobs run on the host itself."""
 
-    def __post_init__(self) -> None:
-        if (self.executor == "docker-autoscaler") != (self.fleet is not None):
-            raise ValueError(
-                f"RunnerHost: executor {self.executor!r} with fleet {self.fleet!r}: a fleet goes with "
-                "docker-autoscaler only, and docker-autoscaler needs one"
-            )
+    @property
+    def executor(self) -> Literal["docker", "docker-autoscaler"]:
+        """docker: jobs run on this host. docker-autoscaler: this host is a fleet manager, and each
+        job runs on a worker of `fleet`'s Auto Scaling group (R15)."""
+        return "docker" if self.fleet is None else "docker-autoscaler"
 
     @property
     def release(self) -> RunnerRelease:
         return RunnerRelease.of(self.gitlab_runner_version)
 
     def env_file(self) -> str:
-        host = {key: value for key, value in asdict(self).items() if key not in ("executor", "fleet")}
+        host = {key: value for key, value in asdict(self).items() if key != "fleet"}
         values = {key.upper(): value for key, value in host.items()} | self.release.env()
         if self.fleet is not None:  # a host's runner.env stays as it was before fleets
             values |= {"EXECUTOR": self.executor} | self.fleet.env()

@@ -44,7 +44,7 @@ FLEET = FleetHost(
     max_instances=10,
     policies=POLICIES,
 )
-MANAGER = replace(HOST, executor="docker-autoscaler", fleet=FLEET)
+MANAGER = replace(HOST, fleet=FLEET)
 PLUGIN = "registry.gitlab.com/gitlab-org/fleeting/plugins/aws:1.1.0"  # the fact file's repository and tag
 
 
@@ -106,11 +106,8 @@ def test_the_plugin_is_the_one_the_autoscaler_facts_pin() -> None:
     assert FLEET.plugin == f"{plugin['oci_repository']}:{plugin['oci_tag']}" == PLUGIN
 
 
-def test_a_fleet_goes_with_the_docker_autoscaler_executor_only() -> None:
-    with pytest.raises(ValueError, match="docker-autoscaler needs one"):
-        replace(HOST, executor="docker-autoscaler")
-    with pytest.raises(ValueError, match="a fleet goes with docker-autoscaler only"):
-        replace(HOST, fleet=FLEET)
+def test_a_fleet_makes_the_host_a_docker_autoscaler_manager() -> None:
+    assert (HOST.executor, MANAGER.executor) == ("docker", "docker-autoscaler")
     with pytest.raises(ValueError, match="an idle policy has the keys"):
         replace(FLEET, policies=[{"periods": ["* * * * *"], "idleCount": 1}])
 

@@ -252,17 +252,19 @@ class GitlabRunner(pulumi.ComponentResource):
             self.asg_name,
         )
         # What the jobs may do, by purpose (G11): on the host's role, or in fleet mode on the workers'.
-        job_policy = pulumi.Output.all(
+        jobs = pulumi.Output.all(
             repository=args.repository_arn,
             review_repository=args.review_repository_arn,
             enhanced=args.enhanced_scanning,
-        ).apply(lambda arns: _policy(*job_statements(args.purpose, arns)))
+        ).apply(lambda arns: list(job_statements(args.purpose, arns)))
         self.fleet = None
-        fleet_statements: pulumi.Output[list[dict[str, Any]]] = pulumi.Output.from_input([])
+        # The host's role: the jobs' permissions where the jobs run on it; a fleet manager runs none
+        # and only scales, reaches and caches for its workers (R15), whose role gets the jobs'.
+        host_statements = jobs
         if args.fleet is not None:
-            self.fleet = self._workers(name, args, job_policy, vpc_id, subnet_ids)
+            self.fleet = self._workers(name, args, jobs.apply(lambda found: _policy(*found)), vpc_id, subnet_ids)
             instances = pulumi.Output.format("arn:{0}:ec2:{1}:{2}:instance/*", partition, args.region, account)
-            fleet_statements = pulumi.Output.all(self.fleet.group.arn, instances, self.fleet.cache_bucket.arn).apply(
+            host_statements = pulumi.Output.all(self.fleet.group.arn, instances, self.fleet.cache_bucket.arn).apply(
                 lambda v: manager_statements(v[0], self.fleet_asg_name, v[1], v[2])
             )
         self.job_role = self.fleet.role if self.fleet is not None else self.role
@@ -271,8 +273,7 @@ class GitlabRunner(pulumi.ComponentResource):
             role=self.role.id,
             policy=pulumi.Output.all(
                 parameter=self.token_parameter.arn,
-                job_policy=job_policy,
-                fleet=fleet_statements,
+                statements=host_statements,
                 asg=asg_arn,
             ).apply(
                 lambda arns: _policy(
@@ -296,9 +297,7 @@ class GitlabRunner(pulumi.ComponentResource):
                     # does not defer to IAM, so a grant here would change nothing. Its alias also
                     # exists only once Parameter Store has used the key, so looking it up would
                     # fail a new account's first preview.
-                    # The jobs' permissions where the jobs run; a fleet manager runs none and only
-                    # scales, reaches and caches for its workers (R15).
-                    *(arns["fleet"] or json.loads(arns["job_policy"])["Statement"]),
+                    *arns["statements"],
                     {
                         "Sid": "OwnLifecycleHooks",
                         "Effect": "Allow",
@@ -366,7 +365,6 @@ class GitlabRunner(pulumi.ComponentResource):
                 privileged=args.purpose != "deploy",
                 gitlab_runner_version=args.gitlab_runner_version,
                 docker_version=args.docker_version,
-                executor="docker" if fleet is None else "docker-autoscaler",
                 fleet=None
                 if fleet is None
                 else FleetHost(
