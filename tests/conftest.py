@@ -32,6 +32,15 @@ from infra.offline.engine import (
     stack_config,
 )
 from tests.moto_aws import aws, moto_endpoint, shared_service_models  # noqa: F401 - fixtures for the boto3 tests
+from tests.runner_userdata.harness import (  # noqa: F401 - the runner host's, for its scripts and user data
+    _first_boot,
+    _first_boot_expiring,
+    booted,
+    booted_expiring,
+    host,
+    signed_release,
+    stubs,
+)
 from tests.staging_plans import StagingPlans, build_staging_plans
 
 ROOT = Path(__file__).resolve().parent.parent

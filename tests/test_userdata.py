@@ -19,7 +19,7 @@ from infra import facts
 from infra.offline.engine import Step
 from infra.userdata import MAX_USER_DATA_BYTES, USERDATA_DIR, RunnerRelease, decode, encode, render_cloud_config
 from tests.conftest import ROOT, run_stack
-from tests.runner_userdata.test_scripts import HOST, STUBS
+from tests.runner_userdata.harness import HOST, STUBS
 from tests.system_tools import require
 
 CANARY_KEY = "HRKU-userDataCanary0000"

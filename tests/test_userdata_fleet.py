@@ -15,8 +15,7 @@ import yaml
 
 from infra import facts
 from infra.userdata import AUTOSCALER_FACTS, USERDATA_DIR, FleetHost, RunnerHost, render_cloud_config
-from tests.runner_userdata import test_scripts
-from tests.runner_userdata.test_scripts import (
+from tests.runner_userdata.harness import (
     GITLAB_KEY,
     HOST,
     TOKEN,
@@ -28,10 +27,6 @@ from tests.runner_userdata.test_scripts import (
     hook_calls,
 )
 from tests.test_userdata import cloud_init_schema
-
-# The stubs and the signed release of tests/runner_userdata, as fixtures of this module too.
-signed_release = test_scripts.signed_release
-stubs = test_scripts.stubs
 
 POLICIES = [
     {"periods": ["* 7-19 * * mon-fri"], "timezone": "Europe/Berlin", "idle_count": 2, "idle_time": "30m"},
