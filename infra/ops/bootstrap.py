@@ -91,7 +91,7 @@ def call_naming_denials(
     try:
         return operation(**kwargs)
     except ClientError as error:
-        if _code(error) in DENIED:
+        if error_code(error) in DENIED:
             client = operation.__self__  # type: ignore[attr-defined]
             api = client.meta.method_to_api_mapping[operation.__name__]
             action = IAM_ACTIONS.get(api, f"{client.meta.service_model.signing_name}:{api}")
@@ -99,7 +99,8 @@ def call_naming_denials(
         raise
 
 
-def _code(error: ClientError) -> str:
+def error_code(error: ClientError) -> str:
+    """The AWS error code of a failed call, e.g. `NoSuchBucket`; empty where the answer has none."""
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
@@ -156,7 +157,7 @@ class Bootstrap:
             new = False
             self.note(f"kms key {alias}", "ok", key["Arn"])
         except ClientError as error:
-            if _code(error) != "NotFoundException":
+            if error_code(error) != "NotFoundException":
                 raise
             key = self.call(
                 f"creating the KMS key of {alias}",
@@ -305,9 +306,9 @@ class Bootstrap:
         try:
             self.s3.head_bucket(Bucket=self.bucket, ExpectedBucketOwner=self.account)
         except ClientError as error:
-            if _code(error) in ("404", "NoSuchBucket", "NotFound"):
+            if error_code(error) in ("404", "NoSuchBucket", "NotFound"):
                 return False
-            if _code(error) not in DENIED:
+            if error_code(error) not in DENIED:
                 raise
         buckets = self.call("listing your buckets", self.s3.list_buckets)["Buckets"]
         if self.bucket in {b["Name"] for b in buckets}:
@@ -337,7 +338,7 @@ class Bootstrap:
                 **location,
             )
         except ClientError as error:
-            if _code(error) == "BucketAlreadyExists":
+            if error_code(error) == "BucketAlreadyExists":
                 raise BootstrapError(
                     f"bucket {self.bucket} belongs to another AWS account; bucket names are global: "
                     "choose another --bucket"
@@ -350,7 +351,7 @@ class Bootstrap:
         try:
             return self.call(what, operation, Bucket=self.bucket)
         except ClientError as error:
-            if _code(error) == absent:
+            if error_code(error) == absent:
                 return None
             raise
 

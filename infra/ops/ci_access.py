@@ -27,7 +27,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from infra.facts import aws_partition, load
-from infra.ops.bootstrap import BUCKET_NAME, DENIED, KMS_ALIAS, REGION, call_naming_denials
+from infra.ops.bootstrap import BUCKET_NAME, DENIED, KMS_ALIAS, REGION, call_naming_denials, error_code
 from infra.ops.ci_permissions import Scope, permissions
 
 FACTS = "gitlab-oidc"
@@ -279,10 +279,6 @@ def _document(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(urllib.parse.unquote(str(value)))
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _as_alias(key: str) -> str:
     """`key` as bootstrap's --kms-alias takes it: an alias as it is; for an ARN, where its alias goes."""
     return key if KMS_ALIAS.match(key) else f"<an alias of {key}>"
@@ -367,7 +363,7 @@ class CiAccess:
         try:
             return str(self.call(f"reading the key {key}", self.kms.describe_key, KeyId=key)["KeyMetadata"]["Arn"])
         except ClientError as error:
-            if _code(error) != "NotFoundException":
+            if error_code(error) != "NotFoundException":
                 raise
         return None
 
@@ -410,12 +406,12 @@ class CiAccess:
         try:
             self.s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
         except ClientError as error:
-            if _code(error) in ("404", "NoSuchBucket", "NotFound"):
+            if error_code(error) in ("404", "NoSuchBucket", "NotFound"):
                 # staging's key encrypts the bucket, as in the README's bootstrap run
                 prod = [request.prod_key] if KMS_ALIAS.match(request.prod_key) else []
                 command = self._bootstrap(_as_alias(request.staging_key), *prod)
                 raise CiAccessError(f"--state-bucket {bucket}: no such bucket; create it with {command}") from None
-            if _code(error) in DENIED:
+            if error_code(error) in DENIED:
                 raise CiAccessError(
                     f"--state-bucket {bucket}: the bucket belongs to another AWS account, or {self.caller} may not "
                     "read it (s3:ListBucket)"
@@ -424,7 +420,7 @@ class CiAccess:
         try:
             found = self.call("reading the state bucket's encryption", self.s3.get_bucket_encryption, Bucket=bucket)
         except ClientError as error:
-            if _code(error) == "ServerSideEncryptionConfigurationNotFoundError":
+            if error_code(error) == "ServerSideEncryptionConfigurationNotFoundError":
                 return None
             raise
         for rule in found["ServerSideEncryptionConfiguration"]["Rules"]:
@@ -452,7 +448,7 @@ class CiAccess:
                 "reading the OIDC provider", self.iam.get_open_id_connect_provider, OpenIDConnectProviderArn=arn
             )
         except ClientError as error:
-            if _code(error) != "NoSuchEntity":
+            if error_code(error) != "NoSuchEntity":
                 raise
             # No ThumbprintList: IAM fetches it itself, and checks GitLab's certificate against its
             # own trusted CAs anyway (facts: aws.thumbprint_needed).
@@ -493,7 +489,7 @@ class CiAccess:
             found = self.call(f"reading the role {name}", self.iam.get_role, RoleName=name)["Role"]
             new = False
         except ClientError as error:
-            if _code(error) != "NoSuchEntity":
+            if error_code(error) != "NoSuchEntity":
                 raise
             found = self.call(
                 f"creating the role {name}",
@@ -591,7 +587,7 @@ class CiAccess:
                 f"reading the permissions of {name}", self.iam.get_role_policy, RoleName=name, PolicyName=POLICY_NAME
             )
         except ClientError as error:
-            if _code(error) == "NoSuchEntity":
+            if error_code(error) == "NoSuchEntity":
                 return None
             raise
         return canonical(_document(found["PolicyDocument"]))

@@ -35,7 +35,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from infra.components.signing import KEY_SPEC, KEY_USAGE
-from infra.ops.bootstrap import PUBLIC_ACCESS_FLAGS
+from infra.ops.bootstrap import PUBLIC_ACCESS_FLAGS, error_code
 from policy.policies import SIGN_ACTION, _allowed, _as_list, _statements, registry_scans
 
 PASS, FAIL, SKIP = "pass", "FAIL", "skip"
@@ -123,10 +123,6 @@ def stack_outputs(stack: str, path: str | None) -> dict[str, Any]:
     return outputs
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def pem_der(text: Any) -> bytes | None:
     """The DER bytes of a PEM public key (`-----BEGIN PUBLIC KEY-----`), None if `text` is not one."""
     found = PEM_PUBLIC_KEY.search(text) if isinstance(text, str) else None
@@ -187,7 +183,7 @@ class Verify:
         try:
             ok, detail = probe()
         except ClientError as error:
-            ok, detail = False, f"{_code(error)}: {error.response.get('Error', {}).get('Message', '')}"
+            ok, detail = False, f"{error_code(error)}: {error.response.get('Error', {}).get('Message', '')}"
         self.checks.append(Check(name, PASS if ok else FAIL, detail))
 
     def skip(self, name: str, why: str) -> None:
@@ -328,7 +324,7 @@ class Verify:
         try:
             block = self.s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         except ClientError as error:
-            if _code(error) != "NoSuchPublicAccessBlockConfiguration":
+            if error_code(error) != "NoSuchPublicAccessBlockConfiguration":
                 raise
             block = {}
         if not all(block.get(flag) for flag in PUBLIC_ACCESS_FLAGS):
@@ -336,13 +332,13 @@ class Verify:
         try:
             self.s3.get_bucket_encryption(Bucket=bucket)
         except ClientError as error:
-            if _code(error) != "ServerSideEncryptionConfigurationNotFoundError":
+            if error_code(error) != "ServerSideEncryptionConfigurationNotFoundError":
                 raise
             problems.append("no default encryption")
         try:
             rules = self.s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         except ClientError as error:
-            if _code(error) != "NoSuchLifecycleConfiguration":
+            if error_code(error) != "NoSuchLifecycleConfiguration":
                 raise
             rules = []
         days = [
@@ -408,7 +404,7 @@ class Verify:
         try:
             self.ecr.describe_repositories(repositoryNames=[repository])
         except ClientError as error:
-            if _code(error) == "RepositoryNotFoundException":
+            if error_code(error) == "RepositoryNotFoundException":
                 return False, f"repository {repository} does not exist"
             raise
         # The registry's scanning configuration decides what is scanned; the repository's own
@@ -426,7 +422,7 @@ class Verify:
         try:
             self.ecr.get_lifecycle_policy(repositoryName=repository)
         except ClientError as error:
-            if _code(error) in ("LifecyclePolicyNotFoundException", "RepositoryNotFoundException"):
+            if error_code(error) in ("LifecyclePolicyNotFoundException", "RepositoryNotFoundException"):
                 return False, f"repository {repository} has no lifecycle policy: images pile up"
             raise
         return True, f"{repository} has a lifecycle policy"
@@ -495,8 +491,8 @@ class Verify:
         try:
             live = self._live_public_key(key, cache)
         except ClientError as error:
-            if _code(error) == "UnsupportedOperationException":
-                return False, f"KMS has no public key for {key}: not an asymmetric key ({_code(error)})"
+            if error_code(error) == "UnsupportedOperationException":
+                return False, f"KMS has no public key for {key}: not an asymmetric key ({error_code(error)})"
             raise
         carried = pem_der(pem)
         if carried is None:
