@@ -87,13 +87,9 @@ as_user() {
   chroot "$root" /usr/bin/env -i HOME=/home/user PATH=/usr/bin:/bin LANG=C.UTF-8 ${CI:+CI=$CI} \
     /bin/sh -c "cd /home/user/shipyard && $1"
 }
-timed() {
-  local label=$1 started=$EPOCHREALTIME status=0
-  shift
-  "$@" || status=$?
-  echo "fresh_machine: $label: $(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s (exit $status)" >&2
-  return "$status"
-}
+TIMED_PREFIX=fresh_machine
+# shellcheck source=scripts/timed.sh
+. "$repo/scripts/timed.sh"
 timed "first make plan STACK=staging" as_user "make plan STACK=staging >/home/user/plan.txt"
 timed "second make plan STACK=staging" as_user "make plan STACK=staging >/dev/null"
 tail -1 "$root/home/user/plan.txt"

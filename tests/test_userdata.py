@@ -177,7 +177,8 @@ def test_every_script_passes_shellcheck() -> None:
         for p in sorted(folder.iterdir())
         if p.is_file() and p.suffix != ".py"
     ]
-    scripts = [*USERDATA_DIR.glob("*.sh"), *stubs]
+    # The host's scripts, the tests' stubs, and CI's: every shell script of the repository.
+    scripts = [*USERDATA_DIR.glob("*.sh"), *stubs, ROOT / ".ci" / "run", *(ROOT / "scripts").glob("*.sh")]
     result = subprocess.run(
         [str(shellcheck), "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True
     )
