@@ -11,7 +11,8 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# (method, path without the query, headers (case-insensitive), JSON body or None) → (status, JSON value or text)
+# (method, path without the query, headers (case-insensitive), JSON body or None) → (status, JSON
+# value, text, or bytes: a file's content)
 Answer = Callable[[str, str, Message, Any], tuple[int, Any]]
 
 
@@ -26,10 +27,14 @@ def serve(answer: Answer) -> Iterator[str]:
             status, payload = answer(
                 self.command, self.path.split("?", 1)[0], self.headers, json.loads(raw) if raw else None
             )
-            text = isinstance(payload, str)
-            data = payload.encode() if text else json.dumps(payload).encode()
+            if isinstance(payload, bytes):
+                data, kind = payload, "application/octet-stream"
+            elif isinstance(payload, str):
+                data, kind = payload.encode(), "text/plain"
+            else:
+                data, kind = json.dumps(payload).encode(), "application/json"
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain" if text else "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

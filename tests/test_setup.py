@@ -5,22 +5,23 @@ asks uv to do. The setup of a real fresh machine runs in CI (`.ci/run`, scripts/
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from scripts import setup_env
+from tests.fake_api import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.13.8"
@@ -92,45 +93,29 @@ def uv_wheel(version: str = VERSION) -> bytes:
 
 
 class Index:
-    """A package index on localhost: the files it holds, 404 for anything else; it counts requests."""
+    """A package index on localhost (tests/fake_api.serve): the files it holds, 404 for anything
+    else; it counts requests."""
 
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.requests: list[str] = []
-        index = self
+        self.base = ""
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                index.requests.append(self.path)
-                body = index.files.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
+    def answer(self, method: str, path: str, headers: Message, body: Any) -> tuple[int, Any]:
+        self.requests.append(path)
+        found = self.files.get(path) if method == "GET" else None
+        return (200, found) if found is not None else (404, "Not Found")
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return f"{self.base}{path}"
 
 
 @pytest.fixture
 def index() -> Iterator[Index]:
     served = Index({"/packages/uv.whl": uv_wheel()})
-    yield served
-    served.close()
+    with serve(served.answer) as base:
+        served.base = base
+        yield served
 
 
 def pin_for(index: Index, path: str = "/packages/uv.whl", sha256: str | None = None) -> dict:
