@@ -214,7 +214,7 @@ def test_the_plugin_is_installed_after_config_toml_and_before_the_service_starts
     assert runner_rpm < install < result.calls.index("systemctl restart gitlab-runner")
     assert install < result.calls.index("systemctl enable --now gitlab-runner")
     path = plugins / "registry.gitlab.com/gitlab-org/fleeting/plugins/aws/1.1.0/plugin"
-    assert f"plugin: {PLUGIN}, path: {path}" in result.output and path.is_file()
+    assert path.is_file()  # where FLEETING_PLUGIN_PATH, set by the bootstrap, told `fleeting install`
     # The service looks for the plugin where it was installed, and the AWS plugin reads its region
     # from the environment only.
     dropin = (host.root / "etc/systemd/system/gitlab-runner.service.d/shipyard.conf").read_text()
@@ -228,7 +228,6 @@ def test_a_plugin_that_does_not_install_abandons_naming_it(
     host = as_written_by(Host(tmp_path, signed_release, stubs), MANAGER)
     result = host.run("bootstrap.sh", STUB_FLEETING_ERROR="registry.gitlab.com: connection refused")
     assert abandoned(result), result.output
-    assert f"plugin: {PLUGIN}, install/update error:: registry.gitlab.com: connection refused" in result.output
     assert f"shipyard: fleeting plugin {PLUGIN}: gitlab-runner fleeting install failed (exit 1)" in result.output
     assert not [c for c in result.calls if c.endswith(" gitlab-runner") and c.startswith("systemctl")]
     assert "gitlab-runner verify" not in result.calls
