@@ -648,24 +648,32 @@ def _review_key_refused(app: str, key: str, api: str, timeout: float) -> tuple[b
 
 
 def _app_locked(app: str, key: str, api: str, timeout: float) -> tuple[str, str]:
-    """PASS for a locked team app, SKIP for an app outside any team (no member can join it)."""
+    """PASS for a locked team app, SKIP for an app outside any team (no member can join it), FAIL for
+    an unlocked team app and for an app the operator's key cannot find: a mistyped name must not
+    pass for a refused review key (404 there) and a skipped lock at once."""
     try:
-        status, body = _heroku_get(api, TEAM_APP_INFO, app, key, timeout)
+        status, body = _heroku_get(api, APP_INFO, app, key, timeout)
+        if status == 200 and isinstance(_json_field(body, "team"), dict):
+            status, body = _heroku_get(api, TEAM_APP_INFO, app, key, timeout)
+        elif status == 200:
+            return SKIP, (
+                f"{app} is not a team app (no `team` in Heroku's answer): no team member can join an app "
+                "outside a team; only its collaborators reach it, and the review-key check covers those"
+            )
     except OSError as error:
         return FAIL, _unreachable(api, error)
-    if status == 404:
-        return SKIP, (
-            f"{app} is not a team app, or not one {OPERATOR_KEY_VARIABLE} can see (HTTP 404 for "
-            f"{TEAM_APP_INFO.format(app=app)}): no team member can join an app outside a team; only "
-            "its collaborators reach it, and the review-key check covers those"
-        )
     if status == 401:
         return FAIL, (
             f"Heroku does not accept {OPERATOR_KEY_VARIABLE} (HTTP 401): it is revoked, expired or "
             "mistyped, so the lock is unknown"
         )
+    if status == 404:
+        return FAIL, (
+            f"Heroku has no app {app} that {OPERATOR_KEY_VARIABLE} can see (HTTP 404): check the name "
+            "(herokuAppName, --production-app), or use the key of one of its team's admins"
+        )
     if status != 200:
-        return FAIL, f"Heroku answered HTTP {status} to {OPERATOR_KEY_VARIABLE} for team app {app}: the lock is unknown"
+        return FAIL, f"Heroku answered HTTP {status} to {OPERATOR_KEY_VARIABLE} for app {app}: the lock is unknown"
     locked = _json_field(body, "locked")
     if locked is True:
         return PASS, f"{app} is locked: only team admins and members given access to it can join it"

@@ -47,13 +47,15 @@ def error(name: str) -> tuple[int, dict[str, str]]:
 
 class FakeHeroku:
     """The review key reads the apps in `readable` (200) and is refused on the others (403); the
-    operator's key reads every app. Team apps (`teams`: name → locked) answer their `locked` at the
-    team endpoint to the operator's key (403 to the review key), other apps 404 there. `forced`
-    answers (endpoint, app) with a given status and body instead; any other key gets 401."""
+    operator's key reads every app but those in `missing` (404), each with its `team` (None outside a
+    team). Team apps (`teams`: name → locked) answer their `locked` at the team endpoint to the
+    operator's key (403 to the review key), other apps 404 there. `forced` answers (endpoint, app)
+    with a given status and body instead; any other key gets 401."""
 
     def __init__(self) -> None:
         self.readable: set[str] = set()
         self.teams: dict[str, Any] = {}
+        self.missing: set[str] = set()
         self.forced: dict[tuple[str, str], tuple[int, Any]] = {}
         self.requests: list[tuple[str, str, Message]] = []
 
@@ -73,8 +75,10 @@ class FakeHeroku:
             if key != f"Bearer {OPERATOR_KEY}":
                 return error("forbidden")
             return (200, {"name": app, "locked": self.teams[app]}) if app in self.teams else error("app_not_found")
+        if key == f"Bearer {OPERATOR_KEY}" and app in self.missing:
+            return error("app_not_found")
         if key == f"Bearer {OPERATOR_KEY}" or app in self.readable:
-            return 200, {"name": app}
+            return 200, {"name": app, "team": {"name": "acme"} if app in self.teams else None}
         return error("forbidden")
 
 
@@ -87,7 +91,7 @@ def heroku() -> Iterator[tuple[FakeHeroku, str]]:
 
 @pytest.fixture
 def fake(heroku: tuple[FakeHeroku, str]) -> Iterator[FakeHeroku]:
-    for state in (heroku[0].readable, heroku[0].teams, heroku[0].forced, heroku[0].requests):
+    for state in (heroku[0].readable, heroku[0].teams, heroku[0].missing, heroku[0].forced, heroku[0].requests):
         state.clear()
     yield heroku[0]
 
@@ -220,8 +224,9 @@ def test_locked_team_apps_pass(heroku: tuple[FakeHeroku, str], fake: FakeHeroku)
         "acme-shop-staging is locked: only team admins and members given access to it can join it",
     )
     assert found[PRODUCTION_LOCKED][0] == PASS
-    # What Heroku was asked: the team endpoint of the facts, version 3, with the operator's key.
-    asked = [("GET", path("team_app_info", app)) for app in ("acme-shop-staging", "acme-shop")]
+    # What Heroku was asked: each app, then its team settings (the facts' endpoints), version 3, with
+    # the operator's key.
+    asked = [("GET", path(e, app)) for app in ("acme-shop-staging", "acme-shop") for e in ("app_info", "team_app_info")]
     assert [(m, p) for m, p, _ in fake.requests] == asked
     assert {h.get("Accept") for _, _, h in fake.requests} == {HEROKU_ACCEPT}
     assert {h.get("Authorization") for _, _, h in fake.requests} == {f"Bearer {OPERATOR_KEY}"}
@@ -241,14 +246,28 @@ def test_an_unlocked_team_app_fails_with_the_command_that_locks_it(
 
 
 def test_an_app_outside_any_team_is_skipped_and_says_why(heroku: tuple[FakeHeroku, str], fake: FakeHeroku) -> None:
-    fake.teams["acme-shop"] = True  # staging is not a team app: the team endpoint answers 404
+    fake.teams["acme-shop"] = True  # staging is not a team app: Heroku's answer has no team
     found = lock_rows(heroku[1])
     assert found[PRODUCTION_LOCKED][0] == PASS
     assert found[STAGING_LOCKED] == (
         SKIP,
-        "acme-shop-staging is not a team app, or not one HEROKU_API_KEY can see (HTTP 404 for "
-        "/teams/apps/acme-shop-staging): no team member can join an app outside a team; only its "
-        "collaborators reach it, and the review-key check covers those",
+        "acme-shop-staging is not a team app (no `team` in Heroku's answer): no team member can join an app "
+        "outside a team; only its collaborators reach it, and the review-key check covers those",
+    )
+    assert ("GET", path("team_app_info", "acme-shop-staging")) not in [(m, p) for m, p, _ in fake.requests]
+
+
+def test_a_mistyped_app_fails_rather_than_passing_the_key_and_skipping_the_lock(
+    heroku: tuple[FakeHeroku, str], fake: FakeHeroku
+) -> None:
+    # The review key's 404 on a name that does not exist counts as refused; the lock row must fail.
+    fake.teams["acme-shop-staging"] = True
+    fake.missing.add("acme-shp")
+    found = rows(app_lock_checks(OUTPUTS, OPERATOR_KEY, "acme-shp", api=heroku[1]))
+    assert found[PRODUCTION_LOCKED] == (
+        FAIL,
+        "Heroku has no app acme-shp that HEROKU_API_KEY can see (HTTP 404): check the name (herokuAppName, "
+        "--production-app), or use the key of one of its team's admins",
     )
 
 
@@ -266,10 +285,10 @@ def test_an_operator_key_heroku_does_not_accept_fails_naming_it(
 @pytest.mark.parametrize(
     ("answer", "detail"),
     [
-        (error("forbidden"), "Heroku answered HTTP 403 to HEROKU_API_KEY for team app acme-shop: the lock is unknown"),
+        (error("forbidden"), "Heroku answered HTTP 403 to HEROKU_API_KEY for app acme-shop: the lock is unknown"),
         (
             (500, "Internal server error"),
-            "Heroku answered HTTP 500 to HEROKU_API_KEY for team app acme-shop: the lock is unknown",
+            "Heroku answered HTTP 500 to HEROKU_API_KEY for app acme-shop: the lock is unknown",
         ),
         (
             (200, {"name": "acme-shop"}),
