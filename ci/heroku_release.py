@@ -106,7 +106,12 @@ REVIEW_REQUIRED = (
     "CI_COMMIT_SHA",
 )
 REVIEW_STOP_REQUIRED = (REVIEW_KEY, REVIEW_PREFIX, "CI_MERGE_REQUEST_IID")
-REVIEW_OPTIONAL = ("SHIPYARD_REVIEW_TEAM", "SHIPYARD_REVIEW_DYNO_SIZE", "SHIPYARD_REVIEW_PIPELINE")
+REVIEW_TEAM, REVIEW_DYNO_SIZE, REVIEW_PIPELINE = (
+    "SHIPYARD_REVIEW_TEAM",
+    "SHIPYARD_REVIEW_DYNO_SIZE",
+    "SHIPYARD_REVIEW_PIPELINE",
+)
+REVIEW_OPTIONAL = (REVIEW_TEAM, REVIEW_DYNO_SIZE, REVIEW_PIPELINE)
 # A review app runs its image as the process type `web`, one dyno of SHIPYARD_REVIEW_DYNO_SIZE.
 REVIEW_PROCESS = "web"
 DYNO_SIZE = re.compile(r"^[A-Za-z0-9-]+$")
@@ -625,7 +630,7 @@ def review_settings(env: dict[str, str]) -> ReviewSettings:
     repository = ecr_repository(env["ECR_REVIEW_REPOSITORY_URL"].strip())
     if repository is None:
         problems.append("ECR_REVIEW_REPOSITORY_URL must be <account>.dkr.ecr.<region>.amazonaws.com/<repository>")
-    size, pipeline = env.get("SHIPYARD_REVIEW_DYNO_SIZE", "").strip(), env.get("SHIPYARD_REVIEW_PIPELINE", "").strip()
+    size, pipeline = env.get(REVIEW_DYNO_SIZE, "").strip(), env.get(REVIEW_PIPELINE, "").strip()
     if size and not DYNO_SIZE.fullmatch(size):
         problems.append(
             f"SHIPYARD_REVIEW_DYNO_SIZE must be a Heroku dyno size such as basic (shipyard:review.dynoSize), "
@@ -656,7 +661,7 @@ def existing_app(heroku: Heroku) -> dict[str, Any] | None:
 
 
 def create_review_app(heroku: Heroku, env: dict[str, str], cap: int) -> dict[str, Any]:
-    prefix, team = env[REVIEW_PREFIX].strip(), env.get("SHIPYARD_REVIEW_TEAM", "").strip()
+    prefix, team = env[REVIEW_PREFIX].strip(), env.get(REVIEW_TEAM, "").strip()
     others = review_apps(heroku, prefix, team)
     if len(others) >= cap:
         raise ReleaseError(
@@ -681,11 +686,12 @@ def create_review_app(heroku: Heroku, env: dict[str, str], cap: int) -> dict[str
 def couple_review_app(heroku: Heroku, pipeline: str, created: bool) -> None:
     """The app joins the build stack's pipeline at the stage `review`, where Heroku allows it: a
     coupling asks for access to the pipeline too, which Heroku may deny the review key's member. The
-    app works without it, so a refusal is reported and the job goes on."""
+    app works without it, so a refusal, or an API that does not answer, is reported and the job goes on."""
     try:
         if not created:
             coupling = heroku.request("GET", f"/apps/{heroku.app}/pipeline-couplings")
-            coupled_to = str((coupling or {}).get("pipeline", {}).get("id", ""))
+            found = coupling.get("pipeline") if isinstance(coupling, dict) else None
+            coupled_to = str(found.get("id", "")) if isinstance(found, dict) else ""
             if coupled_to != pipeline:
                 print(f"note: review app {heroku.app} is in another Heroku pipeline ({coupled_to}), left there")
             return
@@ -693,6 +699,9 @@ def couple_review_app(heroku: Heroku, pipeline: str, created: bool) -> None:
         if exc.status != 404:  # 404: in no pipeline yet
             print(f"note: review app {heroku.app}: its pipeline coupling could not be read ({exc}); left as it is")
             return
+    except ReleaseError as exc:  # no answer at all
+        print(f"note: review app {heroku.app}: its pipeline coupling could not be read ({exc}); left as it is")
+        return
     try:
         heroku.request("POST", "/pipeline-couplings", {"app": heroku.app, "pipeline": pipeline, "stage": "review"})
     except ApiError as exc:
@@ -701,6 +710,9 @@ def couple_review_app(heroku: Heroku, pipeline: str, created: bool) -> None:
             f"({exc.status}: {exc.api_message or 'no message'}). The app works without it; a member with "
             "access to the pipeline can add it with `heroku pipelines:add`."
         )
+        return
+    except ReleaseError as exc:  # no answer at all
+        print(f"note: review app {heroku.app} is not in the Heroku pipeline {pipeline}: {exc}")
         return
     print(f"review app {heroku.app} joined Heroku pipeline {pipeline} at the stage review")
 

@@ -151,6 +151,7 @@ class FakeHeroku:
     pipelines: set[str] = field(default_factory=lambda: {PIPELINE})
     couplings: dict[str, dict[str, Any]] = field(default_factory=dict)
     formation: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    forced: dict[str, tuple[int, Any]] = field(default_factory=dict)  # route name → its answer instead
 
     def app(self, name: str) -> dict[str, Any]:
         return {"name": name, "web_url": f"https://{name}-0a1b2c3d4e5f.herokuapp.com/", **self.apps[name]}
@@ -172,6 +173,8 @@ class FakeHeroku:
         )
         if not name:
             return 404, {"id": "not_found", "message": "Not found."}
+        if name in self.forced:
+            return self.forced[name]
         if name in ("app_list", "team_app_list"):
             return 200, [self.app(app) for app in sorted(self.apps)]
         if name in ("app_create", "team_app_create"):
@@ -1087,18 +1090,36 @@ def test_a_review_app_is_created_configured_and_released_with_the_review_key(
     assert login["stdin"] == KEY and KEY not in result.output
 
 
-@pytest.mark.parametrize("coupled", [True, False])
-def test_an_existing_review_app_is_reused_even_at_the_cap(job: Job, heroku: FakeHeroku, coupled: bool) -> None:
+OTHER_PIPELINE = "0f4c1a9e-1d2b-4c3d-9e8f-7a6b5c4d3e2f"
+
+
+@pytest.mark.parametrize(
+    ("coupling", "posts", "note"),
+    [
+        (PIPELINE, [], ""),  # in the build stack's pipeline already
+        (None, ["/pipeline-couplings"], ""),  # in none yet (an earlier coupling refused): joins it now
+        (OTHER_PIPELINE, [], f"is in another Heroku pipeline ({OTHER_PIPELINE}), left there"),
+        ("unreadable", [], "its pipeline coupling could not be read"),
+    ],
+    ids=["coupled", "in no pipeline", "in another pipeline", "coupling unreadable"],
+)
+def test_an_existing_review_app_is_reused_even_at_the_cap(
+    job: Job, heroku: FakeHeroku, coupling: str | None, posts: list[str], note: str
+) -> None:
     heroku.apps = {REVIEW_APP: {}, "acme-shop-mr-3": {}}
-    if coupled:
-        heroku.couplings[REVIEW_APP] = {"app": {"name": REVIEW_APP}, "pipeline": {"id": PIPELINE}, "stage": "review"}
+    if coupling == "unreadable":
+        heroku.forced["app_pipeline_coupling"] = (500, {"id": "internal_server_error", "message": "Oops."})
+    elif coupling is not None:
+        heroku.couplings[REVIEW_APP] = {"app": {"name": REVIEW_APP}, "pipeline": {"id": coupling}, "stage": "review"}
     result = review_job(job, SHIPYARD_REVIEW_MAX_APPS="2").run("--ensure-review-app")
     assert result.code == 0, result.output
     assert "reusing review app acme-shop-mr-7" in result.output
-    # No app is created; an app in no pipeline yet (an earlier coupling refused) joins it now.
-    posts = [path for method, path in api_calls(heroku) if method == "POST"]
-    assert posts == ([] if coupled else ["/pipeline-couplings"])
-    assert heroku.couplings[REVIEW_APP]["pipeline"] == {"id": PIPELINE}
+    # No app is created; the coupling is read, and made only where the app is in no pipeline.
+    assert [path for method, path in api_calls(heroku) if method == "POST"] == posts
+    assert ("GET", f"/apps/{REVIEW_APP}/pipeline-couplings") in api_calls(heroku)
+    assert note in result.output and ("note:" in result.output) == bool(note)
+    if coupling is None:
+        assert heroku.couplings[REVIEW_APP]["pipeline"] == {"id": PIPELINE}
 
 
 def test_a_refused_pipeline_coupling_is_reported_and_the_review_app_still_released(
