@@ -595,7 +595,8 @@ class ReviewSettings(_Strict):
         alias="dynoSize",
         description=(
             "Size of each review app's one web dyno: eco, basic, standard-1X, standard-2X or a performance "
-            "size; basic by default (does not sleep, costs the least per app)."
+            "size; basic by default (never sleeps). Eco needs the apps' owner, account or team, to subscribe "
+            "to Heroku's Eco plan."
         ),
     )
 

@@ -243,12 +243,11 @@ def _review_line(variables: Mapping[str, Any]) -> Line | None:
     if REVIEW_CAP not in variables:
         return None
     name = f"{variables.get(REVIEW_PREFIX, 'review')}-mr-*"
-    cap, size = str(variables[REVIEW_CAP]), str(variables.get(REVIEW_SIZE, "")).lower()
-    what = f"0 to {cap} apps x web: 1 x {size}"
-    if not cap.isdigit() or not size:
-        return Line(
-            "review apps", name, what, None, (f"{name}: the plan does not show {REVIEW_CAP} and {REVIEW_SIZE}",)
-        )
+    cap, size = str(variables[REVIEW_CAP]), str(variables.get(REVIEW_SIZE) or "").lower()
+    what = f"0 to {cap} apps x web: 1 x {size or 'a size the plan does not show'}"
+    unshown = [key for key, known in ((REVIEW_CAP, cap.isdigit()), (REVIEW_SIZE, bool(size))) if not known]
+    if unshown:  # a secret or unknown value, or a build stack from before shipyard provisioned the size
+        return Line("review apps", name, what, None, (f"{name}: the plan does not show {' or '.join(unshown)}",))
     if size == "eco":
         return Line("review apps", name, what, ZERO, note=ECO_NOTE)
     monthly = _dyno_monthly(size)

@@ -255,3 +255,33 @@ def test_eco_review_apps_share_the_eco_plan_and_an_unpriced_review_size_is_named
 
 def test_a_stack_without_review_apps_has_no_review_line(us_east: dict[str, Any]) -> None:
     assert [line for line in cost_of_plan(us_east).lines if line.kind == "review apps"] == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "missing"),
+    [
+        ({"SHIPYARD_REVIEW_MAX_APPS": "[secret]"}, "SHIPYARD_REVIEW_MAX_APPS"),
+        ({REVIEW_SIZE: None}, REVIEW_SIZE),  # a build stack from before shipyard provisioned the size
+    ],
+    ids=["cap not shown", "no size"],
+)
+def test_review_apps_the_plan_does_not_show_whole_are_named_not_guessed(
+    with_review_apps: dict[str, Any], changes: dict[str, str | None], missing: str
+) -> None:
+    doc = with_review_apps
+    for key, value in changes.items():
+        doc = review_variable(doc, key, value) if value is not None else without_variable(doc, key)
+    cost = cost_of_plan(doc)
+    [line] = [line for line in cost.lines if line.kind == "review apps"]
+    assert line.amount is None
+    assert cost.missing == [f"acme-shop-mr-*: the plan does not show {missing}"]
+
+
+def without_variable(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    changed = copy.deepcopy(doc)
+    changed["steps"] = [
+        s
+        for s in changed["steps"]
+        if not (s["newState"]["type"] == VARIABLE and s["newState"]["inputs"].get("key") == key)
+    ]
+    return changed
