@@ -15,9 +15,12 @@ the SDK turns into an ADVISORY "can't run policy during preview" note: the whole
 pack therefore unwraps the proxies (`_plain`), so both places see the same sentinels, and every
 check judges one part at a time (a resource, a rule, a statement): what is known is judged, and only
 the part that is not known waits (`Waits`, counted by `check`). A per-resource check that waits is
-run again by `pulumi up` before the resource is created, with the value known. The stack check that
-guards who may push release images (G11) runs only once everything exists, so there an unknown
-that could itself grant a push or a signature is a violation that says so (`release_push_protected_only`).
+run again by `pulumi up` before the resource is created, with the value known. Stack checks run
+after the preview and again at the end of `pulumi up`, on the outputs of what it created: there a
+violation fails the update, but only once the resources exist. So the stack check that guards who
+may push release images (G11) waits in the preview where a value that could grant a push or a
+signature is not known yet, names it in the advisory note, and leaves the judgement before anything
+is created to the offline plan (`shipyard plan`), which knows every value (`release_push_protected_only`).
 """
 
 from __future__ import annotations
@@ -699,10 +702,13 @@ def _unprotected_runners(resources: Sequence[Resource]) -> list[tuple[Resource, 
     return found
 
 
-# What a part this preview cannot judge tells the reader (G11). Pulumi runs stack checks in the
-# preview only, so no later run judges it either: the offline plan does, with every value known.
+# How the pack's advisory note starts: the parts a check could not judge follow, " | " between them.
+WAITED = "not known during this preview: "
+# What a part this preview cannot judge tells the reader (G11). `pulumi up` judges it at its end,
+# once the resources exist; the offline plan judges it before, with every value known.
 NOT_KNOWN_FIX = (
-    "this preview cannot judge it; `shipyard plan` judges the same program with every value known, and refuses it there"
+    "this preview cannot judge it; `shipyard plan` judges the same program with every value known, "
+    "and `pulumi up` judges it again once the resources exist"
 )
 
 
@@ -879,10 +885,13 @@ def release_push_protected_only(resources: Sequence[Resource]) -> Iterator[tuple
     a message that names it, and the preview shows it as Pulumi's advisory note. Failing the preview
     instead would stop every first `pulumi up` of a stack with a review runner: its documents are
     built with `Output.apply` from ARNs of resources created in the same run, so a real preview
-    knows none of them. What judges them is the offline plan (`shipyard plan`, which the merge
-    request's pipeline runs and which exits 1 on a violation): the same program and settings with
-    every value known. An unknown that cannot grant either (the Resource of a statement whose
-    actions push nothing, as a runner's SSM or autoscaling statements) is no finding at all."""
+    knows none of them, as a whole. `pulumi up` judges them at its end with their values, failing
+    the update after the resources exist (pulumi/pulumi deployment_executor.go runs the stack
+    analysis after the steps); before anything is created, the offline plan judges them
+    (`shipyard plan`, which the merge request's pipeline runs and which exits 1 on a violation):
+    the same program and settings with every value known. An unknown that cannot grant either (the
+    Resource of a statement whose actions push nothing, as a runner's SSM or autoscaling statements)
+    is no finding at all."""
     review = _review_repositories(resources)
     refused: dict[str, Resource] = {}  # role name → the unprotected runner whose role it is
     for runner, group in _unprotected_runners(resources):
@@ -1051,14 +1060,16 @@ def check(resources: Sequence[Resource], policies: Sequence[Policy] = POLICIES) 
         targets: list[Resource | None] = [None] if policy.check_stack is not None else []
         targets += [r for r in resources if policy.check is not None and r.type in policy.types]
         for target in targets:
-            try:
+            found: list[tuple[Resource, str]] = []
+            try:  # item by item: what a check reported before it stopped on an unknown value stands
                 if target is None and policy.check_stack is not None:
-                    found = list(policy.check_stack(resources))
+                    for item in policy.check_stack(resources):
+                        found.append(item)
                 elif target is not None and policy.check is not None:
-                    found = [(target, message) for message in policy.check(target)]
+                    for message in policy.check(target):
+                        found.append((target, message))
             except UnknownValue:
                 unknown += 1
-                continue
             unknown += sum(isinstance(message, Waits) for _, message in found)
             violations += [Violation(policy, r, message) for r, message in found if not isinstance(message, Waits)]
     return violations, unknown
@@ -1117,7 +1128,10 @@ def pack_policies(policies: Sequence[Policy] = POLICIES) -> list[Any]:
         except UnknownValue as exc:
             raise UnknownValueError(exc.sentinel, [exc.path]) from exc
         if waits:
-            raise UnknownValueError(UNKNOWN, [" | ".join(waits)])
+            # The SDK prints the error's message in its advisory note: the parts, not a property path.
+            error = UnknownValueError(UNKNOWN, [])
+            error.message = WAITED + " | ".join(waits)
+            raise error
 
     def resource_validator(policy: Policy) -> Callable[[Any, Any], None]:
         def validate(args: Any, report_violation: Any) -> None:

@@ -20,7 +20,7 @@ from pulumi_policy import (
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-from policy.policies import POLICIES, Resource, check, pack_policies
+from policy.policies import POLICIES, WAITED, Resource, check, pack_policies
 
 BY_NAME = {p.name: p for p in POLICIES}
 
@@ -116,5 +116,6 @@ def advisory_of_the_pack(name: str, resources: tuple[Resource, ...]) -> list[str
     try:
         built.validate(StackValidationArgs(stack), lambda message, urn=None: None)
     except UnknownValueError as exc:
-        return [part for props in exc.props for part in props.split(" | ")]
+        assert exc.message.startswith(WAITED), exc.message  # what the SDK prints in its note
+        return exc.message.removeprefix(WAITED).split(" | ")
     return []

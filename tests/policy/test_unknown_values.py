@@ -1,20 +1,26 @@
 """Values a real `pulumi preview` does not know yet (the outputs of resources it has not created):
 each check judges what is known and skips only the unknown part, and where that part could itself
 grant a release push or a signature (G11) it waits with a message that says so, which the preview
-shows as Pulumi's advisory note: the offline plan judges it with every value known. The unknowns sit where a
-preview has them: a new role's id in a role policy's `role`, a new resource's ARN in a statement's
-Resource or a key statement's Principal, a whole document built with `Output.apply` from such an ARN.
-Each case runs through `check` (plan documents) and through the pack, props in the SDK's proxies
-(`verdict`, tests/policy/test_release_push_policy.py), where the proxies raise on every unknown."""
+shows as Pulumi's advisory note: the offline plan judges it with every value known, and `pulumi up`
+again once the resources exist.
+
+Where the unknowns sit: a real preview knows a document built with `Output.apply` from a new ARN
+not at all (the function runs only on known inputs), so whole unknown documents, a new role's id in
+a role policy's `role` and unknown lists are the preview's shapes. Unknowns inside a document's
+statements are the shape of a document built from known and unknown parts (`Output.json_dumps`, a
+plan document): the per-statement cases hold the policy to it. Each case runs through `check` (plan
+documents) and through the pack, props in the SDK's proxies (`verdict`,
+tests/policy/test_release_push_policy.py), where the proxies raise on every unknown."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from infra.offline.engine import Run
 from infra.offline.plan import to_preview_json
-from policy.policies import NOT_KNOWN_FIX, UNKNOWN, Resource, Waits, check, resources_of_plan
+from policy.policies import NOT_KNOWN_FIX, UNKNOWN, Policy, Resource, UnknownValue, Waits, check, resources_of_plan
 from tests.policy.pack import BY_NAME, advisory_of_the_pack, changed, one, violations
 from tests.policy.test_release_push_policy import (
     POLICY,
@@ -44,8 +50,8 @@ def statement(statements: list[dict[str, Any]], sid: str) -> dict[str, Any]:
 
 
 def new_review_runner(resources: list[Resource], edit: Any = lambda statements: None) -> list[Resource]:
-    """The review runner as the preview that creates it sees it: its role's id (the policy's `role`)
-    and the token parameter's ARN (ReadRunnerToken, WriteBackRotatedToken) are not known yet."""
+    """The review runner with its role's id (the policy's `role`) and the token parameter's ARN
+    (ReadRunnerToken, WriteBackRotatedToken) not known yet, inside a document that is otherwise known."""
     policy = runner_policy(resources, "review-runner")
 
     def unknown_token(statements: list[dict[str, Any]]) -> None:
@@ -188,3 +194,18 @@ def test_a_key_policy_or_signer_not_known_yet_waits_naming_it(plans: dict[str, l
     assert verdict(unknown_principal) == []
     [signer] = waits(unknown_principal)
     assert signer.startswith("Principal of ReleaseBuildRunnerSigns in KMS key image-signing is not known yet")
+
+
+def test_what_a_check_found_before_it_stopped_on_an_unknown_value_stands() -> None:
+    # `shipyard policy check` and the pack must agree: the pack has reported the first finding before
+    # the check reads the unknown value, so `check` keeps it too.
+    def first_then_unknown(resource: Resource) -> Iterator[str]:
+        yield f"{resource.name} is open to the world"
+        raise UnknownValue("securityGroupId", UNKNOWN)
+
+    policy = Policy(
+        "stops-midway", "a check that stops on an unknown value", "none", "nothing", ("t:t:T",), first_then_unknown
+    )
+    rule = Resource("t:t:T", "rule", "urn:pulumi:s::p::t:t:T::rule", {})
+    violations, waited = check([rule], [policy])
+    assert [v.message for v in violations] == ["rule is open to the world"] and waited == 1
