@@ -125,15 +125,16 @@ class _KeyPairOnFirstUse:
         return getattr(self._pair, name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def moto_endpoint() -> Iterator[str]:
     import moto.kms.models
     from moto import mock_aws
 
-    # Moto answers in this process, once the first test that needs AWS has asked for it, until the
-    # session ends. It intercepts requests to AWS endpoints only, and leaves the environment's
-    # credentials alone (each test's `environment` sets them), so a test without credentials still
-    # finds none. In-process, a call costs a fifth of what a call to moto's server costs.
+    # Moto answers in this process from the session's start to its end, for every test alike: a test
+    # that reaches AWS without asking for it gets moto's answer whatever ran before it. It intercepts
+    # requests to AWS endpoints only, and leaves the environment's credentials alone (each test's
+    # `environment` sets them), so a test without credentials still finds none. In-process, a call
+    # costs a fifth of what a call to moto's server costs.
     before = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
     # Keeps the EC2 backend from loading thousands of public AMIs on every reset: the tests name
     # their own image id.
@@ -158,8 +159,10 @@ def moto_endpoint() -> Iterator[str]:
 
 def _reset(endpoint: str) -> None:
     from moto.core.base_backend import BackendDict
+    from moto.core.model_instances import reset_model_data
 
     BackendDict.reset()
+    reset_model_data()  # as moto's own reset does: no model instance outlives its backend
     _resets[endpoint] += 1
 
 
