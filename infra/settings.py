@@ -869,6 +869,11 @@ def runner_name(stack: str, review: bool, cache_account: str | None = None) -> s
     return name if cache_account is None else f"{name}-cache-{cache_account}"
 
 
+def workers_name(stack: str, review: bool) -> str:
+    """The Auto Scaling group of a runner's workers in fleet mode, `<runner_name>-workers`."""
+    return f"{runner_name(stack, review)}-workers"
+
+
 def signing_key_alias(stack: str) -> str:
     """The alias of the build stack's image-signing key (infra/components/signing.py), which the CI
     roles may manage (infra/ops/ci_permissions.py)."""

@@ -28,7 +28,7 @@ from infra.components.launch import (
     launched_tags,
     web_egress,
 )
-from infra.settings import FleetSettings, runner_name
+from infra.settings import FleetSettings, runner_name, workers_name
 from infra.userdata import FleetHost, RunnerHost, user_data
 
 LAUNCH_HOOK = "shipyard-launch"
@@ -174,7 +174,7 @@ class GitlabRunner(pulumi.ComponentResource):
         is_review = args.purpose == "review"
         review, review_name = ("review ", "review-") if is_review else ("", "")
         self.asg_name = runner_name(args.stack, is_review)
-        self.fleet_asg_name = f"{self.asg_name}-workers"
+        self.fleet_asg_name = workers_name(args.stack, is_review)
         self.tags = args.tags
         self.token_parameter_name = f"/shipyard/{args.stack}/gitlab-{review_name}runner-token"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.ops.bootstrap import bucket_arn
-from infra.settings import runner_name, signing_key_alias
+from infra.settings import runner_name, signing_key_alias, workers_name
 
 # What `pulumi preview` and `--refresh` read of the stacks' AWS resources: descriptions and
 # settings, never data (no parameter value, object, image layer or secret). `Describe*` of EC2 and
@@ -280,7 +280,7 @@ def _deploy(aws: Scope, stack: str, builds: bool) -> list[dict[str, Any]]:
             "Resource": [
                 aws.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{group}")
                 for review in (False, True)
-                for group in (runner_name(stack, review), f"{runner_name(stack, review)}-workers")
+                for group in (runner_name(stack, review), workers_name(stack, review))
             ],
         },
         {
