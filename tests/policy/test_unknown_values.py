@@ -209,3 +209,93 @@ def test_what_a_check_found_before_it_stopped_on_an_unknown_value_stands() -> No
     rule = Resource("t:t:T", "rule", "urn:pulumi:s::p::t:t:T::rule", {})
     violations, waited = check([rule], [policy])
     assert [v.message for v in violations] == ["rule is open to the world"] and waited == 1
+
+
+# --- (d) branches that only an unknown value reaches ------------------------------------------------
+
+
+def test_an_unprotected_app_of_a_stage_not_known_yet_waits(plans: dict[str, list[Resource]]) -> None:
+    # guards H4: neither the environment's tier nor the coupling's stage is known, so the unprotected
+    # app may be production's: it waits, named in the advisory note, and is no violation yet.
+    resources = [
+        changed(r, tier=UNKNOWN)
+        if r.type == "gitlab:index/projectEnvironment:ProjectEnvironment"
+        else changed(r, stage=UNKNOWN)
+        if r.type == "heroku:pipeline/coupling:Coupling"
+        else changed(r, protect=False)
+        if r.type == "heroku:app/app:App"
+        else r
+        for r in plans["prod"]
+    ]
+    assert check(resources, [BY_NAME["production-protected"]]) == ([], 1)
+    assert advisory_of_the_pack("production-protected", tuple(resources)) == [
+        "whether app production is production's is not known yet"
+    ]
+
+
+def test_a_repository_a_lifecycle_policy_not_known_yet_may_cover_waits(plans: dict[str, list[Resource]]) -> None:
+    # guards the registry lifecycle (README): the review repository's lifecycle names a repository not
+    # known yet, which may be the review repository: it waits instead of failing; the release one is covered.
+    lifecycle = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+    review_lifecycle = one(plans["staging"], lifecycle, repository="acme/storefront-review")
+    resources = replace_in(plans["staging"], review_lifecycle, changed(review_lifecycle, repository=UNKNOWN))
+    assert check(resources, [BY_NAME["ecr-lifecycle-policy"]]) == ([], 1)
+    assert advisory_of_the_pack("ecr-lifecycle-policy", tuple(resources)) == [
+        "whether repository registry-review has a lifecycle policy is not known yet"
+    ]
+
+
+def new_review_role(resources: list[Resource]) -> list[Resource]:
+    """The review runner's role created in this run: the role id its policy and instance profile take
+    is not known yet (its `name` is not in the plan either: the bridge auto-names it)."""
+    profile = one(resources, "aws:iam/instanceProfile:InstanceProfile", named="review-runner-profile")
+    return new_review_runner(replace_in(resources, profile, changed(profile, role=UNKNOWN)))
+
+
+def signer(principal: str) -> dict[str, Any]:
+    return {"Sid": "ReviewSigns", "Effect": "Allow", "Principal": {"AWS": principal}, "Action": "kms:Sign"}
+
+
+def test_a_key_letting_a_new_runner_role_sign_by_its_known_name_violates(plans: dict[str, list[Resource]]) -> None:
+    # guards G11, G8: a preview knows the new role's own name (explicit or the bridge's auto-name, as
+    # the plan's instance profile shows it), not the id its policy and instance profile take.
+    name = one(plans["staging"], "aws:iam/instanceProfile:InstanceProfile", named="review-runner-profile").props["role"]
+    resources = new_review_role(plans["staging"])
+    role = one(resources, "aws:iam/role:Role", named="review-runner-role")
+    resources = replace_in(resources, role, changed(role, name=name))
+    key = one(resources, KEY)
+    role_arn = f"arn:aws:iam::123456789012:role/{name}"
+    signing = replace_in(resources, key, edit_document(key, lambda statements: statements.append(signer(role_arn))))
+    assert verdict(signing) == [
+        "KMS key image-signing lets the role of runner review-runner sign (ReviewSigns), a runner that takes jobs "
+        "of unprotected refs (accessLevel not_protected)"
+    ]
+    assert check(signing, [BY_NAME[POLICY]])[1] == 0  # judged by the name, not waiting on the id
+
+
+def test_a_role_name_not_known_yet_matches_no_key_principal(plans: dict[str, list[Resource]]) -> None:
+    # guards G11: the review runner's role policy and instance profile take a role not known yet; the
+    # sentinel standing for it is no role name, so a principal that ends in it is not the runner's role.
+    resources = new_review_role(plans["staging"])
+    key = one(resources, KEY)
+    sentinel_arn = f"arn:aws:iam::123456789012:role/{UNKNOWN}"
+    signing = replace_in(resources, key, edit_document(key, lambda statements: statements.append(signer(sentinel_arn))))
+    assert not any("review-runner" in m for m in verdict(signing))
+
+
+def test_an_element_not_known_yet_in_a_list_waits_and_is_never_shown(plans: dict[str, list[Resource]]) -> None:
+    # guards R13, R15: the preview's shape for `security_groups=[manager_sg.id]` or a CIDR from a new
+    # resource is a known list holding a sentinel; the rule waits and the sentinel is no value.
+    group = one(plans["staging"], "aws:ec2/securityGroup:SecurityGroup", named="runner-sg")
+    https = {"protocol": "tcp", "fromPort": 443, "toPort": 443}
+    for rule in (
+        {**https, "securityGroups": [UNKNOWN]},
+        {**https, "cidrBlocks": [UNKNOWN]},
+        {"protocol": "tcp", "fromPort": 22, "toPort": 22, "securityGroups": ["sg-0123456789abcdef0", UNKNOWN]},
+    ):
+        ingress = changed(group, ingress=[rule])
+        assert violations("no-ingress-from-anywhere", ingress) == [], rule
+        assert check([ingress], [BY_NAME["no-ingress-from-anywhere"]]) == ([], 1), rule
+    # an element of the ingress list itself not known yet: the whole list waits
+    ingress = changed(group, ingress=[UNKNOWN])
+    assert check([ingress], [BY_NAME["no-ingress-from-anywhere"]]) == ([], 1)
