@@ -592,6 +592,20 @@ def fresh_runtime_state() -> None:
     SETTINGS.outputs = set()
 
 
+def _finish_tasks(loop: asyncio.AbstractEventLoop, rounds: int = 20) -> None:
+    """Cancel what a run left scheduled and let it end, before the loop closes: a program that failed
+    leaves the SDK's registrations half done, and a task closed before its first step leaves a
+    coroutine that was never awaited, which the garbage collector reports later, anywhere. A
+    cancelled task may schedule another, hence the rounds."""
+    for _ in range(rounds):
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
 def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...], record: list[Step] | None) -> Run:
     region = config.values.get("aws:region", "us-east-1")
     monitor = RecordingMonitor(ShipyardMocks(region, _reference_outputs(project, config, seen)))
@@ -632,6 +646,7 @@ def _run(project: Project, stack: str, config: StackConfig, seen: tuple[str, ...
         loop.run_until_complete(pulumi.runtime.run_in_stack(program))
     finally:
         os.chdir(cwd)
+        _finish_tasks(loop)
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
         monitor.close()
