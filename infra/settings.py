@@ -47,10 +47,6 @@ GITLAB_PROJECT = re.compile(r"^(?:\d+|[\w.][\w.-]*(?:/[\w.][\w.-]*)+)$")
 STACK_PATH = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+$")
 # G2: GitLab's masking requirements with raw=false.
 MASKABLE = re.compile(r"^[a-zA-Z0-9_+=/@:.~-]{8,}$")
-HEROKU_DYNO_SIZES = (
-    "eco", "basic", "standard-1x", "standard-2x", "performance-m", "performance-l",
-    "performance-l-ram", "performance-xl", "performance-2xl",
-)  # fmt: skip
 PROCESS_TYPE = re.compile(r"^[a-z][a-z0-9_-]*$")
 FEATURE_NAME = re.compile(r"^[a-z][a-z0-9-]+$")
 
@@ -122,6 +118,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
 
 
+@functools.cache
+def heroku_dyno_sizes() -> tuple[str, ...]:
+    """The Common Runtime dyno sizes Heroku takes, lower-case (infra/facts/heroku-registry.yaml)."""
+    return tuple(facts.load("heroku-registry")["platform_api"]["dyno_sizes"])
+
+
 class Formation(_Strict):
     size: str = Field(description="Dyno size, e.g. `standard-1X` (case does not matter).")
     quantity: int = Field(ge=0, le=100, description="Dynos of this process type, 0 to 100.")
@@ -129,9 +131,9 @@ class Formation(_Strict):
     @model_validator(mode="after")
     def _size_known(self) -> Formation:
         size = self.size.lower()
-        if size not in HEROKU_DYNO_SIZES and not size.startswith(("private-", "shield-")):
+        if size not in heroku_dyno_sizes() and not size.startswith(("private-", "shield-")):
             raise ValueError(
-                f"size must be one of {', '.join(HEROKU_DYNO_SIZES)} (or private-*/shield-*), got {self.size!r}"
+                f"size must be one of {', '.join(heroku_dyno_sizes())} (or private-*/shield-*), got {self.size!r}"
             )
         if size in ("eco", "basic") and self.quantity > 1:
             raise ValueError(f"{self.size} dynos cannot run more than one per process type")
@@ -543,8 +545,8 @@ GITLAB_DURATION = re.compile(
 
 def _review_dyno_size(size: str) -> str:
     """A Common Runtime dyno size, as Heroku spells it: review apps are not created in a Private Space."""
-    if size.lower() not in HEROKU_DYNO_SIZES:
-        raise ValueError(f"must be one of {', '.join(HEROKU_DYNO_SIZES)} (case does not matter), got {size!r}")
+    if size.lower() not in heroku_dyno_sizes():
+        raise ValueError(f"must be one of {', '.join(heroku_dyno_sizes())} (case does not matter), got {size!r}")
     return size
 
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from infra import facts
 from infra.offline.engine import stack_config
-from infra.settings import HEROKU_DYNO_SIZES, REVIEW_PREFIX_MAX
+from infra.settings import REVIEW_PREFIX_MAX
 from tests.by_path import load_module
 from tests.conftest import PROJECT, stack_document
 from tests.test_settings import API_KEY, base, parse, problems
@@ -130,7 +129,3 @@ def test_review_config_vars_never_take_a_secret_of_the_stack() -> None:
 @pytest.mark.parametrize("size", ["eco", "Standard-2X", "performance-m"])
 def test_review_dyno_sizes_heroku_takes_are_kept_as_written(size: str) -> None:
     assert parse(review(dynoSize=size), SECRETS).review.dyno_size == size
-
-
-def test_the_dyno_sizes_settings_take_are_the_ones_heroku_knows() -> None:
-    assert list(HEROKU_DYNO_SIZES) == facts.load("heroku-registry")["platform_api"]["dyno_sizes"]
