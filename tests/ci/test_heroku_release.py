@@ -1077,7 +1077,9 @@ def test_a_review_app_is_created_configured_and_released_with_the_review_key(
     assert [c["tool"] for c in result.calls if c["tool"] != "skopeo"] == []
     release, scale = (r.body for r in heroku.requests if r.path == f"/apps/{REVIEW_APP}/formation")
     assert release == {"updates": [{"type": "web", "docker_image": CONFIG_DIGEST}]}
-    # Then one web dyno of shipyard:review.dynoSize, and the app joins the build stack's pipeline.
+    # Then one web dyno of shipyard:review.dynoSize, only after the release: before it the app has no
+    # process type to scale (guards H6; the fake answers 404 then, as the facts describe). The app joins the
+    # build stack's pipeline.
     assert scale == {"updates": [{"type": "web", "quantity": 1, "size": "basic"}]}
     assert heroku.formation[REVIEW_APP] == {"web": {"quantity": 1, "size": "basic"}}
     assert heroku.couplings[REVIEW_APP]["pipeline"] == {"id": PIPELINE}
