@@ -17,7 +17,7 @@ from typing import Any
 
 from infra import facts
 from infra.offline.diff import code
-from policy.policies import GONE_OPS
+from policy.policies import Resource, resources_of_plan
 
 HOURS_PER_MONTH = Decimal(730)  # AWS's own month of instance hours (8,760 h / 12)
 AWS, HEROKU = "aws-prices", "heroku-prices"
@@ -160,20 +160,6 @@ def plan_region(doc: Mapping[str, Any]) -> str | None:
 # Lines
 
 
-def _name(urn: str) -> str:
-    return urn.rsplit("::", 1)[-1]
-
-
-def _live(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The resources the plan leaves in place, once each: a real preview's replacement has several
-    steps for one URN, and the ones that delete leave nothing."""
-    live: dict[str, dict[str, Any]] = {}
-    for step in doc.get("steps", []):
-        if step.get("op") not in GONE_OPS and isinstance(step.get("newState"), dict):
-            live[str(step.get("urn"))] = step["newState"]
-    return list(live.values())
-
-
 def _root_gb(template: Mapping[str, Any]) -> int:
     """The gp3 GB of a launch template: each instance it launches gets these volumes (the root one)."""
     return sum(
@@ -195,8 +181,8 @@ def _host_cost(instance_type: str, gb: int, region: str | None) -> tuple[Decimal
     return hourly * HOURS_PER_MONTH + gb * gb_month, []
 
 
-def _group_line(group: Mapping[str, Any], template: Mapping[str, Any], name: str, region: str | None) -> Line:
-    inputs, lt = group.get("inputs") or {}, template.get("inputs") or {}
+def _group_line(group: Resource, template: Resource, region: str | None) -> Line:
+    name, inputs, lt = group.name, group.props, template.props
     gb = _root_gb(lt)
     disk = f" + {gb} GB gp3" if gb else ""
     policy = inputs.get("mixedInstancesPolicy")
@@ -225,8 +211,8 @@ def _dyno_monthly(size: str) -> Decimal | None:
     return None if monthly is None else Decimal(str(monthly))
 
 
-def _dynos_line(formation: Mapping[str, Any], name: str) -> Line:
-    inputs = formation.get("inputs") or {}
+def _dynos_line(formation: Resource) -> Line:
+    name, inputs = formation.name, formation.props
     size, quantity = str(inputs.get("size", "")).lower(), int(inputs.get("quantity") or 0)
     what = f"{inputs.get('type', name)}: {quantity} x {size}"
     if size == "eco":  # paid once for the account, by the plan's "Eco plan" line
@@ -261,24 +247,24 @@ def cost_of_plan(doc: Mapping[str, Any], region: str | None = None) -> Cost:
     """The monthly cost of what a plan leaves running. `region` is the stack's aws:region; without
     it, the plan's own (plan_region)."""
     region = region or plan_region(doc)
-    live = _live(doc)
-    templates = {str(s.get("parent")): s for s in live if s.get("type") == LAUNCH_TEMPLATE}
+    # What the plan leaves in place, once each (a real preview's replacement has several steps).
+    live = resources_of_plan(doc)
+    templates = {r.parent: r for r in live if r.type == LAUNCH_TEMPLATE}
     lines: list[Line] = []
     variables: dict[str, Any] = {}
-    for state in live:
-        name = _name(str(state.get("urn", "")))
-        if state.get("type") == GROUP:
+    for resource in live:
+        if resource.type == GROUP:
             # A runner host's or a fleet's group and its launch template are children of one component.
-            template = templates.get(str(state.get("parent")))
+            template = templates.get(resource.parent)
             if template is None:
-                lines.append(Line("runner host", name, "", None, (f"{name}: no launch template in the plan",)))
+                missing = (f"{resource.name}: no launch template in the plan",)
+                lines.append(Line("runner host", resource.name, "", None, missing))
             else:
-                lines.append(_group_line(state, template, name, region))
-        elif state.get("type") == FORMATION:
-            lines.append(_dynos_line(state, name))
-        elif state.get("type") == VARIABLE:
-            inputs = state.get("inputs") or {}
-            variables[str(inputs.get("key"))] = inputs.get("value")
+                lines.append(_group_line(resource, template, region))
+        elif resource.type == FORMATION:
+            lines.append(_dynos_line(resource))
+        elif resource.type == VARIABLE:
+            variables[str(resource.props.get("key"))] = resource.props.get("value")
     review = _review_line(variables)
     lines += [review] if review else []
     if any(line.note == ECO_NOTE for line in lines):
